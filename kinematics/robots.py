@@ -1,0 +1,109 @@
+"""The robots we support: where their URDF is, which joints are driven, which frame is the end effector.
+
+URDFs come from the `example-robot-data` package (installed with this project).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from teleop.errors import TeleopError, UnknownNameError
+
+ALLEGRO_JOINTS = tuple(f"joint_{i}.0" for i in range(16))  # index 0-3, middle 4-7, ring 8-11, thumb 12-15
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """Static description of one robot.
+
+    Attributes:
+        name: Short name used on the command line.
+        urdf: Path of the URDF relative to example-robot-data's `robots/` folder.
+        kind: "arm" (end-effector pose -> IK) or "hand" (keypoints -> retargeting).
+        joints: Joints driven by IK / retargeting, in command order.
+        ee_frame: URDF frame of the end effector (arms: tool centre point; hand: palm).
+        home: Joint positions of `joints` at reset [rad].
+        gripper_joints: Prismatic finger joints of a parallel gripper (arms), empty if none in the URDF.
+        gripper_open: Finger joint position when open [m]; closed is 0.
+        fingertip_frames: Hands: fingertip frames in the order index, middle, ring, thumb.
+    """
+
+    name: str
+    urdf: str
+    kind: str
+    joints: tuple[str, ...]
+    ee_frame: str
+    home: tuple[float, ...]
+    gripper_joints: tuple[str, ...] = ()
+    gripper_open: float = 0.0
+    fingertip_frames: tuple[str, ...] = ()
+
+    @property
+    def urdf_path(self) -> Path:
+        return robots_dir() / self.urdf
+
+    @property
+    def has_gripper(self) -> bool:
+        return self.kind == "arm"
+
+    @property
+    def action_dim(self) -> int:
+        """Joint targets, plus one gripper command in [0, 1] for arms."""
+        return len(self.joints) + (1 if self.has_gripper else 0)
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return self.joints + (("gripper",) if self.has_gripper else ())
+
+
+ROBOTS: dict[str, RobotSpec] = {
+    "franka": RobotSpec(
+        name="franka",
+        urdf="panda_description/urdf/panda.urdf",
+        kind="arm",
+        joints=tuple(f"panda_joint{i}" for i in range(1, 8)),
+        ee_frame="panda_hand_tcp",
+        home=(0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785),
+        gripper_joints=("panda_finger_joint1", "panda_finger_joint2"),
+        gripper_open=0.04,
+    ),
+    "xarm7": RobotSpec(
+        name="xarm7",
+        urdf="xarm_description/urdf/xarm7.urdf",
+        kind="arm",
+        joints=tuple(f"joint{i}" for i in range(1, 8)),
+        ee_frame="link_eef",
+        home=(0.0, -0.3, 0.0, 0.9, 0.0, 1.2, 0.0),
+        gripper_open=0.04,  # the URDF has no gripper; the simulator adds a parallel one at link_eef
+    ),
+    "allegro": RobotSpec(
+        name="allegro",
+        urdf="allegro_hand_description/urdf/allegro_right_hand.urdf",
+        kind="hand",
+        joints=ALLEGRO_JOINTS,
+        ee_frame="palm_link",
+        home=(0.0, 0.2, 0.2, 0.2) * 3 + (0.6, 0.2, 0.2, 0.2),
+        fingertip_frames=("link_3.0_tip", "link_7.0_tip", "link_11.0_tip", "link_15.0_tip"),
+    ),
+}
+
+
+def get_robot(name: str) -> RobotSpec:
+    try:
+        return ROBOTS[name]
+    except KeyError:
+        raise UnknownNameError("robot", name, list(ROBOTS)) from None
+
+
+def robots_dir() -> Path:
+    """example-robot-data's `robots/` folder (a cmeel package: under site-packages/cmeel.prefix)."""
+    candidates = [Path(p) / "cmeel.prefix/share/example-robot-data/robots" for p in sys.path if p]
+    candidates.append(Path(sys.prefix) / "share/example-robot-data/robots")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise TeleopError(
+        "the robot descriptions of example-robot-data were not found: run  pip install example-robot-data"
+    )

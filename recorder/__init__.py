@@ -1,0 +1,1 @@
+"""Episode recording: the Step contract, episode files, readers and listing."""
