@@ -46,11 +46,11 @@ class DeviceSample:
         pose = self.T_world_device if self.T_world_device is not None else np.full((4, 4), np.nan)
         keypoints = self.keypoints if self.keypoints is not None else np.full((21, 3), np.nan)
         return {
-            "t": np.float64(self.t),
-            "engaged": np.bool_(self.engaged),
+            "t": np.asarray(self.t, dtype=np.float64),
+            "engaged": np.asarray(self.engaged, dtype=np.bool_),
             "T_world_device": np.asarray(pose, dtype=np.float64),
             "keypoints": np.asarray(keypoints, dtype=np.float64),
-            "gripper": np.float64(self.gripper),
+            "gripper": np.asarray(self.gripper, dtype=np.float64),
         }
 
 
