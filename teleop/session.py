@@ -1,0 +1,170 @@
+"""The control loop: read the device, map, command the robot, hand the recorder a step, on a fixed-rate clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from devices.base import Clock, Device
+from recorder.step import Step
+from teleop.controllers import Controller
+from teleop.errors import TeleopError
+from teleop.sim import PybulletSim
+from teleop.tasks import Task
+
+
+class StepSink(Protocol):
+    def append(self, step: Step) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Loop settings.
+
+    Attributes:
+        rate_hz: Control rate [Hz].
+        max_duration_s: Episode length cap [s]; None uses the task's.
+        stop_on_success_s: End the episode once the task has succeeded for this long [s]; None runs until
+            `should_stop` says so or the cap is reached.
+    """
+
+    rate_hz: float = 20.0
+    max_duration_s: float | None = None
+    stop_on_success_s: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate_hz <= 1000:
+            raise TeleopError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+
+
+@dataclass
+class EpisodeResult:
+    """What one episode did. `late_ticks` counts ticks that started more than one period late."""
+
+    steps: int = 0
+    duration_s: float = 0.0
+    success: bool = False
+    achieved_rate_hz: float = 0.0
+    late_ticks: int = 0
+    rejected_samples: int = 0
+    held_ticks: int = 0
+    stopped_by: str = ""
+    tick_ms: list[float] = field(default_factory=list, repr=False)
+
+    def attrs(self) -> dict[str, float | int | str]:
+        """Counters stored with the episode."""
+        return {"achieved_rate_hz": self.achieved_rate_hz, "late_ticks": self.late_ticks,
+                "rejected_samples": self.rejected_samples, "held_ticks": self.held_ticks,
+                "stopped_by": self.stopped_by,
+                "tick_ms_p99": float(np.percentile(self.tick_ms, 99)) if self.tick_ms else 0.0}
+
+
+def ee_pose7(T: np.ndarray) -> np.ndarray:
+    """(4, 4) pose -> (7,) position [m] + quaternion wxyz."""
+    x, y, z, w = Rotation.from_matrix(T[:3, :3]).as_quat()
+    return np.array([*T[:3, 3], w, x, y, z])
+
+
+def precise_sleep(seconds: float, clock: Clock = time.monotonic) -> None:
+    """Sleep, then spin the last millisecond (time.sleep alone overshoots by up to a scheduler tick)."""
+    end = clock() + seconds
+    if seconds > 0.002:
+        time.sleep(seconds - 0.001)
+    while clock() < end:
+        pass
+
+
+class Session:
+    """Runs episodes of one task with one device and one robot.
+
+    The loop keeps a fixed grid t0 + k * period on the injected monotonic clock; a tick that starts more than
+    a period late is counted and the grid skips ahead (no burst of catch-up ticks).
+    """
+
+    def __init__(self, sim: PybulletSim, task: Task, device: Device, controller: Controller,
+                 config: SessionConfig = SessionConfig(), clock: Clock = time.monotonic,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.sim, self.task, self.device, self.controller = sim, task, device, controller
+        self.config = config
+        self.clock = clock
+        self.sleep = sleep or (lambda s: precise_sleep(s, clock))
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.config.rate_hz
+
+    def reset(self, seed: int) -> dict:
+        """Randomise the task; the controller holds the robot where it is."""
+        state = self.task.reset(self.sim, seed)
+        q, _ = self.sim.joint_state()
+        self.controller.reset(q, self.sim.ee_pose())
+        return state
+
+    def run_episode(self, sink: StepSink | None = None, should_stop: Callable[[], bool] | None = None,
+                    on_step: Callable[[Step, EpisodeResult], None] | None = None) -> EpisodeResult:
+        """Run from the current state until success (held), `should_stop()`, or the length cap."""
+        result = EpisodeResult()
+        max_duration = self.config.max_duration_s or self.task.max_duration_s
+        rejected_before = self.controller.rejected
+        success_since: float | None = None
+        t0 = next_tick = self.clock()
+        while True:
+            now = self.clock()
+            if now - next_tick > self.period:
+                result.late_ticks += 1
+                next_tick += self.period * int((now - next_tick) / self.period)
+            step = self._tick(now)
+            result.tick_ms.append((self.clock() - now) * 1e3)
+            result.steps += 1
+            if not step.device["engaged"]:
+                result.held_ticks += 1
+            if sink is not None:
+                sink.append(step)
+            result.success = self.task.success(self.sim)
+            success_since = (success_since or now) if result.success else None
+            if on_step is not None:
+                on_step(step, result)
+            stop = self._stop_reason(now - t0, max_duration, success_since, now, should_stop)
+            if stop:
+                result.stopped_by = stop
+                break
+            next_tick += self.period
+            self.sleep(max(0.0, next_tick - self.clock()))
+        result.duration_s = self.clock() - t0
+        result.achieved_rate_hz = (result.steps - 1) / result.duration_s if result.duration_s > 0 else 0.0
+        result.rejected_samples = self.controller.rejected - rejected_before
+        return result
+
+    def _tick(self, now: float) -> Step:
+        sample = self.device.read()
+        q, dq = self.sim.joint_state()
+        T_base_ee = self.sim.ee_pose()
+        action = self.controller.act(sample, q, T_base_ee, self.period)
+        frames = {name: self.sim.render(name) for name in self.sim.cameras}
+        step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
+                    device=sample.to_record(), frames=frames, extras=self.task.extras(self.sim))
+        apply_action(self.sim, action)
+        self.sim.step(self.period)
+        return step
+
+    def _stop_reason(self, elapsed: float, max_duration: float, success_since: float | None, now: float,
+                     should_stop: Callable[[], bool] | None) -> str:
+        hold = self.config.stop_on_success_s
+        if hold is not None and success_since is not None and now - success_since >= hold:
+            return "success"
+        if should_stop is not None and should_stop():
+            return "operator"
+        if elapsed >= max_duration:
+            return "time limit"
+        return ""
+
+
+def apply_action(sim: PybulletSim, action: np.ndarray) -> None:
+    """Send an action (joint targets, then the gripper command for arms) to the simulator."""
+    n = len(sim.spec.joints)
+    sim.command(action[:n], float(action[n]) if sim.spec.has_gripper else None)

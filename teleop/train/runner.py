@@ -1,0 +1,245 @@
+"""A trained policy at run time: one camera frame and the joint positions in, one action out.
+
+Also the policy checkpoint format (`policy.pt`), so that writing and reading it live side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from teleop.deps import require
+from teleop.errors import TeleopError, UnsafeInputError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from teleop.train.encoders import Encoder
+    from teleop.train.policy import BCPolicy
+
+CHECKPOINT_FORMAT = "teleop-bc-policy"
+CHECKPOINT_VERSION = 1
+POLICY_FILE = "policy.pt"
+BEST_POLICY_FILE = "policy_best.pt"
+
+
+def _torch() -> ModuleType:
+    return require("torch", extra="train", purpose="running a behaviour-cloning policy")
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when a GPU is usable, else "cpu"; other names are returned unchanged."""
+    if device != "auto":
+        return device
+    return "cuda" if _torch().cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """What a policy was trained on, so a rollout can feed it the same inputs.
+
+    Attributes:
+        robot, task, instruction: From the training episodes.
+        camera: Camera whose frames the policy sees.
+        joint_names: Columns of the proprio vector it takes (the episodes' joint_pos).
+        action_names: Columns of the action it returns.
+        control_rate_hz: Control rate of the demonstrations [Hz].
+        image_size: (width, height) of the camera frames it was trained on [px].
+    """
+
+    robot: str
+    task: str
+    instruction: str
+    camera: str
+    joint_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    control_rate_hz: float = 20.0
+    image_size: tuple[int, int] = (224, 224)
+
+
+class PolicyRunner:
+    """Frozen encoder + BC policy in eval mode; `act` maps one observation to one action."""
+
+    def __init__(self, encoder: Encoder, policy: BCPolicy, info: PolicyInfo) -> None:
+        self._encoder = encoder
+        self._policy = policy
+        self.info = info
+        self._device = next(policy.parameters()).device
+
+    @property
+    def robot(self) -> str:
+        return self.info.robot
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def camera(self) -> str:
+        return self.info.camera
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.info.joint_names
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return self.info.action_names
+
+    @property
+    def control_rate_hz(self) -> float:
+        return self.info.control_rate_hz
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.info.image_size
+
+    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
+        """Action (A,) float64 for a frame (H, W, 3) uint8 of `camera` and joint positions (n,).
+
+        Raises:
+            UnsafeInputError: Wrong shape or dtype, non-finite proprio, or a non-finite action.
+        """
+        torch = _torch()
+        frame, joints = self._check_inputs(rgb, proprio)
+        self._policy.eval()
+        with torch.no_grad():
+            embedding = self._encoder(torch.from_numpy(frame)[None])
+            joints_t = torch.from_numpy(joints)[None].to(self._device)
+            action = self._policy.predict(embedding, joints_t)[0].cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(action)):
+            raise UnsafeInputError(f"the policy returned a non-finite action {action}: not sent to the robot")
+        return action
+
+    def _check_inputs(self, rgb: np.ndarray, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise UnsafeInputError(
+                f"act() takes one RGB frame (H, W, 3) uint8 of camera {self.camera!r}, "
+                f"got {rgb.shape} {rgb.dtype}"
+            )
+        joints = np.asarray(proprio, dtype=np.float32)
+        if joints.shape != (len(self.joint_names),) or not np.all(np.isfinite(joints)):
+            raise UnsafeInputError(
+                f"act() takes {len(self.joint_names)} finite joint positions "
+                f"({', '.join(self.joint_names)}), got {np.asarray(proprio).tolist()}"
+            )
+        return np.ascontiguousarray(rgb), joints
+
+
+def save_checkpoint(
+    path: Path, policy: BCPolicy, encoder: Encoder, info: PolicyInfo, extra: dict[str, Any]
+) -> Path:
+    """Write policy weights, normalisation buffers, encoder identity and `info` to `path` (atomically)."""
+    torch = _torch()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "policy": {
+            "embed_dim": policy.embed_dim,
+            "proprio_dim": policy.proprio_dim,
+            "action_dim": policy.action_dim,
+            "hidden": list(policy.hidden),
+        },
+        "normalization": {k: v.tolist() for k, v in asdict(policy.normalization()).items()},
+        "encoder": encoder.describe(),
+        "info": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()},
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a policy checkpoint (tensors on the CPU), or raise a TeleopError naming the file."""
+    torch = _torch()
+    if not path.is_file():
+        raise TeleopError(
+            f"no policy checkpoint at {path}: train one with `teleop train`, or pass the run directory that "
+            f"holds {POLICY_FILE}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, foreign pickle: torch raises several types
+        raise TeleopError(
+            f"policy checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {exc}): "
+            "train the policy again or restore the file"
+        ) from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TeleopError(
+            f"{path} is not a policy checkpoint of `teleop train`: pass a training run directory"
+        )
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise TeleopError(
+            f"policy checkpoint {path} has format version {checkpoint.get('version')}, this version reads "
+            f"{CHECKPOINT_VERSION}: train the policy again"
+        )
+    return checkpoint
+
+
+def load_policy(run_dir: Path, checkpoint: str = POLICY_FILE, device: str = "auto") -> PolicyRunner:
+    """Rebuild encoder and policy of a training run for rollouts.
+
+    Args:
+        run_dir: The training run's directory, or a checkpoint file.
+        checkpoint: File in run_dir: "policy.pt" (last step) or "policy_best.pt" (best evaluation).
+        device: "cpu", "cuda" or "auto".
+
+    Raises:
+        TeleopError: Missing or corrupt checkpoint; encoder weights missing or changed since training.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / checkpoint if run_dir.is_dir() else run_dir
+    ckpt = read_checkpoint(path)
+    try:
+        encoder = _rebuild_encoder(ckpt["encoder"], path)
+        policy = _rebuild_policy(ckpt["policy"], ckpt["state_dict"], path)
+        info = _policy_info(ckpt["info"])
+    except (KeyError, TypeError) as exc:
+        raise TeleopError(f"policy checkpoint {path} lacks {exc}: train the policy again") from exc
+    device = resolve_device(device)
+    return PolicyRunner(encoder.to(device), policy.to(device).eval(), info)
+
+
+def _policy_info(d: dict[str, Any]) -> PolicyInfo:
+    return PolicyInfo(
+        robot=d["robot"],
+        task=d["task"],
+        instruction=d["instruction"],
+        camera=d["camera"],
+        joint_names=tuple(d["joint_names"]),
+        action_names=tuple(d["action_names"]),
+        control_rate_hz=float(d.get("control_rate_hz", 20.0)),
+        image_size=tuple(d.get("image_size", (224, 224))),  # type: ignore[arg-type]
+    )
+
+
+def _rebuild_encoder(desc: dict[str, Any], path: Path) -> Encoder:
+    from teleop.train.encoders import build_encoder
+
+    if desc["weights"] is None:
+        return build_encoder(desc["name"], None, init_seed=desc["init_seed"])
+    weights = Path(desc["weights"])
+    if not weights.is_file():
+        raise TeleopError(
+            f"the encoder weights {weights} that the policy {path} was trained with are missing: "
+            "put the file back at that path or train the policy again"
+        )
+    return build_encoder(desc["name"], weights, expected_sha256=desc["weights_sha256"])
+
+
+def _rebuild_policy(arch: dict[str, Any], state_dict: dict[str, Any], path: Path) -> BCPolicy:
+    from teleop.train.policy import BCPolicy
+
+    policy = BCPolicy(arch["embed_dim"], arch["proprio_dim"], arch["action_dim"], tuple(arch["hidden"]))
+    try:
+        policy.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise TeleopError(f"policy checkpoint {path} does not match its own architecture ({exc})") from exc
+    return policy

@@ -1,0 +1,345 @@
+"""Behaviour cloning with the R3M protocol: frozen encoder, BatchNorm MLP, MSE, Adam, best-of evaluations.
+
+`train(config)` writes a run directory:
+    config.json       the TrainConfig, device, encoder identity (weights path and SHA-256) and data summary
+    train_log.jsonl   {"step", "loss"} every ~0.5% of the steps; {"step", "success"} after each evaluation
+    policy.pt         the policy after the last step (see runner.save_checkpoint)
+    policy_best.pt    the policy at the best evaluation, when an `evaluate` function is given
+    feature_cache/    embeddings per episode, unless TrainConfig.cache_dir points elsewhere
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from teleop.deps import require
+from teleop.errors import TeleopError
+from teleop.train.runner import (
+    BEST_POLICY_FILE,
+    POLICY_FILE,
+    PolicyInfo,
+    PolicyRunner,
+    resolve_device,
+    save_checkpoint,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from teleop.train.encoders import Encoder
+    from teleop.train.features import FeatureSet
+    from teleop.train.policy import BCPolicy
+
+Evaluate = Callable[[PolicyRunner], float]
+"""Roll the policy out (e.g. in the simulator) and return its success rate in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One behaviour-cloning run (defaults: R3M's protocol).
+
+    Attributes:
+        episodes_dir: Directory of recorded episodes.
+        out_dir: Run directory to write (created; files of an earlier run there are replaced).
+        steps: Gradient steps.
+        batch_size: Samples per step, drawn uniformly with replacement (at least 2, for BatchNorm).
+        lr: Adam learning rate.
+        encoder: "resnet18", "resnet34" or "resnet50".
+        encoder_weights: R3M or torchvision checkpoint; None trains on a randomly initialised encoder.
+        camera: Camera whose frames the policy sees.
+        hidden: MLP hidden layer sizes.
+        seed: Seed of the policy initialisation and the minibatch sampling.
+        eval_every: Steps between calls of `evaluate` (it is also called after the last step).
+        device: "auto" (CUDA when available), "cpu" or "cuda[:N]".
+        include_failed: Train on every readable episode, not only those marked successful.
+        cache_dir: Embedding cache; None: out_dir / "feature_cache".
+        feature_batch_size: Frames per encoder forward pass.
+    """
+
+    episodes_dir: Path
+    out_dir: Path
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 1e-3
+    encoder: str = "resnet18"
+    encoder_weights: Path | None = None
+    camera: str = "front"
+    hidden: tuple[int, ...] = (256, 256)
+    seed: int = 0
+    eval_every: int = 1000
+    device: str = "auto"
+    include_failed: bool = False
+    cache_dir: Path | None = None
+    feature_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("episodes_dir", "out_dir", "encoder_weights", "cache_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        problems = _config_problems(self)
+        if problems:
+            raise TeleopError("invalid training config: " + "; ".join(problems))
+
+    @property
+    def feature_cache(self) -> Path:
+        """Where embeddings are cached."""
+        return self.cache_dir if self.cache_dir is not None else self.out_dir / "feature_cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable copy (paths as strings)."""
+        return {
+            k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+        }
+
+
+def _config_problems(c: TrainConfig) -> list[str]:
+    checks = [
+        (c.steps >= 1, f"steps must be at least 1, got {c.steps}"),
+        (c.batch_size >= 2, f"batch_size must be at least 2 (BatchNorm needs a batch), got {c.batch_size}"),
+        (math.isfinite(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr}"),
+        (c.eval_every >= 1, f"eval_every must be at least 1, got {c.eval_every}"),
+        (c.feature_batch_size >= 1, f"feature_batch_size must be at least 1, got {c.feature_batch_size}"),
+        (bool(c.hidden) and all(h > 0 for h in c.hidden), f"hidden sizes must be positive, got {c.hidden}"),
+        (
+            c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda"),
+            f"device must be auto, cpu or cuda[:N], got {c.device!r}",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Summary of a finished run.
+
+    Attributes:
+        run_dir: Directory holding policy.pt, config.json, train_log.jsonl.
+        first_loss, final_loss: Mean minibatch MSE (normalised actions) over the first and the last 5% of
+            the steps.
+        steps: Gradient steps taken.
+        wall_time_s: Whole run, encoding and evaluations included [s].
+        steps_per_s: Gradient steps per second, evaluations excluded.
+        num_episodes, num_samples: Training data used.
+        encoded_episodes: Episodes whose embeddings were computed (0 when all came from the cache).
+        best_success_rate: Best value `evaluate` returned, None without `evaluate`.
+        best_step: Step of that evaluation (policy_best.pt), None without `evaluate`.
+        evaluations: (step, success rate) of every evaluation.
+    """
+
+    run_dir: Path
+    first_loss: float
+    final_loss: float
+    steps: int
+    wall_time_s: float
+    steps_per_s: float
+    num_episodes: int
+    num_samples: int
+    encoded_episodes: int
+    best_success_rate: float | None = None
+    best_step: int | None = None
+    evaluations: tuple[tuple[int, float], ...] = field(default_factory=tuple)
+
+
+def train(
+    config: TrainConfig, log: Callable[[str], None] = print, evaluate: Evaluate | None = None
+) -> TrainResult:
+    """Fit a BC policy on the successful episodes of `config.episodes_dir` and save the run.
+
+    Args:
+        config: What to train and where to write it.
+        log: Progress messages (about every 10% of the steps).
+        evaluate: Called with a PolicyRunner every `eval_every` steps and after the last one; returns a
+            success rate. The best-scoring policy is saved as policy_best.pt (R3M reports the best).
+
+    Raises:
+        TeleopError: Bad config, no usable episodes, unreadable encoder weights.
+    """
+    from teleop.train.encoders import build_encoder
+    from teleop.train.features import load_features, select_episodes
+
+    torch = require("torch", extra="train", purpose="training a policy")
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    episodes = select_episodes(config.episodes_dir, config.include_failed, log)
+    encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
+    if encoder.weights is None:
+        log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
+    data = load_features(
+        episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
+    )
+    log(
+        f"training on {data.num_samples} steps of {len(episodes)} {data.robot} {data.task} episodes, {device}"
+    )
+    torch.manual_seed(config.seed)
+    policy = _build_policy(data, config).to(device)
+    info = PolicyInfo(
+        data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
+        data.control_rate_hz, data.image_size,
+    )
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
+    _write_config(config, device, encoder, data)
+    loop = _Loop(config, policy, encoder, info, log, evaluate)
+    with open(config.out_dir / "train_log.jsonl", "w") as log_file:
+        loop.run(_tensors(data, device), log_file)
+    save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
+    return loop.result(config.out_dir, time.perf_counter() - started, data)
+
+
+def _build_policy(data: FeatureSet, config: TrainConfig) -> BCPolicy:
+    from teleop.train.policy import BCPolicy, Normalization
+
+    policy = BCPolicy(data.features.shape[1], data.proprio.shape[1], data.actions.shape[1], config.hidden)
+    policy.set_normalization(Normalization.fit(data.proprio, data.actions))
+    return policy
+
+
+def _tensors(data: FeatureSet, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch = require("torch", extra="train", purpose="training a policy")
+    return tuple(torch.from_numpy(a).to(device) for a in (data.features, data.proprio, data.actions))
+
+
+def _write_config(config: TrainConfig, device: str, encoder: Encoder, data: FeatureSet) -> None:
+    torch = require("torch", extra="train", purpose="training a policy")
+    doc = {
+        "train": config.to_dict(),
+        "device": device,
+        "torch": torch.__version__,
+        "encoder": encoder.describe(),
+        "data": {
+            "episodes": [str(p) for p in data.episodes],
+            "num_samples": data.num_samples,
+            "robot": data.robot,
+            "task": data.task,
+            "instruction": data.instruction,
+            "camera": data.camera,
+            "joint_names": list(data.joint_names),
+            "action_names": list(data.action_names),
+        },
+    }
+    (config.out_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+class _Loop:
+    """The optimisation loop with its logging, evaluation and best-checkpoint bookkeeping."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        policy: BCPolicy,
+        encoder: Encoder,
+        info: PolicyInfo,
+        log: Callable[[str], None],
+        evaluate: Evaluate | None,
+    ) -> None:
+        self.config, self.policy, self.encoder, self.info = config, policy, encoder, info
+        self.log, self.evaluate = log, evaluate
+        self.record_every = max(1, config.steps // 200)
+        self.progress_every = max(1, config.steps // 10)
+        self.summary_window = max(1, config.steps // 20)  # steps averaged into first_loss / final_loss
+        torch = require("torch", extra="train", purpose="training a policy")
+        device = next(policy.parameters()).device
+        self.step_losses = torch.zeros(config.steps, device=device)  # on the device: no sync per step
+        self.evaluations: list[tuple[int, float]] = []
+        self.eval_time_s = 0.0
+        self.train_time_s = 0.0
+
+    def run(self, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], log_file: IO[str]) -> None:
+        """Take config.steps Adam steps on random minibatches (with replacement), logging and evaluating."""
+        torch = require("torch", extra="train", purpose="training a policy")
+        features, proprio, actions = tensors
+        with torch.no_grad():
+            targets = self.policy.normalize_action(actions)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        self.policy.train()
+        started = time.perf_counter()
+        for step in range(1, self.config.steps + 1):
+            idx = torch.randint(features.shape[0], (self.config.batch_size,), generator=generator)
+            idx = idx.to(features.device)
+            loss = torch.nn.functional.mse_loss(self.policy(features[idx], proprio[idx]), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            self.step_losses[step - 1] = loss.detach()
+            self._after_step(step, started, log_file)
+        self.train_time_s = time.perf_counter() - started - self.eval_time_s
+
+    def _after_step(self, step: int, started: float, log_file: IO[str]) -> None:
+        last = step == self.config.steps
+        if step % self.record_every == 0 or last:
+            self._record_loss(step, log_file)
+        if step % self.progress_every == 0 or last:
+            self._log_progress(step, started)
+        if self.evaluate is not None and (step % self.config.eval_every == 0 or last):
+            self._evaluate(self.evaluate, step, log_file)
+
+    def _mean_loss(self, start: int, stop: int) -> float:
+        """Mean minibatch loss of steps start+1..stop (normalised-action MSE)."""
+        return float(self.step_losses[max(start, 0) : stop].mean())
+
+    def _record_loss(self, step: int, log_file: IO[str]) -> None:
+        loss = self._mean_loss((step - 1) // self.record_every * self.record_every, step)
+        if not math.isfinite(loss):
+            raise TeleopError(
+                f"training diverged at step {step} (loss {loss}): lower lr (now {self.config.lr}) "
+                "or check the episodes for extreme actions"
+            )
+        log_file.write(json.dumps({"step": step, "loss": loss}) + "\n")
+        log_file.flush()
+
+    def _log_progress(self, step: int, started: float) -> None:
+        rate = step / max(time.perf_counter() - started - self.eval_time_s, 1e-9)
+        loss = self._mean_loss(step - self.progress_every, step)
+        self.log(f"step {step}/{self.config.steps}  loss {loss:.4g}  ({rate:.0f} steps/s)")
+
+    def _evaluate(self, evaluate: Evaluate, step: int, log_file: IO[str]) -> None:
+        t0 = time.perf_counter()
+        self.policy.eval()
+        rate = float(evaluate(PolicyRunner(self.encoder, self.policy, self.info)))
+        self.policy.train()
+        if not math.isfinite(rate):
+            raise TeleopError(
+                f"evaluate returned {rate} at step {step}: it must return a success rate in [0, 1]"
+            )
+        self.evaluations.append((step, rate))
+        log_file.write(json.dumps({"step": step, "success": rate}) + "\n")
+        log_file.flush()
+        best = max(r for _, r in self.evaluations[:-1]) if len(self.evaluations) > 1 else None
+        if best is None or rate > best:
+            path = self.config.out_dir / BEST_POLICY_FILE
+            save_checkpoint(path, self.policy, self.encoder, self.info, self.checkpoint_extra(step, rate))
+        self.log(f"step {step}: success rate {rate:.3f} (best {max(r for _, r in self.evaluations):.3f})")
+        self.eval_time_s += time.perf_counter() - t0
+
+    def checkpoint_extra(self, step: int, success_rate: float | None = None) -> dict[str, Any]:
+        """Fields that a checkpoint adds to the policy itself."""
+        if success_rate is None and self.evaluations and self.evaluations[-1][0] == step:
+            success_rate = self.evaluations[-1][1]
+        return {"config": self.config.to_dict(), "step": step, "success_rate": success_rate}
+
+    def result(self, run_dir: Path, wall_time_s: float, data: FeatureSet) -> TrainResult:
+        best = max(self.evaluations, key=lambda e: e[1]) if self.evaluations else None
+        return TrainResult(
+            run_dir=run_dir,
+            first_loss=self._mean_loss(0, self.summary_window),
+            final_loss=self._mean_loss(self.config.steps - self.summary_window, self.config.steps),
+            steps=self.config.steps,
+            wall_time_s=wall_time_s,
+            steps_per_s=self.config.steps / max(self.train_time_s, 1e-9),
+            num_episodes=len(data.episodes),
+            num_samples=data.num_samples,
+            encoded_episodes=data.encoded_episodes,
+            best_success_rate=None if best is None else best[1],
+            best_step=None if best is None else best[0],
+            evaluations=tuple(self.evaluations),
+        )
