@@ -18,7 +18,10 @@ from devices.human_hand import HumanHand
 # key -> (kind, axis index, sign)
 _TRANSLATE = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1), "r": (2, 1), "f": (2, -1)}
 _ROTATE = {"i": (1, 1), "k": (1, -1), "j": (0, -1), "l": (0, 1), "q": (2, 1), "e": (2, -1)}
-_FINGERS = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
+_FINGERS = ("1", "2", "3", "4", "5")
+
+KEYS: tuple[str, ...] = (*_TRANSLATE, *_ROTATE, "g", *_FINGERS, "space")
+"""Every key name press()/release() act on."""
 
 KEY_MAP: dict[str, str] = {
     "space": "engage / release (clutch: the robot follows only while engaged)",
@@ -48,6 +51,7 @@ class KeyboardDevice(Device):
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self.hand = HumanHand()
+        self._connect()  # a front end may send keys before the session connects
 
     def _connect(self) -> None:
         self._held.clear()
@@ -84,7 +88,7 @@ class KeyboardDevice(Device):
                 if key in _ROTATE:
                     axis, sign = _ROTATE[key]
                     omega[axis] += sign * self.turn_rate
-            curling = np.array([str(i + 1) in self._held for i in range(5)])
+            curling = np.array([key in self._held for key in _FINGERS])
             self._curl = np.clip(self._curl + np.where(curling, 1, -1) * self.curl_rate * dt, 0.0, 1.0)
             self._pose[:3, 3] += velocity * dt
             self._pose[:3, :3] = Rotation.from_rotvec(omega * dt).as_matrix() @ self._pose[:3, :3]

@@ -6,6 +6,7 @@ import contextlib
 import os
 import pkgutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +21,19 @@ from teleop.errors import TeleopError, UnknownNameError
 
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
-    """Silence pybullet's C-level chatter (import, plugin, first render and disconnect print to fd 1)."""
+    """Silence pybullet's C-level chatter (import, EGL plugin, first render, disconnect print to fd 1 and 2)."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 with _quiet_stdout():
@@ -103,6 +107,9 @@ def pose_matrix(position: np.ndarray, quat_xyzw: np.ndarray) -> np.ndarray:
 class PybulletSim:
     """One robot on a ground plane in a private pybullet client (DIRECT, no window).
 
+    Use it from the thread that created it: pybullet's EGL renderer is bound to that thread (rendering from
+    another thread returns stale images or crashes), so render() refuses other threads.
+
     The robot base is at the world origin, so world and robot base frames coincide. Joints are
     position-controlled with the URDF's effort and velocity limits; `step(dt)` runs a whole number of physics
     steps. Recorded joints are `spec.joints` followed by the gripper's finger joints.
@@ -112,6 +119,7 @@ class PybulletSim:
                  base_pose: np.ndarray | None = None) -> None:
         self.spec = spec
         self.config = config
+        self._thread = threading.get_ident()
         with _quiet_stdout():
             self.client = pb.connect(pb.DIRECT)
             self.renderer_name = self._load_renderer(config.renderer)
@@ -137,7 +145,7 @@ class PybulletSim:
                 pb.changeVisualShape(self.robot, link, rgbaColor=(0.92, 0.92, 0.92, 1.0), physicsClientId=self.client)
         self.cameras: dict[str, CameraSpec] = {}
         self.time_s = 0.0
-        self._rendered = False
+        self._rendered: set[str] = set()
 
     # --- setup -----------------------------------------------------------------------------------------
 
@@ -300,17 +308,20 @@ class PybulletSim:
     def render(self, name: str) -> CameraFrame:
         """Render camera `name`: RGB (H, W, 3) uint8, stamped with the monotonic time of capture."""
         camera = self._camera(name)
+        if threading.get_ident() != self._thread:
+            raise TeleopError("the simulator renders only on the thread that created it: create, step and render "
+                              "it on one thread (pybullet's EGL context belongs to that thread)")
         width, height = self.config.image_size
         view = np.linalg.inv(self.camera_pose(name) @ _CV_TO_GL)
         projection = pb.computeProjectionMatrixFOV(camera.fov_deg, width / height, camera.near, camera.far)
         renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.renderer_name == "egl" else pb.ER_TINY_RENDERER
         t = time.monotonic()  # the state being rendered is the state at this instant
-        with _quiet_stdout() if not self._rendered else contextlib.nullcontext():
+        with _quiet_stdout() if name not in self._rendered else contextlib.nullcontext():
             _, _, rgba, _, _ = pb.getCameraImage(
                 width, height, view.T.ravel().tolist(), projection, renderer=renderer,
                 flags=pb.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client,
             )
-        self._rendered = True
+        self._rendered.add(name)
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
         return CameraFrame(np.ascontiguousarray(rgb), t)
 

@@ -1,0 +1,176 @@
+"""The desktop app, driven through Qt events on an offscreen display: record, stop, discard, list."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pybullet
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PyQt6.QtWidgets")
+pytest.importorskip("pyqtgraph")
+
+from PyQt6.QtCore import Qt  # noqa: E402
+from PyQt6.QtTest import QTest  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from recorder.hdf5 import EpisodeReader  # noqa: E402
+from teleop.errors import MissingDependencyError  # noqa: E402
+from ui.main_window import MainWindow  # noqa: E402
+
+LEFT = Qt.MouseButton.LeftButton
+
+
+@pytest.fixture(scope="module")
+def app() -> QApplication:
+    return QApplication.instance() or QApplication([])
+
+
+@pytest.fixture
+def make_window(app: QApplication, tmp_path: Path) -> Iterator[Callable[..., MainWindow]]:
+    windows: list[MainWindow] = []
+
+    def make(device: str, robot: str = "franka", task: str = "franka-reach") -> MainWindow:
+        window = MainWindow(tmp_path / "episodes", robot=robot, task=task, device=device)
+        window.show()
+        QTest.qWaitForWindowExposed(window)
+        windows.append(window)
+        wait_until(lambda: window.ready, 20)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Process Qt events until `condition()` holds; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the GUI"
+        QTest.qWait(20)
+
+
+def episode_files(window: MainWindow) -> list[Path]:
+    return sorted(window.out_dir.glob("episode_*.h5"))
+
+
+def test_keyboard_recording_moves_the_arm_and_is_listed(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("keyboard")
+    assert "engage" in window.controls_label.text()
+    assert set(window.camera_views) == set(window.rig_info.cameras)
+
+    QTest.mouseClick(window.record_button, LEFT)
+    assert window.recording and not window.record_button.isEnabled()
+    QTest.keyClick(window, Qt.Key.Key_Space)  # may arrive before the device is connected: it is replayed
+    wait_until(lambda: window.rig_info.device.connected, 10)
+    QTest.qWait(200)
+    QTest.keyPress(window, Qt.Key.Key_W)
+    QTest.qWait(600)
+    QTest.keyRelease(window, Qt.Key.Key_W)
+    QTest.qWait(200)
+    QTest.mouseClick(window.stop_button, LEFT)
+    wait_until(lambda: not window.recording, 20)
+
+    [path] = episode_files(window)
+    with EpisodeReader(path) as reader:
+        assert reader.num_steps > 5
+        engaged = reader.device("engaged").astype(bool)
+        ee_x = reader.ee_pose[:, 0]
+        front = reader.frames("front")
+    assert engaged.any()
+    assert ee_x[-1] - ee_x[np.argmax(engaged)] > 0.03  # "w" is +x
+    assert front.std() > 10 and np.abs(front[-1].astype(int) - front[0]).mean() > 0.5  # a scene that moves
+    pixmap = window.camera_views["front"].pixmap()
+    assert pixmap is not None and not pixmap.isNull()
+    assert window.episode_table.names() == [path.name]
+    assert "saved" in window.status_label.text()
+    assert window.record_button.isEnabled() and window.robot_combo.isEnabled()
+
+
+def test_scripted_recording_ends_by_itself_and_discard_deletes_it(
+        make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    seed = window.seed_spin.value()
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+
+    [path] = episode_files(window)
+    with EpisodeReader(path) as reader:
+        assert reader.success is True
+        assert reader.attrs["stopped_by"] == "success"
+    assert window.episode_table.names() == [path.name]
+    assert window.seed_spin.value() == seed + 1
+
+    QTest.mouseClick(window.discard_button, LEFT)
+    assert episode_files(window) == []
+    assert window.episode_table.rowCount() == 0
+
+
+def test_discard_while_recording_keeps_nothing(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: window.rig_info.device.connected, 10)
+    QTest.mouseClick(window.discard_button, LEFT)
+    wait_until(lambda: not window.recording, 20)
+    assert list(window.out_dir.iterdir()) == []
+    assert "discarded" in window.status_label.text()
+
+
+def test_closing_during_a_recording_keeps_the_episode(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("keyboard")
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: window.rig_info.device.connected, 10)
+    QTest.qWait(200)
+    window.close()
+    assert window.worker.rig is None
+    [path] = episode_files(window)
+    with EpisodeReader(path) as reader:
+        assert reader.num_steps > 1 and reader.attrs["stopped_by"] == "operator"
+
+
+def test_damaged_file_is_listed_as_an_error(make_window: Callable[..., MainWindow], tmp_path: Path) -> None:
+    (tmp_path / "episodes").mkdir()
+    (tmp_path / "episodes" / "episode_000000.h5").write_bytes(b"not hdf5")
+    window = make_window("scripted")
+    assert window.episode_table.item(0, 1).text().startswith("ERROR")
+
+
+def test_robot_picker_filters_tasks_and_rebuilds_the_rig(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    old_sim = window.worker.rig.sim
+    window.robot_combo.setCurrentText("allegro")
+    tasks = [window.task_combo.itemText(i) for i in range(window.task_combo.count())]
+    assert tasks and all(name.startswith("allegro") for name in tasks)
+    wait_until(lambda: window.ready, 20)
+    assert window.rig_info.config.robot == "allegro"
+    assert not pybullet.getConnectionInfo(old_sim.client)["isConnected"]  # the old rig was closed
+    assert set(window.camera_views) == set(window.rig_info.cameras)
+    window.device_combo.setCurrentText("keyboard")
+    window.robot_combo.setCurrentText("franka")  # a second pick before the first build is done
+    assert "engage" in window.controls_label.text()
+    wait_until(lambda: window.ready, 20)
+    assert (window.rig_info.config.robot, window.rig_info.config.device) == ("franka", "keyboard")
+    assert window.worker.rig.config == window.rig_info.config
+
+
+def test_window_renders_something(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("keyboard")
+    image = window.grab().toImage()
+    assert not image.isNull() and image.width() > 800
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 23) for y in range(0, image.height(), 23)}
+    assert len(colours) > 20  # widgets and a camera frame, not a blank fill
+
+
+def test_run_app_without_pyqt6_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ui.app import run_app
+
+    monkeypatch.setitem(sys.modules, "PyQt6.QtWidgets", None)
+    with pytest.raises(MissingDependencyError, match=r"teleop\[gui\]"):
+        run_app(tmp_path)

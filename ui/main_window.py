@@ -1,0 +1,463 @@
+"""The main window: pick robot, task and device; watch the cameras; record, stop, discard; browse episodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+
+from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, pyqtSignal
+from PyQt6.QtGui import QCloseEvent, QKeyEvent
+from PyQt6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QMainWindow,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from devices.keyboard import KEY_MAP, KeyboardDevice
+from kinematics.robots import ROBOTS
+from recorder.episodes import scan_episodes
+from teleop.recording import RecordedEpisode
+from teleop.rig import DEVICES, RigConfig
+from teleop.session import SessionConfig
+from teleop.tasks import DEFAULT_TASK, TASKS
+from ui.keys import key_name
+from ui.rig_worker import LiveState, RigInfo, RigWorker
+from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monospace_font, state_html
+
+HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
+SCRIPTED_SUCCESS_HOLD_S = 0.5
+CAMERA_SCALE = 2.0
+
+
+def session_config(device: str) -> SessionConfig:
+    """The scripted operator ends its episode on success; a person ends theirs with Stop."""
+    if device == "scripted":
+        return SessionConfig(stop_on_success_s=SCRIPTED_SUCCESS_HOLD_S)
+    return SessionConfig(max_duration_s=HUMAN_MAX_DURATION_S, stop_on_success_s=None)
+
+
+def tasks_of(robot: str) -> list[str]:
+    """Names of the tasks for one robot, its default task first."""
+    names = sorted(name for name, cls in TASKS.items() if cls.robot == robot)
+    default = DEFAULT_TASK.get(robot)
+    return sorted(names, key=lambda name: name != default)
+
+
+class MainWindow(QMainWindow):
+    """Records demonstrations into `out_dir`, one HDF5 file per episode.
+
+    The rig lives on a RigWorker thread (built, previewed and recorded there); the UI sends it requests
+    through queued signals and shows the RigInfo and LiveState snapshots it sends back. With the keyboard
+    device, key events anywhere in the app go to the device while a recording runs.
+    """
+
+    _build_requested = pyqtSignal(object)
+    _preview_requested = pyqtSignal(int)
+    _record_requested = pyqtSignal(int)
+
+    def __init__(self, out_dir: Path, robot: str = "franka", task: str | None = None,
+                 device: str = "scripted") -> None:
+        super().__init__()
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rig_info: RigInfo | None = None
+        self._requested: RigConfig | None = None
+        self.recording = False
+        self.camera_views: dict[str, CameraView] = {}
+        self.joint_plot: JointPlot | None = None
+        self._discard_requested = False
+        self._last_path: Path | None = None
+        self._pending_keys: list[tuple[str, bool]] = []
+        self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
+        self._start_worker()
+        self._build_ui()
+        self._select_initial(robot, task, device)
+        self.refresh_episodes()
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    # --- layout ----------------------------------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.addWidget(self._left_panel())
+        layout.addLayout(self._right_panel(), stretch=1)
+        self.setCentralWidget(central)
+        self.resize(1380, 860)
+
+    def _left_panel(self) -> QWidget:
+        panel = QWidget()
+        panel.setFixedWidth(340)
+        column = QVBoxLayout(panel)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self._setup_box())
+        column.addWidget(self._record_box())
+        column.addWidget(self._controls_box())
+        column.addStretch(1)
+        return panel
+
+    def _setup_box(self) -> QGroupBox:
+        box = QGroupBox("Setup")
+        form = QFormLayout(box)
+        self.robot_combo = QComboBox()
+        self.robot_combo.addItems(list(ROBOTS))
+        self.task_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip("Seed of the task's initial conditions; steps up by one after each episode")
+        form.addRow("Robot", self.robot_combo)
+        form.addRow("Task", self.task_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Seed", self.seed_spin)
+        self.robot_combo.currentTextChanged.connect(self._on_robot_changed)
+        self.task_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
+        self.device_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
+        self.seed_spin.valueChanged.connect(self._request_preview)
+        return box
+
+    def _record_box(self) -> QGroupBox:
+        box = QGroupBox("Recording")
+        column = QVBoxLayout(box)
+        self.instruction_label = QLabel()
+        self.instruction_label.setWordWrap(True)
+        column.addWidget(self.instruction_label)
+        buttons = QHBoxLayout()
+        self.record_button = self._button("Record", "#2e7d32", self.record)
+        self.stop_button = self._button("Stop", "#555555", self.stop)
+        self.discard_button = self._button("Discard", "#b23b3b", self.discard)
+        for button in (self.record_button, self.stop_button, self.discard_button):
+            buttons.addWidget(button)
+        column.addLayout(buttons)
+        self.status_label = QLabel("idle")
+        self.status_label.setWordWrap(True)
+        self.status_label.setMinimumHeight(60)
+        self.status_label.setAlignment(Qt.AlignmentFlag.AlignTop)
+        column.addWidget(self.status_label)
+        return box
+
+    def _button(self, text: str, color: str, slot: Callable[[], None]) -> QPushButton:
+        button = QPushButton(text)
+        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # space must reach the device, never click a button
+        button.setMinimumHeight(34)
+        button.setStyleSheet(f"QPushButton {{ font-weight: bold; color: {color}; }} "
+                             "QPushButton:disabled { color: #9e9e9e; }")
+        button.clicked.connect(slot)
+        return button
+
+    def _controls_box(self) -> QGroupBox:
+        self.controls_box = QGroupBox("Operator controls")
+        column = QVBoxLayout(self.controls_box)
+        self.controls_label = QLabel()
+        self.controls_label.setWordWrap(True)
+        self.controls_label.setTextFormat(Qt.TextFormat.RichText)
+        column.addWidget(self.controls_label)
+        return self.controls_box
+
+    def _right_panel(self) -> QVBoxLayout:
+        column = QVBoxLayout()
+        self.cameras_box = QGroupBox("Cameras")
+        self.cameras_row = QHBoxLayout(self.cameras_box)
+        column.addWidget(self.cameras_box)
+        bottom = QHBoxLayout()
+        self.plot_box = QGroupBox("Joint positions, last 5 s")
+        self._plot_row = plot_row = QHBoxLayout(self.plot_box)
+        self.state_label = QLabel()
+        self.state_label.setFont(monospace_font())
+        self.state_label.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.state_label.setMinimumWidth(230)
+        self.state_label.setTextFormat(Qt.TextFormat.RichText)
+        plot_row.addWidget(self.state_label)
+        bottom.addWidget(self.plot_box, stretch=5)
+        episodes_box = QGroupBox(f"Episodes in {self.out_dir}")
+        episodes_column = QVBoxLayout(episodes_box)
+        self.episode_table = EpisodeTable()
+        episodes_column.addWidget(self.episode_table)
+        bottom.addWidget(episodes_box, stretch=4)
+        column.addLayout(bottom, stretch=1)
+        return column
+
+    # --- worker --------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._worker_thread = QThread(self)
+        self.worker = RigWorker(self.out_dir)
+        self.worker.moveToThread(self._worker_thread)
+        self._build_requested.connect(self.worker.build)
+        self._preview_requested.connect(self.worker.preview)
+        self._record_requested.connect(self.worker.record)
+        self.worker.built.connect(self._on_built)
+        self.worker.build_failed.connect(self._on_build_failed)
+        self.worker.previewed.connect(self._on_previewed)
+        self.worker.live.connect(self._on_live)
+        self.worker.recorded.connect(self._on_recorded)
+        self.worker.failed.connect(self._on_failed)
+        self._worker_thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a rig is built for the current picks and nothing records."""
+        return self.rig_info is not None and not self.recording
+
+    # --- pickers and rig -------------------------------------------------------------------------------
+
+    def _select_initial(self, robot: str, task: str | None, device: str) -> None:
+        for combo in (self.robot_combo, self.task_combo, self.device_combo):
+            combo.blockSignals(True)
+        self.robot_combo.setCurrentText(robot)
+        self._fill_tasks(robot)
+        if task is not None:
+            self.task_combo.setCurrentText(task)
+        self.device_combo.setCurrentText(device)
+        for combo in (self.robot_combo, self.task_combo, self.device_combo):
+            combo.blockSignals(False)
+        self.rebuild_rig()
+
+    def _fill_tasks(self, robot: str) -> None:
+        self.task_combo.clear()
+        self.task_combo.addItems(tasks_of(robot))
+
+    def _on_robot_changed(self, robot: str) -> None:
+        self.task_combo.blockSignals(True)
+        self._fill_tasks(robot)
+        self.task_combo.blockSignals(False)
+        self.rebuild_rig()
+
+    def rebuild_rig(self) -> None:
+        """Have the worker close its rig and build one for the picked robot, task and device."""
+        if self.recording:
+            return
+        device = self.device_combo.currentText()
+        config = RigConfig(robot=self.robot_combo.currentText(), task=self.task_combo.currentText() or None,
+                           device=device, session=session_config(device))
+        self.rig_info = None
+        self._requested = config
+        self._set_status(f"loading {config.robot} / {config.task_name} ...")
+        self._show_controls(device)
+        self._update_buttons()
+        self._build_requested.emit(config)
+
+    def _on_built(self, info: RigInfo) -> None:
+        if info.config != self._requested:  # superseded by a later pick; that build follows
+            return
+        self.rig_info = info
+        self._make_views(info)
+        self._set_status("ready: press Record")
+        self._update_buttons()
+        self._request_preview()
+
+    def _on_build_failed(self, message: str) -> None:
+        self.rig_info = None
+        _clear_layout(self.cameras_row)
+        self.camera_views = {}
+        self._set_status(f"cannot build the rig: {message}", error=True)
+        self._update_buttons()
+
+    def _make_views(self, info: RigInfo) -> None:
+        _clear_layout(self.cameras_row)
+        width, height = info.image_size
+        self.camera_views = {name: CameraView(width, height, CAMERA_SCALE) for name in info.cameras}
+        for name, view in self.camera_views.items():
+            cell = QVBoxLayout()
+            title = QLabel(name)
+            title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            cell.addWidget(title)
+            cell.addWidget(view)
+            self.cameras_row.addLayout(cell)
+        self.cameras_row.addStretch(1)
+        if self.joint_plot is not None:
+            self.joint_plot.setParent(None)
+            self.joint_plot.deleteLater()
+        self.joint_plot = JointPlot(info.joint_names)
+        self._plot_row.insertWidget(0, self.joint_plot, stretch=1)
+        self.instruction_label.setText(f"<b>Task:</b> {escape(info.instruction)}")
+
+    def _request_preview(self) -> None:
+        if self.ready:
+            self._preview_requested.emit(self.seed_spin.value())
+
+    def _on_previewed(self, state: LiveState) -> None:
+        if self.recording:
+            return
+        self._show_state(state)
+        if self.joint_plot is not None:
+            self.joint_plot.clear_history()
+
+    def _show_state(self, state: LiveState) -> None:
+        for name, rgb in state.frames.items():
+            if name in self.camera_views:
+                self.camera_views[name].show_rgb(rgb)
+        if self.rig_info is not None:
+            self.state_label.setText(state_html(self.rig_info.joint_names, state.joint_pos, state.ee_pos,
+                                                state.engaged))
+
+    def _show_controls(self, device: str) -> None:
+        if device == "keyboard":
+            self.controls_box.setTitle("Keyboard controls (while recording)")
+            self.controls_label.setText(key_map_html(KEY_MAP))
+        elif device == "scripted":
+            self.controls_box.setTitle("Operator")
+            self.controls_label.setText(
+                "The scripted operator drives the robot by itself; the episode ends "
+                f"{SCRIPTED_SUCCESS_HOLD_S:g} s after the task succeeds.")
+        else:
+            self.controls_box.setTitle("Operator")
+            self.controls_label.setText(f"Operate the {escape(device)} device; press Stop to end.")
+
+    # --- recording -------------------------------------------------------------------------------------
+
+    def record(self) -> None:
+        """Start recording one episode on the worker thread."""
+        if not self.ready:
+            return
+        self.recording = True
+        self._discard_requested = False
+        self._pending_keys.clear()
+        if self.joint_plot is not None:
+            self.joint_plot.clear_history()
+        self._set_status(f"recording (seed {self.seed_spin.value()}) ...")
+        self._update_buttons()
+        self._record_requested.emit(self.seed_spin.value())
+
+    def stop(self) -> None:
+        """End the running episode; it is finalised on the worker thread and then listed."""
+        if self.recording:
+            self.worker.request_stop()
+            self._set_status("stopping: finalising the episode ...")
+
+    def discard(self) -> None:
+        """Throw away the episode being recorded, or else the last one recorded."""
+        if self.recording:
+            self._discard_requested = True
+            self.worker.request_stop()
+            self._set_status("discarding the running episode ...")
+            return
+        if self._last_path is not None and self._last_path.exists():
+            self._last_path.unlink()
+            self._set_status(f"deleted {self._last_path.name}")
+        self._last_path = None
+        self.refresh_episodes()
+        self._update_buttons()
+
+    def _on_live(self, state: LiveState) -> None:
+        self._flush_pending_keys()
+        self._show_state(state)
+        if self.joint_plot is not None:
+            self.joint_plot.add(state.t, state.joint_pos)
+        if not self.worker.stopping:
+            self._set_status(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, "
+                             f"{state.rate_hz:.1f} Hz, success: {'yes' if state.success else 'no'}")
+
+    def _on_recorded(self, episode: RecordedEpisode) -> None:
+        self._end_recording()
+        result = episode.result
+        if self._discard_requested:
+            episode.path.unlink(missing_ok=True)
+            self._set_status(f"discarded {episode.path.name} ({result.steps} steps)")
+        else:
+            self._last_path = episode.path
+            self._set_status(
+                f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
+                f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
+                f"(ended by {result.stopped_by})")
+            self.seed_spin.setValue(self.seed_spin.value() + 1)  # also previews the next episode's scene
+        self.refresh_episodes()
+        self._update_buttons()
+
+    def _on_failed(self, message: str) -> None:
+        self._end_recording()
+        self._set_status(f"recording failed: {message}", error=True)
+        self.refresh_episodes()
+
+    def _end_recording(self) -> None:
+        self.recording = False
+        self._pending_keys.clear()
+        self._update_buttons()
+
+    def refresh_episodes(self) -> None:
+        """Re-read the output folder into the episode table."""
+        self.episode_table.show_episodes(scan_episodes(self.out_dir))
+
+    def _update_buttons(self) -> None:
+        self.record_button.setEnabled(self.ready)
+        self.stop_button.setEnabled(self.recording)
+        self.discard_button.setEnabled(
+            self.recording or (self._last_path is not None and self._last_path.exists()))
+        for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin):
+            widget.setEnabled(not self.recording)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status_label.setStyleSheet("color: #c0392b;" if error else "")
+        self.status_label.setText(text)
+
+    # --- keyboard device -------------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802 - Qt API
+        """While a keyboard recording runs, every key of the device's map goes to the device."""
+        if event is None or event.type() not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
+            return False
+        if not self.recording or self._keyboard() is None or not isinstance(event, QKeyEvent):
+            return False
+        name = key_name(event.key())
+        if name is None:
+            return False
+        if not event.isAutoRepeat():
+            self._send_key(name, event.type() == QEvent.Type.KeyPress)
+        return True
+
+    def _keyboard(self) -> KeyboardDevice | None:
+        device = self.rig_info.device if self.rig_info is not None else None
+        return device if isinstance(device, KeyboardDevice) else None
+
+    def _send_key(self, name: str, pressed: bool) -> None:
+        self._pending_keys.append((name, pressed))
+        self._flush_pending_keys()
+
+    def _flush_pending_keys(self) -> None:
+        """Hand queued keys to the device once it is connected (the worker connects it after the reset)."""
+        device = self._keyboard()
+        if device is None or not device.connected:
+            return
+        pending, self._pending_keys = self._pending_keys, []
+        for name, pressed in pending:
+            (device.press if pressed else device.release)(name)
+
+    # --- shutdown --------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:  # noqa: N802 - Qt API
+        """End a running recording (it is kept), release the simulator and stop the worker thread."""
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        if self._worker_thread.isRunning():
+            self.worker.request_stop()
+            QMetaObject.invokeMethod(self.worker, "shutdown", Qt.ConnectionType.BlockingQueuedConnection)
+            self._worker_thread.quit()
+            self._worker_thread.wait()
+        self.rig_info = None
+        self.recording = False
+        super().closeEvent(event)
+
+
+def _clear_layout(layout: QLayout) -> None:
+    """Remove and delete every widget and sub-layout of a layout."""
+    while (item := layout.takeAt(0)) is not None:
+        if (widget := item.widget()) is not None:
+            widget.deleteLater()
+        elif (child := item.layout()) is not None:
+            _clear_layout(child)
+            child.deleteLater()
+
