@@ -64,6 +64,8 @@ class ArmController(Controller):
 
     def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
         T_base_target = self.mapping.update(sample, T_base_ee)
+        if not sample.engaged:  # clutch released: the whole arm holds, not only the end effector
+            return self.action.copy()
         q_seed = self.action[: len(self.spec.joints)]  # the last command: smooth, and within limits
         target = self.ik.solve(q_seed, T_base_target, dt)
         gripper = float(np.clip(sample.gripper, 0.0, 1.0)) if np.isfinite(sample.gripper) else self.action[-1]

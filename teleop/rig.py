@@ -76,8 +76,11 @@ DeviceFactory = Callable[[Task, PybulletSim, Controller, int, Clock], Device]
 DEVICES: dict[str, DeviceFactory] = {"scripted": _scripted, "keyboard": _keyboard}
 
 
-def build_rig(config: RigConfig, clock: Clock = time.monotonic) -> Rig:
-    """Create the simulator with the task's scene, the controller, the device (not yet connected)."""
+def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[[float], None] | None = None) -> Rig:
+    """Create the simulator with the task's scene, the controller, the device (not yet connected).
+
+    `clock` and `sleep` drive the session and the device (inject a simulated clock to run faster than real time).
+    """
     spec = get_robot(config.robot)
     task = make_task(config.task_name)
     if task.robot != spec.name:
@@ -87,9 +90,13 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic) -> Rig:
         raise UnknownNameError("device", config.device, list(DEVICES))
     sim = PybulletSim(spec, config.sim, base_pose=task.base_pose())
     task.build(sim)
+    missing = set(config.sim.cameras or ()) - set(sim.cameras)
+    if missing:
+        sim.close()
+        raise UnknownNameError(f"camera of task {task.name!r}", sorted(missing)[0], sim.offered_cameras)
     controller = make_controller(spec)
     device = DEVICES[config.device](task, sim, controller, config.seed, clock)
-    session = Session(sim, task, device, controller, config.session, clock=clock)
+    session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep)
     return Rig(config, sim, task, controller, device, session)
 
 

@@ -159,7 +159,7 @@ class Session:
             return "success"
         if should_stop is not None and should_stop():
             return "operator"
-        if elapsed >= max_duration:
+        if elapsed >= max_duration - 0.5 * self.period:  # tolerate float drift of the tick grid
             return "time limit"
         return ""
 

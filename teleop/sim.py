@@ -52,11 +52,13 @@ class SimConfig:
         physics_hz: Physics step rate [Hz]; each control tick runs a whole number of steps.
         image_size: Camera image (width, height) [px].
         renderer: "auto" (EGL plugin when it loads, TinyRenderer otherwise), "egl" or "tiny".
+        cameras: Names of the task's cameras to keep; None keeps them all, () renders none.
     """
 
     physics_hz: float = 240.0
     image_size: tuple[int, int] = (224, 224)
     renderer: str = "auto"
+    cameras: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.renderer not in ("auto", "egl", "tiny"):
@@ -144,6 +146,7 @@ class PybulletSim:
             for link in range(-1, pb.getNumJoints(self.robot, physicsClientId=self.client)):
                 pb.changeVisualShape(self.robot, link, rgbaColor=(0.92, 0.92, 0.92, 1.0), physicsClientId=self.client)
         self.cameras: dict[str, CameraSpec] = {}
+        self.offered_cameras: list[str] = []
         self.time_s = 0.0
         self._rendered: set[str] = set()
 
@@ -287,6 +290,10 @@ class PybulletSim:
     # --- cameras ---------------------------------------------------------------------------------------
 
     def add_camera(self, name: str, camera: CameraSpec) -> None:
+        """Add a camera, unless SimConfig.cameras leaves it out."""
+        self.offered_cameras.append(name)
+        if self.config.cameras is not None and name not in self.config.cameras:
+            return
         if camera.mount != "world":
             self.link_index(camera.mount)  # fail early on a bad link name
         self.cameras[name] = camera
