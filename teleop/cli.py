@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the last")
+    evaluate.add_argument("--max-seconds", type=float, default=None, help="episode length cap (default: the task's)")
     return parser
 
 
@@ -149,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from teleop.train.runner import BEST_POLICY_FILE, POLICY_FILE, load_policy
 
     runner = load_policy(args.run, BEST_POLICY_FILE if args.best else POLICY_FILE)
-    result = evaluate_runner(runner, args.episodes, progress=print)
+    result = evaluate_runner(runner, args.episodes, max_duration_s=args.max_seconds, progress=print)
     print(json.dumps({"success_rate": result.success_rate, "episodes": result.episodes}))
     return 0
 

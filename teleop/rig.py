@@ -94,6 +94,8 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
     if missing:
         sim.close()
         raise UnknownNameError(f"camera of task {task.name!r}", sorted(missing)[0], sim.offered_cameras)
+    for camera in sim.cameras:  # the first render of a camera is slow (EGL set-up): not in an episode's tick
+        sim.render(camera)
     controller = make_controller(spec)
     device = DEVICES[config.device](task, sim, controller, config.seed, clock)
     session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep)
