@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from devices.base import Clock, Device, DeviceSample
-from devices.human_hand import HumanHand
+from devices.human_hand import TIP_KEYPOINTS, HumanHand
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,10 @@ class ScriptedHandOperator(Device):
         self.aim = self.aim + self.velocity * dt
         pose = self.hand.place_fingertip(finger, self.aim + 0.3 * self.person.noise(dt), self.curl)
         self.curl = pose.curl
+        # A fingertip is where it is: aiming further than the finger reaches only winds up the error.
+        reached = pose.keypoints[TIP_KEYPOINTS[finger]]
+        if np.linalg.norm(self.aim - reached) > 0.03:
+            self.aim = reached + 0.03 * (self.aim - reached) / np.linalg.norm(self.aim - reached)
         keypoints = pose.keypoints + 0.001 * self.person.rng.standard_normal((21, 3))  # tracking jitter
         return DeviceSample(t=now, engaged=True, keypoints=keypoints, buttons={"tracked": True})
 
