@@ -84,7 +84,9 @@ class HandController(Controller):
         self.retargeter.reset()
 
     def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
-        if sample.keypoints is None or not sample.engaged:
+        if not sample.engaged:  # tracking paused or deadman released: hold
+            return self.action.copy()
+        if sample.keypoints is None:
             raise UnsafeInputError("no tracked hand in the sample: holding the hand still")
         return self.retargeter.retarget(sample.keypoints)
 
