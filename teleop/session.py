@@ -112,9 +112,9 @@ class Session:
         max_duration = self.config.max_duration_s or self.task.max_duration_s
         rejected_before = self.controller.rejected
         success_since: float | None = None
-        t0 = next_tick = self.clock()
+        t0 = next_tick = last_tick = self.clock()
         while True:
-            now = self.clock()
+            now = last_tick = self.clock()
             if now - next_tick > self.period:
                 result.late_ticks += 1
                 next_tick += self.period * int((now - next_tick) / self.period)
@@ -136,7 +136,8 @@ class Session:
             next_tick += self.period
             self.sleep(max(0.0, next_tick - self.clock()))
         result.duration_s = self.clock() - t0
-        result.achieved_rate_hz = (result.steps - 1) / result.duration_s if result.duration_s > 0 else 0.0
+        ticking = last_tick - t0  # first to last tick start: the span the rate is about
+        result.achieved_rate_hz = (result.steps - 1) / ticking if ticking > 0 else 0.0
         result.rejected_samples = self.controller.rejected - rejected_before
         return result
 

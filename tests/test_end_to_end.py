@@ -109,3 +109,11 @@ def test_unknown_names_list_the_valid_ones(argv: list[str], valid: str, tmp_path
 def test_listing_a_missing_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["episodes", "list", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_an_unknown_device_lists_the_backends() -> None:
+    from teleop.errors import UnknownNameError
+    from teleop.rig import RigConfig, build_rig
+
+    with pytest.raises(UnknownNameError, match="keyboard, scripted"):
+        build_rig(RigConfig(device="vive"))
