@@ -10,10 +10,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class CameraFrame:
-    """One camera image with the monotonic time it was captured [s]."""
+    """One camera image with the monotonic time it was captured [s].
+
+    `seq` counts the frames the source produced (0, 1, ...), so a recorder can tell a dropped frame (a gap)
+    from a duplicated one (the same seq on two steps); -1 when the source does not count.
+    """
 
     rgb: np.ndarray  # (H, W, 3) uint8
     t: float
+    seq: int = -1
 
 
 @dataclass(frozen=True)
