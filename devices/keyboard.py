@@ -1,7 +1,14 @@
-"""The keyboard as a 6-DoF device (and a crude hand), for operators without VR.
+"""The keyboard as a rate-control device (and a crude hand), for operators without VR or a gamepad.
 
-Key events come from a front end (the Qt window, or a terminal) through press()/release(); the device
-integrates a virtual controller pose from the keys held. The key map is KEY_MAP (shown in the GUI).
+Key events come from a front end (the Qt window, or a terminal) through press()/release(). Like a gamepad,
+the device reports axes in [-1, 1] (+1 while the positive key of a pair is down, -1 for the negative one,
+0 for neither or both) and buttons; `kinematics.velocity_mapping.VelocityMappingConfig.keyboard()` turns
+them into end-effector motion. The device has no pose (`T_world_device` is None). Space toggles
+`engaged`; the gripper state is the mapping's (it toggles on the rising edge of the "g" button). Keys 1-5
+curl the fingers of a model hand, whose keypoints drive hand robots. The key map is KEY_MAP (shown in the GUI).
+
+A key counts as down in a sample if it was down at any time since the previous read, so a tap shorter than
+one control tick is not lost.
 """
 
 from __future__ import annotations
@@ -10,89 +17,115 @@ import threading
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from devices.base import Clock, Device, DeviceSample
 from devices.human_hand import HumanHand
 
-# key -> (kind, axis index, sign)
-_TRANSLATE = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1), "r": (2, 1), "f": (2, -1)}
-_ROTATE = {"i": (1, 1), "k": (1, -1), "j": (0, -1), "l": (0, 1), "q": (2, 1), "e": (2, -1)}
-_FINGERS = ("1", "2", "3", "4", "5")
+AXIS_KEYS: dict[str, tuple[str, str]] = {
+    "forward": ("w", "s"),
+    "left": ("a", "d"),
+    "up": ("r", "f"),
+    "roll": ("l", "j"),
+    "pitch": ("i", "k"),
+    "yaw": ("q", "e"),
+}
+"""Axis name -> (key for +1, key for -1). Directions in the robot base frame: forward +x, left +y, up +z;
+roll, pitch and yaw are rotations about +x, +y and +z."""
 
-KEYS: tuple[str, ...] = (*_TRANSLATE, *_ROTATE, "g", *_FINGERS, "space")
-"""Every key name press()/release() act on."""
+AXES: tuple[str, ...] = tuple(AXIS_KEYS)
+GRIPPER_KEY, ENGAGE_KEY, FASTER_KEY, SLOWER_KEY = "g", "space", "equal", "minus"
+FINGER_KEYS: tuple[str, ...] = ("1", "2", "3", "4", "5")  # thumb, index, middle, ring, little
+
+KEYS: tuple[str, ...] = (
+    *(key for pair in AXIS_KEYS.values() for key in pair),
+    GRIPPER_KEY, FASTER_KEY, SLOWER_KEY, *FINGER_KEYS, ENGAGE_KEY,
+)
+"""Every key name press()/release() act on (Qt key names: Key_<Name>); each is also a button."""
 
 KEY_MAP: dict[str, str] = {
     "space": "engage / release (clutch: the robot follows only while engaged)",
     "w / s": "forward / back (+x / -x)",
     "a / d": "left / right (+y / -y)",
     "r / f": "up / down (+z / -z)",
-    "j / l": "roll",
-    "i / k": "pitch",
-    "q / e": "yaw",
+    "l / j": "roll (+ / -, about x)",
+    "i / k": "pitch (+ / -, about y)",
+    "q / e": "yaw (+ / -, about z)",
     "g": "toggle gripper open / closed",
+    "= / -": "faster / slower",
     "1-5": "hold to curl thumb, index, middle, ring, little (hands)",
 }
 
+_REST_CURL = 0.1  # a relaxed hand is slightly curled
+
 
 class KeyboardDevice(Device):
-    """Held keys move a virtual controller at `speed` [m/s] and `turn_rate` [rad/s].
+    """Held keys as axes and buttons; space toggles engagement; keys 1-5 curl the fingers at `curl_rate`.
 
-    Thread-safe: press()/release() may come from a UI thread while the session reads.
+    Thread-safe: press()/release() may come from a UI thread while the session reads. Keys may be sent
+    before connect(); disconnect() releases every key and disengages.
     """
 
     name = "keyboard"
 
-    def __init__(self, speed: float = 0.15, turn_rate: float = 0.8, curl_rate: float = 1.5,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(self, curl_rate: float = 1.5, clock: Clock = time.monotonic) -> None:
+        """Args:
+            curl_rate: Finger curl speed while a key 1-5 is held [1/s] (curl 0 open .. 1 fist).
+            clock: Monotonic clock [s] stamping the samples.
+        """
         super().__init__(clock)
-        self.speed, self.turn_rate, self.curl_rate = speed, turn_rate, curl_rate
+        self.curl_rate = curl_rate
+        self.hand = HumanHand()
         self._lock = threading.Lock()
         self._held: set[str] = set()
-        self.hand = HumanHand()
-        self._connect()  # a front end may send keys before the session connects
-
-    def _connect(self) -> None:
-        self._held.clear()
-        self._pose = np.eye(4)
+        self._tapped: set[str] = set()  # pressed since the last read
         self._engaged = False
-        self._gripper = 0.0
-        self._curl = np.full(5, 0.1)
-        self._t_last = self.clock()
+        self._curl = np.full(5, _REST_CURL)
+        self._t_last = clock()
 
     def press(self, key: str) -> None:
+        """Key `key` (a name in KEYS, any case) went down; other names are ignored."""
         key = key.lower()
+        if key not in KEYS:
+            return
         with self._lock:
-            if key == "space":
+            if key == ENGAGE_KEY and key not in self._held:  # toggle on the press, not on auto-repeat
                 self._engaged = not self._engaged
-            elif key == "g":
-                self._gripper = 0.0 if self._gripper > 0.5 else 1.0
-            else:
-                self._held.add(key)
+            self._held.add(key)
+            self._tapped.add(key)
 
     def release(self, key: str) -> None:
+        """Key `key` went up."""
         with self._lock:
             self._held.discard(key.lower())
+
+    def _connect(self) -> None:
+        with self._lock:
+            self._t_last = self.clock()  # no finger motion for the time spent unconnected
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self._tapped.clear()
+            self._engaged = False
+            self._curl = np.full(5, _REST_CURL)
 
     def _read(self) -> DeviceSample:
         now = self.clock()
         with self._lock:
-            dt = min(max(0.0, now - self._t_last), 0.2)  # a stalled reader must not cause a leap
+            down = self._held | self._tapped
+            self._tapped = set()
+            dt = min(max(0.0, now - self._t_last), 0.2)  # a stalled reader must not snap the fingers
             self._t_last = now
-            velocity, omega = np.zeros(3), np.zeros(3)
-            for key in self._held:
-                if key in _TRANSLATE:
-                    axis, sign = _TRANSLATE[key]
-                    velocity[axis] += sign * self.speed
-                if key in _ROTATE:
-                    axis, sign = _ROTATE[key]
-                    omega[axis] += sign * self.turn_rate
-            curling = np.array([key in self._held for key in _FINGERS])
-            self._curl = np.clip(self._curl + np.where(curling, 1, -1) * self.curl_rate * dt, 0.0, 1.0)
-            self._pose[:3, 3] += velocity * dt
-            self._pose[:3, :3] = Rotation.from_rotvec(omega * dt).as_matrix() @ self._pose[:3, :3]
+            self._curl = self._curled(np.array([key in down for key in FINGER_KEYS]), dt)
             return DeviceSample(
-                t=now, engaged=self._engaged, T_world_device=self._pose.copy(), gripper=self._gripper,
-                keypoints=self.hand.keypoints(self._curl), buttons={k: True for k in self._held},
+                t=now,
+                engaged=self._engaged,
+                keypoints=self.hand.keypoints(self._curl),
+                axes={axis: float(plus in down) - float(minus in down) for axis, (plus, minus) in AXIS_KEYS.items()},
+                buttons={key: key in down for key in KEYS},
             )
+
+    def _curled(self, curling: np.ndarray, dt: float) -> np.ndarray:
+        """Curls (5,) after dt [s]: held fingers close toward a fist, the others relax to the rest curl."""
+        step = self.curl_rate * dt
+        return np.where(curling, np.minimum(self._curl + step, 1.0), np.maximum(self._curl - step, _REST_CURL))

@@ -2,6 +2,10 @@
 
 Whatever goes wrong with the input (NaN, a lost hand, a released deadman), the controller answers with the
 last safe command, so the robot holds still; `rejected` counts the samples it refused.
+
+Every joint target passes through one JointSafety (position limits, velocity limits, finiteness) before it
+leaves the controller, whatever the IK or the retargeter returned; the gripper command is clamped to [0, 1]
+and a command that is not a finite number holds the previous one.
 """
 
 from __future__ import annotations
@@ -16,44 +20,73 @@ from kinematics.hand_retarget import HandRetargetConfig
 from kinematics.mapping import MappingConfig
 from kinematics.robot_model import RobotModel, load_model
 from kinematics.robots import RobotSpec
+from kinematics.safety import JointSafetyConfig, as_finite_array, safe_gripper, validate_period
+from kinematics.velocity_mapping import VelocityMapping, VelocityMappingConfig
 from teleop.errors import UnsafeInputError
 
 
 class Controller(abc.ABC):
     """Maps device samples to actions: joint targets [rad] (+ gripper 0 open .. 1 closed for arms)."""
 
-    def __init__(self, spec: RobotSpec) -> None:
+    def __init__(self, spec: RobotSpec, safety: JointSafetyConfig | None = None) -> None:
         self.spec = spec
         self.model: RobotModel = load_model(spec)
-        self.action = np.zeros(spec.action_dim)
+        self.safety = (safety or JointSafetyConfig()).build(self.model)
+        self.n = len(spec.joints)
+        self.action = np.concatenate([self.safety.last_safe, [0.0] if spec.has_gripper else []])
         self.rejected = 0
         self.last_error = ""
 
     def reset(self, q: np.ndarray, T_base_ee: np.ndarray) -> None:
-        """Start an episode from measured joints `q` (n,) and end-effector pose (4, 4): hold them."""
-        self.action = np.concatenate([q[: len(self.spec.joints)], [0.0] if self.spec.has_gripper else []])
+        """Start an episode from measured joints `q` (n,) and end-effector pose (4, 4): hold them.
+
+        Raises:
+            UnsafeInputError: q has fewer than n finite values.
+        """
+        self.safety.reset(np.asarray(q, dtype=float)[: self.n])
+        self.action = np.concatenate([self.safety.last_safe, [0.0] if self.spec.has_gripper else []])
 
     def act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
-        """The action for this tick; on unsafe input, the last safe action (the robot holds still)."""
+        """The action for this tick; on unsafe input, the last safe action (the robot holds still).
+
+        Args:
+            sample: The device sample of this tick.
+            q: Measured joint positions (at least n) [rad].
+            T_base_ee: Measured end-effector pose (4, 4) in the base frame.
+            dt: Control period [s].
+        Returns:
+            Joint targets (n,) [rad] within the position and velocity limits, then (arms) the gripper
+            command in [0, 1].
+        """
         try:
-            action = self._act(sample, q, T_base_ee, dt)
+            dt = validate_period(dt)
+            raw = self._act(sample, q, T_base_ee, dt)
+            q_target = self.safety.check(raw[: self.n], dt)
         except UnsafeInputError as exc:
             self.rejected += 1
             self.last_error = str(exc)
             return self.action.copy()
+        action = q_target
+        if self.spec.has_gripper:
+            action = np.append(q_target, safe_gripper(raw[self.n], float(self.action[self.n])))
         self.action = action
         return action.copy()
 
     @abc.abstractmethod
-    def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray: ...
+    def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
+        """The raw action (joint targets, then the gripper command for arms) before the safety check."""
 
 
 class ArmController(Controller):
-    """Device pose -> (clutch, scaling, workspace) -> end-effector target -> differential IK."""
+    """Device -> end-effector target -> differential IK.
 
-    def __init__(self, spec: RobotSpec, mapping: MappingConfig | None = None,
-                 ik: ArmIKConfig | None = None) -> None:
-        super().__init__(spec)
+    The mapping is a pose mapping (6-DoF devices: clutch, scaling, workspace) or a velocity mapping (gamepad
+    and keyboard axes integrated into the target; the gripper toggles in the mapping).
+    """
+
+    def __init__(self, spec: RobotSpec, mapping: MappingConfig | VelocityMappingConfig | None = None,
+                 ik: ArmIKConfig | None = None, safety: JointSafetyConfig | None = None) -> None:
+        super().__init__(spec, safety)
         self.mapping_config = mapping or MappingConfig()
         self.mapping = self.mapping_config.build()
         self.ik = (ik or ArmIKConfig()).build(self.model)
@@ -66,17 +99,18 @@ class ArmController(Controller):
         T_base_target = self.mapping.update(sample, T_base_ee)
         if not sample.engaged:  # clutch released: the whole arm holds, not only the end effector
             return self.action.copy()
-        q_seed = self.action[: len(self.spec.joints)]  # the last command: smooth, and within limits
+        q_seed = self.action[: self.n]  # the last command: smooth, and within limits
         target = self.ik.solve(q_seed, T_base_target, dt)
-        gripper = float(np.clip(sample.gripper, 0.0, 1.0)) if np.isfinite(sample.gripper) else self.action[-1]
-        return np.append(target.q, gripper)
+        gripper = self.mapping.gripper if isinstance(self.mapping, VelocityMapping) else sample.gripper
+        return np.append(target.q, safe_gripper(gripper, float(self.action[-1])))
 
 
 class HandController(Controller):
     """21 hand keypoints -> Allegro joint targets by retargeting."""
 
-    def __init__(self, spec: RobotSpec, retarget: HandRetargetConfig | None = None) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: RobotSpec, retarget: HandRetargetConfig | None = None,
+                 safety: JointSafetyConfig | None = None) -> None:
+        super().__init__(spec, safety)
         self.retargeter = (retarget or HandRetargetConfig()).build(self.model)
 
     def reset(self, q: np.ndarray, T_base_ee: np.ndarray) -> None:
@@ -88,8 +122,31 @@ class HandController(Controller):
             return self.action.copy()
         if sample.keypoints is None:
             raise UnsafeInputError("no tracked hand in the sample: holding the hand still")
-        return self.retargeter.retarget(sample.keypoints)
+        keypoints = as_finite_array(sample.keypoints, (21, 3), "hand keypoints")
+        try:
+            q_target = self.retargeter.retarget(keypoints)
+        except UnsafeInputError:
+            raise
+        except Exception as exc:  # a solver failure on odd input must hold the hand, not stop the loop
+            self.retargeter.reset(self.safety.last_safe)
+            raise UnsafeInputError(
+                f"hand retargeting failed on these keypoints ({type(exc).__name__}: {exc}): holding the hand; "
+                "this is a solver bug, please report it with the recorded keypoints"
+            ) from exc
+        if not np.isfinite(q_target).all():
+            # Finite but absurd keypoints (1e300) can overflow inside the solver: restart its warm start.
+            self.retargeter.reset(self.safety.last_safe)
+            raise UnsafeInputError("hand retargeting gave non-finite joints for these keypoints: holding the hand")
+        return q_target
 
 
-def make_controller(spec: RobotSpec) -> Controller:
-    return ArmController(spec) if spec.kind == "arm" else HandController(spec)
+RATE_DEVICES = {"keyboard": VelocityMappingConfig.keyboard}
+"""Devices that command end-effector velocity (axes) rather than a pose, with their mapping preset."""
+
+
+def make_controller(spec: RobotSpec, device: str = "scripted") -> Controller:
+    """The controller for `spec` driven by the named device backend."""
+    if spec.kind != "arm":
+        return HandController(spec)
+    preset = RATE_DEVICES.get(device)
+    return ArmController(spec, mapping=preset() if preset else None)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from devices.base import Clock, Device
 from devices.keyboard import KeyboardDevice
 from devices.scripted import OperatorStyle, ScriptedArmOperator, ScriptedHandOperator
+from kinematics.mapping import MappingConfig
 from kinematics.robots import get_robot
 from teleop.controllers import ArmController, Controller, HandController, make_controller
 from teleop.errors import TeleopError, UnknownNameError
@@ -58,7 +59,7 @@ class Rig:
 
 def _scripted(task: Task, sim: PybulletSim, controller: Controller, seed: int, clock: Clock) -> Device:
     style = OperatorStyle(seed=seed)
-    if isinstance(controller, ArmController):
+    if isinstance(controller, ArmController) and isinstance(controller.mapping_config, MappingConfig):
         mapping = controller.mapping_config
         return ScriptedArmOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
                                    mapping.R_base_device, mapping.pos_scale, style, clock)
@@ -96,7 +97,7 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
         raise UnknownNameError(f"camera of task {task.name!r}", sorted(missing)[0], sim.offered_cameras)
     for camera in sim.cameras:  # the first render of a camera is slow (EGL set-up): not in an episode's tick
         sim.render(camera)
-    controller = make_controller(spec)
+    controller = make_controller(spec, config.device)
     device = DEVICES[config.device](task, sim, controller, config.seed, clock)
     session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep)
     return Rig(config, sim, task, controller, device, session)
