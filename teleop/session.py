@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,7 +12,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from devices.base import Clock, Device
-from recorder.step import Step
+from recorder.cameras import DEAD, CameraSource
+from recorder.step import CameraFrame, CameraInfo, Step
+from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
 from teleop.errors import TeleopError
 from teleop.sim import PybulletSim
@@ -31,20 +34,30 @@ class SessionConfig:
         max_duration_s: Episode length cap [s]; None uses the task's.
         stop_on_success_s: End the episode once the task has succeeded for this long [s]; None runs until
             `should_stop` says so or the cap is reached.
+        camera_max_age_s: A camera frame older than this when a step uses it counts as stale [s].
+        first_frame_timeout_s: How long an episode waits for the first frame of every extra camera [s].
     """
 
     rate_hz: float = 20.0
     max_duration_s: float | None = None
     stop_on_success_s: float | None = 0.5
+    camera_max_age_s: float = 0.1
+    first_frame_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_hz <= 1000:
             raise TeleopError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+        if self.camera_max_age_s <= 0 or self.first_frame_timeout_s <= 0:
+            raise TeleopError(f"camera_max_age_s and first_frame_timeout_s must be positive, got "
+                              f"{self.camera_max_age_s}, {self.first_frame_timeout_s}")
 
 
 @dataclass
 class EpisodeResult:
-    """What one episode did. `late_ticks` counts ticks that started more than one period late."""
+    """What one episode did. `late_ticks` counts ticks that started more than one period late.
+
+    `camera_stats` says, per camera, which frames the steps used (see recorder.sync.SyncStats).
+    """
 
     steps: int = 0
     duration_s: float = 0.0
@@ -55,13 +68,20 @@ class EpisodeResult:
     held_ticks: int = 0
     stopped_by: str = ""
     tick_ms: list[float] = field(default_factory=list, repr=False)
+    camera_stats: dict[str, SyncStats] = field(default_factory=dict)
+
+    @property
+    def dead_cameras(self) -> list[str]:
+        """Cameras whose source died during the episode (their last frame was reused from then on)."""
+        return sorted(name for name, stats in self.camera_stats.items() if stats.state == DEAD)
 
     def attrs(self) -> dict[str, float | int | str]:
-        """Counters stored with the episode."""
+        """Counters stored with the episode; `camera_stats` is a JSON object, camera name -> SyncStats."""
         return {"achieved_rate_hz": self.achieved_rate_hz, "late_ticks": self.late_ticks,
                 "rejected_samples": self.rejected_samples, "held_ticks": self.held_ticks,
                 "stopped_by": self.stopped_by,
-                "tick_ms_p99": float(np.percentile(self.tick_ms, 99)) if self.tick_ms else 0.0}
+                "tick_ms_p99": float(np.percentile(self.tick_ms, 99)) if self.tick_ms else 0.0,
+                "camera_stats": json.dumps({name: s.as_dict() for name, s in sorted(self.camera_stats.items())})}
 
 
 def ee_pose7(T: np.ndarray) -> np.ndarray:
@@ -84,15 +104,32 @@ class Session:
 
     The loop keeps a fixed grid t0 + k * period on the injected monotonic clock; a tick that starts more than
     a period late is counted and the grid skips ahead (no burst of catch-up ticks).
+
+    Each step carries a frame of every camera: the simulator's are rendered inside the tick (pybullet renders
+    only on its own thread); extra `cameras` (started by the caller) capture on their own threads and a
+    FrameSynchronizer gives each step the newest frame captured at or before the tick.
     """
 
     def __init__(self, sim: PybulletSim, task: Task, device: Device, controller: Controller,
                  config: SessionConfig = SessionConfig(), clock: Clock = time.monotonic,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 cameras: Mapping[str, CameraSource] | None = None) -> None:
         self.sim, self.task, self.device, self.controller = sim, task, device, controller
         self.config = config
         self.clock = clock
         self.sleep = sleep or (lambda s: precise_sleep(s, clock))
+        self.cameras = dict(cameras or {})
+        shared = sorted(set(self.cameras) & set(sim.cameras))
+        if shared:
+            raise TeleopError(f"camera names {shared} are taken by the simulator's cameras: give the extra "
+                              "cameras other names")
+        self._sync = FrameSynchronizer({}, clock=clock)
+
+    def camera_infos(self) -> dict[str, CameraInfo]:
+        """Camera name -> CameraInfo of every camera a step carries (simulator's, then extra ones)."""
+        infos = {name: self.sim.camera_info(name) for name in self.sim.cameras}
+        infos.update({name: camera.info() for name, camera in self.cameras.items()})
+        return infos
 
     @property
     def period(self) -> float:
@@ -107,11 +144,18 @@ class Session:
 
     def run_episode(self, sink: StepSink | None = None, should_stop: Callable[[], bool] | None = None,
                     on_step: Callable[[Step, EpisodeResult], None] | None = None) -> EpisodeResult:
-        """Run from the current state until success (held), `should_stop()`, or the length cap."""
+        """Run from the current state until success (held), `should_stop()`, or the length cap.
+
+        Raises DeviceError before the first tick if an extra camera gives no frame within
+        `first_frame_timeout_s`; a camera that dies later is reported in the result's camera_stats.
+        """
         result = EpisodeResult()
         max_duration = self.config.max_duration_s or self.task.max_duration_s
         rejected_before = self.controller.rejected
         success_since: float | None = None
+        self._sync = FrameSynchronizer(self.cameras, self.config.camera_max_age_s, self.clock, self.sleep)
+        self._sync.wait_for_first_frames(self.config.first_frame_timeout_s)
+        sim_usage = {name: FrameUsage() for name in self.sim.cameras}
         t0 = next_tick = last_tick = self.clock()
         while True:
             now = last_tick = self.clock()
@@ -121,6 +165,8 @@ class Session:
             step = self._tick(now)
             result.tick_ms.append((self.clock() - now) * 1e3)
             result.steps += 1
+            for name, usage in sim_usage.items():
+                usage.record(step.frames[name])
             if not step.device["engaged"]:
                 result.held_ticks += 1
             if sink is not None:
@@ -139,6 +185,8 @@ class Session:
         ticking = last_tick - t0  # first to last tick start: the span the rate is about
         result.achieved_rate_hz = (result.steps - 1) / ticking if ticking > 0 else 0.0
         result.rejected_samples = self.controller.rejected - rejected_before
+        result.camera_stats = {name: _sim_stats(usage) for name, usage in sim_usage.items()}
+        result.camera_stats.update(self._sync.stats())
         return result
 
     def _tick(self, now: float) -> Step:
@@ -146,7 +194,8 @@ class Session:
         q, dq = self.sim.joint_state()
         T_base_ee = self.sim.ee_pose()
         action = self.controller.act(sample, q, T_base_ee, self.period)
-        frames = {name: self.sim.render(name) for name in self.sim.cameras}
+        frames: dict[str, CameraFrame] = {name: self.sim.render(name) for name in self.sim.cameras}
+        frames.update(self._sync.frames_for_tick(now))
         step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
                     device=sample.to_record(), frames=frames, extras=self.task.extras(self.sim))
         apply_action(self.sim, action)
@@ -163,6 +212,12 @@ class Session:
         if elapsed >= max_duration - 0.5 * self.period:  # tolerate float drift of the tick grid
             return "time limit"
         return ""
+
+
+def _sim_stats(usage: FrameUsage) -> SyncStats:
+    stats = usage.stats
+    stats.state = "sim"  # rendered inside the tick: one fresh frame per step by construction
+    return stats
 
 
 def apply_action(sim: PybulletSim, action: np.ndarray) -> None:

@@ -149,6 +149,7 @@ class PybulletSim:
         self.offered_cameras: list[str] = []
         self.time_s = 0.0
         self._rendered: set[str] = set()
+        self._frames_made: dict[str, int] = {}  # camera -> frames rendered so far (the next frame's seq)
 
     # --- setup -----------------------------------------------------------------------------------------
 
@@ -313,7 +314,10 @@ class PybulletSim:
         return CameraInfo(width, height, K, self.camera_pose(name), camera.mount)
 
     def render(self, name: str) -> CameraFrame:
-        """Render camera `name`: RGB (H, W, 3) uint8, stamped with the monotonic time of capture."""
+        """Render camera `name`: RGB (H, W, 3) uint8, stamped with the monotonic time of capture.
+
+        The frame's seq counts this camera's renders (0, 1, ...), warm-up renders included.
+        """
         camera = self._camera(name)
         if threading.get_ident() != self._thread:
             raise TeleopError("the simulator renders only on the thread that created it: create, step and render "
@@ -330,7 +334,9 @@ class PybulletSim:
             )
         self._rendered.add(name)
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
-        return CameraFrame(np.ascontiguousarray(rgb), t)
+        seq = self._frames_made.get(name, 0)
+        self._frames_made[name] = seq + 1
+        return CameraFrame(np.ascontiguousarray(rgb), t, seq)
 
     def _camera(self, name: str) -> CameraSpec:
         try:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
+import pytest
 
 from devices.base import Device, DeviceSample
+from recorder.cameras import Capture, SyntheticCamera, read_counter
 from recorder.step import Step
+from teleop.errors import DeviceError, TeleopError
 from teleop.rig import RigConfig, build_rig
-from teleop.session import SessionConfig
+from teleop.session import Session, SessionConfig
 from teleop.sim import SimConfig
 
 
@@ -125,3 +131,100 @@ def test_each_step_carries_state_action_device_sample_and_stamped_frames(clock) 
     assert set(step.frames) == {"front", "wrist"}
     assert all(np.isfinite(f.t) for f in step.frames.values())
     assert "target_pos" in step.extras
+
+
+# --- extra cameras beside the simulator's -----------------------------------------------------------------
+
+
+def _session_with(rig, cameras: dict, clock=None, sleep=None, **config):  # noqa: ANN001, ANN202, ANN003
+    session_config = SessionConfig(**{"rate_hz": 20.0, "max_duration_s": 1.0, "stop_on_success_s": None, **config})
+    return Session(rig.sim, rig.task, rig.device, rig.controller, session_config,
+                   clock=clock or rig.session.clock, sleep=sleep, cameras=cameras)
+
+
+def _seq_counts(seqs: list[int]) -> tuple[int, int]:
+    steps = np.diff(seqs)
+    return int(np.sum(np.maximum(steps - 1, 0))), int(np.sum(steps == 0))
+
+
+def test_a_30fps_camera_beside_a_20hz_loop_gives_every_step_a_fresh_frame_on_a_real_clock() -> None:
+    sim = SimConfig(cameras=("front",), image_size=(64, 48), renderer="tiny")  # a cheap render: real time
+    rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=sim))
+    camera = SyntheticCamera(160, 120, fps=30.0)
+    session = _session_with(rig, {"usb": camera}, clock=time.monotonic)
+    sink = ListSink()
+    session.reset(0)
+    rig.device.connect()
+    with camera:
+        result = session.run_episode(sink)
+    rig.close()
+    frames = [step.frames["usb"] for step in sink.steps]
+    ages = np.array([step.t - frame.t for step, frame in zip(sink.steps, frames, strict=True)])
+    seqs = [frame.seq for frame in frames]
+    assert result.steps == len(sink.steps) >= 18 and set(sink.steps[0].frames) == {"front", "usb"}
+    assert ages.min() >= 0.0 and ages.max() < 1 / 30 + 0.04  # never from the future, never much older
+    assert np.all(np.diff(seqs) >= 0)
+    assert [read_counter(frame.rgb) for frame in frames] == seqs  # the image is the frame its seq names
+    drops, duplicates = _seq_counts(seqs)
+    stats = result.camera_stats["usb"]
+    assert (stats.drops, stats.duplicates, stats.used) == (drops, duplicates, len(set(seqs)))
+    assert stats.frames == seqs[-1] - seqs[0] + 1 and stats.stale == 0 and stats.state == "running"
+    assert stats.drops > 0  # 30 fps into 20 Hz: a third of the frames are not used
+    front = result.camera_stats["front"]
+    assert (front.used, front.drops, front.duplicates, front.state) == (result.steps, 0, 0, "sim")
+    assert np.all(np.diff([step.frames["front"].seq for step in sink.steps]) == 1)
+    stored = json.loads(str(result.attrs()["camera_stats"]))
+    assert stored["usb"]["drops"] == drops and stored["front"]["used"] == result.steps
+    assert set(session.camera_infos()) == {"front", "usb"}
+
+
+class DiesAfter(SyntheticCamera):
+    """A camera whose driver raises after `n` frames, like a USB camera pulled out mid-episode."""
+
+    def __init__(self, n: int, clock) -> None:  # noqa: ANN001
+        super().__init__(96, 32, fps=30.0, clock=clock)
+        self.n = n
+
+    def _read(self) -> Capture | None:
+        if self.status().frames >= self.n:
+            raise OSError("[Errno 19] No such device")
+        return Capture(np.zeros((32, 96, 3), np.uint8), self.clock())
+
+
+def test_a_camera_that_dies_is_reported_in_the_result_and_the_episode_goes_on(clock) -> None:  # noqa: ANN001
+    rig = _rig(clock, max_s=1.0)
+    camera = DiesAfter(2, clock)
+    session = _session_with(rig, {"usb": camera}, sleep=clock.sleep)
+    sink = ListSink()
+    session.reset(0)
+    rig.device.connect()
+    camera.start()
+    deadline = time.monotonic() + 5
+    while camera.status().state != "dead" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    result = session.run_episode(sink)
+    camera.stop()
+    rig.close()
+    assert result.stopped_by == "time limit" and result.steps == 21
+    assert result.dead_cameras == ["usb"]
+    assert all(step.frames["usb"].seq == 1 for step in sink.steps)  # its last frame, reused
+    stats = json.loads(str(result.attrs()["camera_stats"]))["usb"]
+    assert stats["state"] == "dead" and "No such device" in stats["last_error"]
+    assert stats["duplicates"] == result.steps - 1 and stats["stale"] > 0
+
+
+def test_a_camera_that_never_delivers_stops_the_episode_before_it_starts(clock) -> None:  # noqa: ANN001
+    rig = _rig(clock)
+    session = _session_with(rig, {"usb": SyntheticCamera(96, 32)}, sleep=clock.sleep, first_frame_timeout_s=0.5)
+    sink = ListSink()
+    with pytest.raises(DeviceError, match="no frame within 0.5 s from camera 'usb' \\(stopped\\)"):
+        session.run_episode(sink)
+    rig.close()
+    assert sink.steps == []
+
+
+def test_an_extra_camera_may_not_take_a_simulator_camera_name(clock) -> None:  # noqa: ANN001
+    rig = _rig(clock, cameras=("front",))
+    with pytest.raises(TeleopError, match="taken by the simulator"):
+        _session_with(rig, {"front": SyntheticCamera(96, 32)})
+    rig.close()
