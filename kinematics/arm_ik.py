@@ -8,6 +8,7 @@ instead of by one large jump; an unreachable one is approached as closely as the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,7 +19,7 @@ from scipy.linalg.lapack import dposv as _dposv
 from kinematics.robot_model import RobotModel
 from teleop.errors import TeleopError, UnsafeInputError
 
-_EYE3 = np.eye(3)
+_EYE6 = np.eye(6)
 _Box = tuple[np.ndarray, np.ndarray]  # (lower, upper), each shape (n,)
 
 
@@ -80,6 +81,20 @@ class ArmIKConfig:
         return ArmIK(self, model, lower, upper, np.clip(posture, lower, upper))
 
 
+class _Tick(NamedTuple):
+    """What bounds one tick: the start q0 (n,), the largest joint step (n,) [rad], and the box [lo, hi]
+    (n,) that is the speed box around q0 within the (possibly widened) position limits."""
+
+    q0: np.ndarray
+    step_max: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def speed_box(self) -> _Box:
+        return self.q0 - self.step_max, self.q0 + self.step_max
+
+
 class ArmIK:
     """Per-tick differential IK; build with ArmIKConfig.build(model). Stateless between ticks."""
 
@@ -97,6 +112,8 @@ class ArmIK:
         self.frame_id = model.resolve_frame(config.frame)
         self._speed = model.velocity_limit * config.max_speed_fraction
         self._w = np.array([config.position_weight] * 3 + [config.orientation_weight] * 3)
+        self._w_col = self._w[:, None]
+        self._n = model.n
 
     def solve(self, q_current: np.ndarray, T_base_target: np.ndarray, dt: float) -> JointTarget:
         """One tick: the joint command that moves toward T_base_target within the limits.
@@ -110,87 +127,149 @@ class ArmIK:
         """
         q0, T_target, dt = self._validate(q_current, T_base_target, dt)
         step_max = self._speed * dt
-        # A q0 already outside the margins may stay where it is or move back inside, never further out.
-        limits = (np.minimum(self.lower, q0), np.maximum(self.upper, q0))
-        speed_box = (q0 - step_max, q0 + step_max)
+        # The box of this tick: the speed box around q0 within the position limits. A q0 already outside
+        # the margins may stay where it is or move back inside, never further out.
+        lo = np.minimum(np.maximum(self.lower, q0 - step_max), q0)
+        hi = np.maximum(np.minimum(self.upper, q0 + step_max), q0)
+        p_target, R_target = T_target[:3, 3], T_target[:3, :3]
+        tick = _Tick(q0, step_max, lo, hi)
         q = q0
-        for _ in range(self.config.iterations):
+        for i in range(self.config.iterations):
             T, J = self.model.pose_and_jacobian(q, self.frame_id)
-            q = q + self._step(q, _pose_error(T, T_target), J, limits, speed_box)
-        q = np.minimum(
-            np.maximum(q, np.maximum(limits[0], speed_box[0])), np.minimum(limits[1], speed_box[1])
-        )
-        err = _pose_error(self.model.fk(q, self.frame_id), T_target)
-        return JointTarget(q, float(np.linalg.norm(err[:3])), float(np.linalg.norm(err[3:])))
+            q = self._step(tick, q, _pose_error(T, p_target, R_target), J, centred=i == 0)
+        return JointTarget(q, *_error_norms(self.model.fk(q, self.frame_id).tolist(), T_target.tolist()))
 
-    def _step(
-        self, q: np.ndarray, err: np.ndarray, J: np.ndarray, limits: _Box, speed_box: _Box
-    ) -> np.ndarray:
-        """Damped least-squares step within the speed box, with a nullspace posture term.
+    def _step(self, tick: _Tick, q: np.ndarray, err: np.ndarray, J: np.ndarray, centred: bool) -> np.ndarray:
+        """q after one damped least-squares step within the tick's box, with a nullspace posture term.
 
         The step is scaled as a whole to respect the joint speeds (its direction is kept); a joint that
         would cross a position limit is stopped at the limit and the others are re-solved to make up for it.
+        `centred` says q is q0, the centre of the speed box, where the scale has a shorter form.
         """
-        Jw = J * self._w[:, None]
+        Jw = J * self._w_col
         ew = err * self._w
         # Damping grows with the error (Sugihara's Levenberg-Marquardt rule): cautious far away, exact near.
         damping = self.config.damping + 0.5 * float(ew @ ew)
         posture = self.config.posture_weight * (self.posture - q)
         dq = _solve_weighted(Jw, ew, posture, damping)
+        if centred:  # the room is step_max on both sides: the scale is 1 / max(|dq| / step_max), at most 1
+            step = dq * (1.0 / max(1.0, *(np.abs(dq) / tick.step_max).tolist()))
+        else:
+            step = _scale_into(q, dq, tick.speed_box)
+        q_next = q + step
+        q_boxed = np.minimum(np.maximum(q_next, tick.lo), tick.hi)
+        if q_boxed.tolist() == q_next.tolist():  # lists compare faster than arrays at this size
+            return q_next
+        step = self._step_at_limits(tick, q, dq, ew, Jw, posture, damping)
+        return np.minimum(np.maximum(q + step, tick.lo), tick.hi)
+
+    def _step_at_limits(
+        self,
+        tick: _Tick,
+        q: np.ndarray,
+        dq: np.ndarray,
+        ew: np.ndarray,
+        Jw: np.ndarray,
+        posture: np.ndarray,
+        damping: float,
+    ) -> np.ndarray:
+        """The step when dq, scaled into the speed box, would cross a position limit: the joints that would
+        are stopped at the limit and the others re-solved (up to three rounds)."""
+        # The margins, widened to include a q0 that is outside them.
+        lower, upper = np.minimum(self.lower, tick.q0), np.maximum(self.upper, tick.q0)
         blocked = np.zeros(q.shape, dtype=bool)
         fixed = np.zeros(q.shape)
         for _ in range(3):
-            step = _scale_into(q, dq, speed_box)
+            step = _scale_into(q, dq, tick.speed_box)
             q_next = q + step
-            newly = ((q_next > limits[1]) | (q_next < limits[0])) & ~blocked
+            newly = ((q_next > upper) | (q_next < lower)) & ~blocked
             if not newly.any():
                 return step
-            fixed[newly] = np.clip(q_next[newly], limits[0][newly], limits[1][newly]) - q[newly]
+            fixed[newly] = np.clip(q_next[newly], lower[newly], upper[newly]) - q[newly]
             ew = ew - Jw[:, newly] @ fixed[newly]
             blocked |= newly
             Jw[:, blocked] = 0.0
             posture[blocked] = 0.0
             dq = _solve_weighted(Jw, ew, posture, damping)
             dq[blocked] = fixed[blocked]
-        return _scale_into(q, dq, speed_box)
+        return _scale_into(q, dq, tick.speed_box)
 
     def _validate(self, q: np.ndarray, T: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray, float]:
-        n = self.model.n
+        n = self._n
         q = np.asarray(q, dtype=float)
         T = np.asarray(T, dtype=float)
-        if q.shape != (n,) or not np.isfinite(q).all():
+        # q @ q is NaN or inf when any entry is (or when an entry beyond 1e154 overflows: as unsafe).
+        if q.shape != (n,) or not math.isfinite(q @ q):
             raise UnsafeInputError(f"IK joint positions must be {n} finite values, got shape {q.shape}: {q}")
-        if T.shape != (4, 4) or not np.isfinite(T).all():
+        if T.shape != (4, 4):
             raise UnsafeInputError(f"IK target must be a finite 4x4 pose, got shape {T.shape}")
-        if not _is_rotation(T[:3, :3]):
+        # Plain floats: faster than numpy calls at this size.
+        (a, b, c, x), (d, e, f, y), (g, h, i, z), (r0, r1, r2, r3) = T.tolist()
+        if not math.isfinite(a + b + c + d + e + f + g + h + i + x + y + z + r0 + r1 + r2 + r3):
+            raise UnsafeInputError("IK target must be a finite 4x4 pose: it contains NaN or inf")
+        if not _is_rotation(a, b, c, d, e, f, g, h, i):
             raise UnsafeInputError("IK target rotation is not a rotation matrix: orthonormalise it first")
-        if not (np.isfinite(dt) and dt > 0):
+        if not (math.isfinite(dt) and dt > 0):
             raise UnsafeInputError(f"IK dt must be a positive finite period [s], got {dt}")
         return q, T, float(dt)
 
 
 def _solve_weighted(Jw: np.ndarray, ew: np.ndarray, posture: np.ndarray, damping: float) -> np.ndarray:
-    """dq = J+ e + (I - J+ J) posture with the damped pseudo-inverse J+ = J^T (J J^T + damping I)^-1."""
-    A = Jw @ Jw.T
-    A.flat[:: A.shape[0] + 1] += damping
-    # One Cholesky solve for both terms: A^-1 [e, J posture].
-    rhs = np.column_stack((ew, Jw @ posture))
+    """dq = J+ e + (I - J+ J) posture with the damped pseudo-inverse J+ = J^T (J J^T + damping I)^-1.
+
+    Computed as posture + J^T (J J^T + damping I)^-1 (e - J posture): one Cholesky solve, one right side.
+    """
+    A = Jw @ Jw.T + damping * _EYE6
+    rhs = ew - Jw @ posture
     _, x, info = _dposv(A, rhs)
     if info != 0:  # A is positive definite for any finite J; this guards against the impossible
         x = np.linalg.lstsq(A, rhs, rcond=None)[0]
-    return Jw.T @ (x[:, 0] - x[:, 1]) + posture
+    return Jw.T @ x + posture
 
 
-def _is_rotation(R: np.ndarray, tol: float = 1e-4) -> bool:
-    if np.abs(R.T @ R - _EYE3).max() > tol:
+def _is_rotation(
+    a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float, tol: float = 1e-4
+) -> bool:
+    """The matrix of rows (a, b, c), (d, e, f), (g, h, i) has orthonormal columns (within tol) and
+    determinant +1."""
+    if (
+        max(
+            abs(a * a + d * d + g * g - 1.0),
+            abs(b * b + e * e + h * h - 1.0),
+            abs(c * c + f * f + i * i - 1.0),
+            abs(a * b + d * e + g * h),
+            abs(a * c + d * f + g * i),
+            abs(b * c + e * f + h * i),
+        )
+        > tol
+    ):
         return False
-    (a, b, c), (d, e, f), (g, h, i) = R.tolist()
     return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g) > 0
 
 
-def _pose_error(T: np.ndarray, T_target: np.ndarray) -> np.ndarray:
-    """6-D error (position [m], rotation vector [rad]) from T to T_target, both in base axes."""
-    return np.concatenate((T_target[:3, 3] - T[:3, 3], pin.log3(T_target[:3, :3] @ T[:3, :3].T)))
+def _pose_error(T: np.ndarray, p_target: np.ndarray, R_target: np.ndarray) -> np.ndarray:
+    """6-D error (position [m], rotation vector [rad]) from T (4, 4) to the target, both in base axes."""
+    err = np.empty(6)
+    err[:3] = p_target - T[:3, 3]
+    err[3:] = pin.log3(R_target @ T[:3, :3].T)
+    return err
+
+
+def _error_norms(T: list[list[float]], T_target: list[list[float]]) -> tuple[float, float]:
+    """Position error [m] and rotation angle [rad] from pose T to T_target (rows of 4x4 matrices).
+
+    The angle of M = R_target R^T is atan2(|vee(M - M^T)| / 2, (trace M - 1) / 2): accurate near 0 and pi.
+    Plain floats: a few numpy calls would cost more at this size.
+    """
+    (a, b, c, x), (d, e, f, y), (g, h, i, z) = T[:3]
+    (ta, tb, tc, tx), (td, te, tf, ty), (tg, th, ti, tz) = T_target[:3]
+    # M_jk = row j of R_target . row k of R.
+    m01, m10 = ta * d + tb * e + tc * f, td * a + te * b + tf * c
+    m02, m20 = ta * g + tb * h + tc * i, tg * a + th * b + ti * c
+    m12, m21 = td * g + te * h + tf * i, tg * d + th * e + ti * f
+    trace = ta * a + tb * b + tc * c + td * d + te * e + tf * f + tg * g + th * h + ti * i
+    angle = math.atan2(0.5 * math.hypot(m21 - m12, m02 - m20, m10 - m01), 0.5 * (trace - 1.0))
+    return math.hypot(tx - x, ty - y, tz - z), angle
 
 
 def _scale_into(q: np.ndarray, dq: np.ndarray, box: _Box) -> np.ndarray:

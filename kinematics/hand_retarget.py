@@ -37,13 +37,28 @@ WRIST, INDEX_MCP, MIDDLE_MCP, LITTLE_MCP = 0, 5, 9, 17
 R_PALM_HAND_ALLEGRO = ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0))
 
 
-class _Problem(NamedTuple):
-    """One retargeting problem: fingertip targets (4, 3) and pinch vectors (3, 3) in the palm frame,
-    the pinch terms' sqrt weights (3, 1), and the previous solution (16,)."""
+def _tips_to_residuals() -> np.ndarray:
+    """Unweighted residual rows (21, 12) from the stacked tips (index, middle, ring, thumb) x (x, y, z):
+    the 4 tips, then index, middle and ring minus the thumb."""
+    out = np.zeros((21, 12))
+    out[:12] = np.eye(12)
+    for finger in range(3):
+        rows = slice(12 + 3 * finger, 15 + 3 * finger)
+        out[rows, 3 * finger : 3 * finger + 3] = np.eye(3)
+        out[rows, 9:12] = -np.eye(3)
+    return out
 
-    targets: np.ndarray
-    pinch_vectors: np.ndarray
-    sqrt_pinch_w: np.ndarray
+
+_TIPS_TO_RESIDUALS = _tips_to_residuals()
+
+
+class _Problem(NamedTuple):
+    """One retargeting problem as a linear map of the stacked fingertips: the weighted residuals are
+    A @ tips.ravel() - b, A (21, 12) and b (21,) (rows: 4 tips x 3, then 3 thumb-to-finger vectors x 3),
+    palm frame; q_prev (16,) is the previous solution."""
+
+    A: np.ndarray
+    b: np.ndarray
     q_prev: np.ndarray
 
 
@@ -116,7 +131,7 @@ class HandRetargeter:
         self.R_palm_hand = np.asarray(config.R_palm_hand, dtype=float)
         self.wrist_palm = np.asarray(config.wrist_palm_m, dtype=float)
         self.lower, self.upper = model.lower, model.upper
-        self._sqrt_tip_w = np.sqrt(np.asarray(config.tip_weights, dtype=float))[:, None]
+        self._sqrt_tip_w_rows = np.repeat(np.sqrt(np.asarray(config.tip_weights, dtype=float)), 3)
         self._q_rest = np.clip(np.zeros(model.n), self.lower, self.upper)
         self._q_raw = np.clip(model.home, self.lower, self.upper)
         self._q_out: np.ndarray | None = None
@@ -163,7 +178,9 @@ class HandRetargeter:
         """
         c = self.config
         pinch_vectors, sqrt_pinch_w = self._pinch_targets(tips_hand, self._q_raw)
-        problem = _Problem(targets, pinch_vectors, sqrt_pinch_w, self._q_raw)
+        row_w = np.concatenate((self._sqrt_tip_w_rows, np.repeat(sqrt_pinch_w.ravel(), 3)))
+        b = row_w * np.concatenate((targets.ravel(), pinch_vectors.ravel()))
+        problem = _Problem(_TIPS_TO_RESIDUALS * row_w[:, None], b, self._q_raw)
         q = self._q_raw
         cost, r, J = self._evaluate(problem, q)
         mu = -1.0
@@ -188,19 +205,8 @@ class HandRetargeter:
     def _evaluate(self, problem: _Problem, q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Cost, weighted fingertip and pinch residuals (21,) and their Jacobian (21, 16) at q."""
         tips, jacs = self.model.fingertips_and_jacobians(q)
-        sqrt_pinch_w = problem.sqrt_pinch_w
-        r = np.concatenate(
-            (
-                ((tips - problem.targets) * self._sqrt_tip_w).ravel(),
-                ((tips[:3] - tips[3] - problem.pinch_vectors) * sqrt_pinch_w).ravel(),
-            )
-        )
-        J = np.concatenate(
-            (
-                (jacs * self._sqrt_tip_w[:, :, None]).reshape(12, -1),
-                ((jacs[:3] - jacs[3]) * sqrt_pinch_w[:, :, None]).reshape(9, -1),
-            )
-        )
+        r = problem.A @ tips.ravel() - problem.b
+        J = problem.A @ jacs.reshape(12, -1)
         dq, dr = q - problem.q_prev, q - self._q_rest
         cost = float(r @ r + self.config.change_weight * (dq @ dq) + self.config.rest_weight * (dr @ dr))
         return cost, r, J

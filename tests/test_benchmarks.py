@@ -1,0 +1,56 @@
+"""Benchmarks run end to end (quick mode) and end with one JSON line of the documented shape; no timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IK_FIELDS = {"p50_ms", "p99_ms", "pos_err_mm", "rot_err_deg", "limit_violations", "max_step_rad"}
+IK_SCENARIOS = ("random", "random_full_range", "unreachable", "jump")
+
+
+@pytest.fixture(scope="module")
+def kinematics_result() -> dict:
+    pytest.importorskip("ikpy")
+    pytest.importorskip("pybullet")
+    done = subprocess.run(
+        [sys.executable, "benchmarks/kinematics.py", "--quick", "--seed", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, "the benchmark printed nothing on stdout"
+    return json.loads(lines[-1])
+
+
+def test_kinematics_benchmark_reports_every_solver_and_scenario(kinematics_result: dict) -> None:
+    assert set(kinematics_result) == {"ik", "retarget"}
+    assert set(kinematics_result["ik"]) == {"panda", "xarm7"}
+    for robot in kinematics_result["ik"].values():
+        assert set(robot) == {"ours", "pybullet", "ikpy"}
+        for solver in robot.values():
+            assert IK_FIELDS <= set(solver)
+            for scenario in IK_SCENARIOS:
+                assert {"p50_ms", "p99_ms", "limit_violations", "max_step_rad"} <= set(solver[scenario])
+        assert {"speedup_vs_pybullet", "speedup_vs_ikpy"} <= set(robot["ours"])
+    retarget = kinematics_result["retarget"]["allegro"]["ours"]
+    assert {"p50_ms", "p99_ms", "tip_err_mm"} <= set(retarget)
+
+
+def test_kinematics_benchmark_figures_are_sane(kinematics_result: dict) -> None:
+    for robot in kinematics_result["ik"].values():
+        ours = robot["ours"]
+        assert ours["limit_violations"] == 0 and ours["velocity_violations"] == 0
+        for solver in robot.values():
+            assert 0 < solver["p50_ms"] <= solver["p99_ms"]
+            assert solver["pos_err_mm"] >= 0 and solver["max_step_rad"] >= 0
+    assert kinematics_result["retarget"]["allegro"]["ours"]["tip_err_mm"] >= 0
