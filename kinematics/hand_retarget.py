@@ -218,7 +218,8 @@ class HandRetargeter:
         if at_limit.any():
             free = ~at_limit
             step = np.zeros_like(q)
-            step[free] = _spd_solve(H[np.ix_(free, free)], -g[free])
+            if free.any():  # every joint pinned against a limit: no step at all
+                step[free] = _spd_solve(H[np.ix_(free, free)], -g[free])
         return step
 
     def _pinch_targets(self, tips_hand: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -236,3 +236,14 @@ def test_human_hand_rejects_bad_parameters() -> None:
         hand.solve_finger(1, np.array([np.nan, 0.0, 0.0]))
     with pytest.raises(UnsafeInputError):
         hand.fingertip(5, 0.5)
+
+
+def test_every_joint_pinned_against_a_limit_gives_no_step_instead_of_a_solver_error() -> None:
+    from kinematics.hand_retarget import HandRetargetConfig
+    from kinematics.robot_model import load_model
+
+    model = load_model("allegro")
+    retargeter = HandRetargetConfig().build(model)
+    q = model.upper.copy()
+    step = retargeter._bounded_step(q, np.eye(16), -np.ones(16))  # every joint pushed further out
+    assert step.shape == (16,) and not step.any()
