@@ -59,7 +59,7 @@ class ArmIKConfig:
     orientation_weight: float = 0.5
     damping: float = 1e-5
     limit_margin_rad: float = 0.02
-    max_speed_fraction: float = 0.5
+    max_speed_fraction: float = 0.8
     posture_weight: float = 0.05
     posture: tuple[float, ...] | None = None
     iterations: int = 1

@@ -44,7 +44,7 @@ class IkpyIKConfig:
     """
 
     limit_margin_rad: float = 0.02
-    max_speed_fraction: float = 0.5
+    max_speed_fraction: float = 0.8
     optimizer_budget: int | None = None
     tol: float | None = None
     frame: str | None = None
