@@ -1,15 +1,32 @@
-"""A directory of episode files: naming new episodes, listing them, and a one-line-per-episode table."""
+"""A directory of episodes: naming new ones, listing them, finding unfinished ones, a one-line-per-episode table.
+
+Episodes of every backend are listed: `episode_NNNNNN.h5` files and `episode_NNNNNN.zarr` directories, and
+the `.partial` ones that recordings in progress (or killed) left.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.hdf5 import PARTIAL_SUFFIX, EpisodeReader
-from teleop.errors import EpisodeError
+from recorder.backend import (
+    EPISODE_NAME,
+    PARTIAL_SUFFIX,
+    check_directory,
+    next_episode_path,
+    open_episode,
+)
+from teleop.errors import TeleopError
 
-EPISODE_NAME = re.compile(r"^episode_(\d+)\.h5(\.partial)?$")
+__all__ = [
+    "EpisodeProblem",
+    "EpisodeSummary",
+    "find_partials",
+    "format_episode_table",
+    "next_episode_path",
+    "scan_episodes",
+    "unfinished_warning",
+]
 
 
 @dataclass(frozen=True)
@@ -19,6 +36,7 @@ class EpisodeSummary:
     Attributes:
         duration_s: Last step time minus first step time [s].
         success: Task outcome; None when it was not known.
+        incomplete: The recording stopped early (an error, or a repaired `.partial`).
     """
 
     name: str
@@ -28,6 +46,7 @@ class EpisodeSummary:
     num_steps: int
     duration_s: float
     success: bool | None
+    incomplete: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,28 +58,10 @@ class EpisodeProblem:
     message: str
 
 
-def _check_directory(directory: Path) -> Path:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EpisodeError(f"{directory}: episode directory does not exist; create it or pick another one")
-    return directory
-
-
-def next_episode_path(directory: Path) -> Path:
-    """The next free name episode_NNNNNN.h5: one past the highest index of any episode or partial file.
-
-    Raises:
-        EpisodeError: The directory does not exist.
-    """
-    directory = _check_directory(directory)
-    indices = [int(m.group(1)) for p in directory.iterdir() if (m := EPISODE_NAME.match(p.name))]
-    return directory / f"episode_{max(indices, default=-1) + 1:06d}.h5"
-
-
 def _summarise(path: Path) -> EpisodeSummary | EpisodeProblem:
     """Read one file's attributes, or say what is wrong with it."""
     try:
-        with EpisodeReader(path) as reader:
+        with open_episode(path) as reader:
             attrs = reader.attrs
             return EpisodeSummary(
                 name=path.name,
@@ -70,25 +71,52 @@ def _summarise(path: Path) -> EpisodeSummary | EpisodeProblem:
                 num_steps=reader.num_steps,
                 duration_s=reader.duration_s,
                 success=reader.success,
+                incomplete=bool(attrs.get("incomplete", False)),
             )
-    except EpisodeError as exc:
+    except TeleopError as exc:  # EpisodeError, or MissingDependencyError for a format whose package is missing
         return EpisodeProblem(name=path.name, path=path, message=str(exc).removeprefix(f"{path}: "))
 
 
+def _episode_paths(directory: Path) -> list[Path]:
+    """Episode files and directories of every format, finished or partial, sorted by name."""
+    return sorted((p for p in directory.iterdir() if EPISODE_NAME.match(p.name)), key=lambda p: p.name)
+
+
 def scan_episodes(directory: Path) -> list[EpisodeSummary | EpisodeProblem]:
-    """Every `*.h5` and `*.h5.partial` file of a directory, sorted by name; unreadable ones as problems.
+    """Every episode of a directory (`*.h5`, `*.zarr` and their `.partial`), sorted by name; unreadable ones
+    as problems.
 
     Raises:
         EpisodeError: The directory does not exist.
     """
-    directory = _check_directory(directory)
-    suffixes = (".h5", ".h5" + PARTIAL_SUFFIX)
-    paths = [p for p in directory.iterdir() if p.name.endswith(suffixes) and p.is_file()]
-    return [_summarise(p) for p in sorted(paths, key=lambda p: p.name)]
+    return [_summarise(p) for p in _episode_paths(check_directory(directory))]
 
 
-def _success_text(success: bool | None) -> str:
-    return {True: "yes", False: "no", None: "?"}[success]
+def find_partials(directory: Path) -> list[Path]:
+    """The `.partial` episodes of a directory (recordings in progress or killed), sorted by name.
+
+    Raises:
+        EpisodeError: The directory does not exist.
+    """
+    return [p for p in _episode_paths(check_directory(directory)) if p.name.endswith(PARTIAL_SUFFIX)]
+
+
+def unfinished_warning(directory: Path) -> str | None:
+    """A warning naming the unfinished recordings of a directory, or None when there is none."""
+    partials = find_partials(directory)
+    if not partials:
+        return None
+    names = ", ".join(p.name for p in partials)
+    return (
+        f"{directory} holds {len(partials)} unfinished recording(s) ({names}), left by a recording that stopped "
+        f"early or is still running; they are kept and new episodes get the next numbers; run "
+        f"`teleop episodes repair {directory}` to turn them into episodes marked incomplete"
+    )
+
+
+def _success_text(item: EpisodeSummary) -> str:
+    text = {True: "yes", False: "no", None: "?"}[item.success]
+    return f"{text} (incomplete)" if item.incomplete else text
 
 
 def format_episode_table(items: list[EpisodeSummary | EpisodeProblem]) -> str:
@@ -101,6 +129,6 @@ def format_episode_table(items: list[EpisodeSummary | EpisodeProblem]) -> str:
         else:
             lines.append(
                 f"{item.name:<{width}}  {item.robot:<12} {item.task:<16} {item.num_steps:>7} "
-                f"{item.duration_s:>8.2f}s  {_success_text(item.success)}"
+                f"{item.duration_s:>8.2f}s  {_success_text(item)}"
             )
     return "\n".join(lines)

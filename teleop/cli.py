@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("episodes"))
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"],
+                      help="episode storage: one .h5 file or one .zarr directory per episode (default hdf5)")
     demo.add_argument("--train", action="store_true", help="then train a policy on them and evaluate it")
     demo.add_argument("--train-steps", type=int, default=2000, help="training steps with --train")
     demo.add_argument("--eval-episodes", type=int, default=5, help="evaluation rollouts with --train")
@@ -44,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     episodes_sub = episodes.add_subparsers(dest="episodes_command", required=True)
     listing = episodes_sub.add_parser("list", help="one line per episode in DIR")
     listing.add_argument("dir", type=Path)
+    repair = episodes_sub.add_parser(
+        "repair", help="turn the unfinished (.partial) recordings in DIR into episodes marked incomplete")
+    repair.add_argument("dir", type=Path)
 
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.add_argument("--out", type=Path, default=Path("episodes"))
@@ -94,9 +99,17 @@ def _rig_config(args: argparse.Namespace, device: str):  # noqa: ANN202 - RigCon
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from teleop.demo import run_demo
+    from teleop.recording import record_episodes
+    from teleop.rig import build_rig
 
-    summary = run_demo(_rig_config(args, "scripted"), args.out, args.episodes, args.seed, print)
+    config = _rig_config(args, "scripted")
+    rig = build_rig(config)
+    try:
+        print(f"{config.task_name} on {config.robot}: '{rig.task.instruction}', {config.session.rate_hz:g} Hz, "
+              f"cameras {', '.join(rig.sim.cameras)} ({rig.sim.renderer_name}), {args.format} episodes")
+        summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print)
+    finally:
+        rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
           f"success rate {summary.success_rate:.0%}, control rate {summary.achieved_rate_hz:.1f} Hz "
           f"(target {args.rate:g} Hz, {summary.late_ticks} late ticks) -> {args.out}")
@@ -110,9 +123,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_episodes(args: argparse.Namespace) -> int:
     from recorder.episodes import format_episode_table, scan_episodes
 
+    if args.episodes_command == "repair":
+        return _cmd_repair(args)
     items = scan_episodes(args.dir)
     print(format_episode_table(items))
     return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from recorder.repair import RepairProblem, format_repair_report, repair_directory
+
+    results = repair_directory(args.dir)
+    print(format_repair_report(results))
+    return 1 if any(isinstance(item, RepairProblem) for item in results) else 0
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recorder.episodes import next_episode_path
-from recorder.hdf5 import EpisodeWriter
+from recorder.backend import create_writer
+from recorder.background import BackgroundWriter
+from recorder.episodes import unfinished_warning
 from recorder.step import EpisodeMeta, Step
+from teleop.errors import EpisodeError
 from teleop.rig import Rig
 from teleop.session import EpisodeResult
+
+QUEUE_S = 2.0  # the background writer may fall this far behind the control loop [s] before recording stops
+
+
+class UnfinishedRecordingWarning(UserWarning):
+    """The episode directory holds `.partial` episodes left by a recording that stopped early."""
 
 
 def episode_meta(rig: Rig, seed: int, initial_state: dict) -> EpisodeMeta:
@@ -36,29 +46,77 @@ class RecordedEpisode:
     result: EpisodeResult
 
 
+def _warn(message: str) -> None:
+    warnings.warn(UnfinishedRecordingWarning(message), stacklevel=3)
+
+
 def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[], bool] | None = None,
-                   on_step: Callable[[Step, EpisodeResult], None] | None = None) -> RecordedEpisode:
+                   on_step: Callable[[Step, EpisodeResult], None] | None = None, format: str = "hdf5",
+                   warn: Callable[[str], None] = _warn) -> RecordedEpisode:
     """Reset the task with `seed`, run one episode with the rig's device and write it to `out_dir`.
 
-    The file appears under its final name only once the episode is complete; if the loop fails, what was
-    recorded so far is kept, marked incomplete, and the error propagates.
+    The episode is written by a background thread (the control loop only queues each step) in `format`
+    ("hdf5" or "zarr"), flushed at least once a second. It appears under its final name only once it is
+    complete; if the loop fails, what was recorded so far is kept, marked incomplete, and the error propagates
+    (a full disk stops the recording with an EpisodeError that says so; the partial episode stays for
+    `teleop episodes repair`). Unfinished recordings already in `out_dir` are reported through `warn`
+    (an UnfinishedRecordingWarning by default) and never overwritten.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    message = unfinished_warning(out_dir)
+    if message:
+        warn(message)
     state = rig.session.reset(seed)
-    writer = EpisodeWriter(next_episode_path(out_dir), episode_meta(rig, seed, state))
+    meta = episode_meta(rig, seed, state)
+    queued = max(16, round(QUEUE_S * meta.control_rate_hz))
+    writer = BackgroundWriter(create_writer(out_dir, meta, format), max_queued_steps=queued)
     rig.device.connect()
     try:
+        writer.open()  # creates the partial episode and starts the writer thread, before the first tick
         result = rig.session.run_episode(writer, should_stop=should_stop, on_step=on_step)
     except BaseException as exc:
-        if writer.num_steps:
-            writer.close(success=None, attrs={"incomplete": True, "error": f"{type(exc).__name__}: {exc}"})
-        else:
-            writer.discard()
+        _keep_what_was_recorded(writer, exc)
         raise
     finally:
         rig.device.disconnect()
     path = writer.close(success=result.success, attrs=result.attrs())
     return RecordedEpisode(path, result)
+
+
+def _keep_what_was_recorded(writer: BackgroundWriter, exc: BaseException) -> None:
+    """After a failed loop: close what was recorded as incomplete, or drop an empty recording.
+
+    A storage failure leaves the partial episode as the error described; errors while closing are not
+    raised over the loop's own error.
+    """
+    if writer.num_steps == 0 and not writer.failed:
+        writer.discard()
+        return
+    with contextlib.suppress(EpisodeError):
+        writer.close(success=None, attrs={"incomplete": True, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, format: str = "hdf5",
+                    progress: Callable[[str], None] = print) -> RecordingSummary:
+    """Record `episodes` episodes with seeds seed, seed + 1, ... into `out_dir`, one progress line each.
+
+    Unfinished recordings found in `out_dir` are reported once through `progress`.
+    """
+    summary = RecordingSummary()
+    reported: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        if message not in reported:
+            reported.add(message)
+            progress(f"warning: {message}")
+
+    for i in range(episodes):
+        episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once)
+        summary.episodes.append(episode)
+        r = episode.result
+        progress(f"[{i + 1}/{episodes}] {episode.path.name}: {'success' if r.success else 'failure'}, "
+                 f"{r.steps} steps in {r.duration_s:.1f} s ({r.achieved_rate_hz:.1f} Hz, {r.late_ticks} late)")
+    return summary
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.hdf5 import EpisodeReader
+from recorder.backend import open_episode
 from teleop.rig import RigConfig, build_rig
 from teleop.session import SessionConfig, apply_action
 from teleop.sim import SimConfig
@@ -18,7 +18,7 @@ def replay_joint_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     Row i of both is the state before action i is applied; the simulator starts from the episode's initial
     state (task.restore) and steps one control period per action.
     """
-    with EpisodeReader(path) as episode:
+    with open_episode(path) as episode:
         meta, recorded, actions = episode.meta, episode.joint_pos, episode.action
     rig = build_rig(RigConfig(robot=meta.robot, task=meta.task, sim=SimConfig(cameras=()),
                               session=SessionConfig(rate_hz=meta.control_rate_hz)))

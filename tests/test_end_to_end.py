@@ -117,3 +117,16 @@ def test_an_unknown_device_lists_the_backends() -> None:
 
     with pytest.raises(UnknownNameError, match="keyboard, scripted"):
         build_rig(RigConfig(device="vive"))
+
+
+def test_zarr_episodes_go_through_the_same_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "zarr"
+    assert main(["demo", "--robot", "xarm7", "--episodes", "2", "--format", "zarr", "--out", str(out)]) == 0
+    paths = sorted(out.glob("*.zarr"))
+    assert len(paths) == 2
+    capsys.readouterr()
+    assert main(["episodes", "list", str(out)]) == 0
+    assert capsys.readouterr().out.count("xarm7-reach") == 2
+    recorded, replayed = replay_joint_positions(paths[0])
+    np.testing.assert_allclose(replayed, recorded, atol=1e-6)
+    assert main(["train", str(out), "--out", str(tmp_path / "run"), "--steps", "50"]) == 0

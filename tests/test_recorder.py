@@ -1,4 +1,5 @@
-"""Episode files: round trip, incremental and atomic writing, validation of damaged files, listing."""
+"""Episode files of both backends: round trip, incremental and atomic writing, validation of damaged files,
+listing. HDF5-specific checks run on .h5 files only; zarr-specific ones are in test_zarr.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from devices.base import DeviceSample
+from recorder.backend import BACKENDS, create_writer, open_episode
 from recorder.episodes import (
     EpisodeProblem,
     EpisodeSummary,
@@ -20,6 +22,8 @@ from recorder.episodes import (
 from recorder.hdf5 import UNFINISHED, EpisodeReader, EpisodeWriter, partial_path
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import EpisodeError, UnknownNameError
+
+FORMATS = ("hdf5", "zarr")
 
 H, W = 48, 64
 N_JOINTS, N_ACTIONS = 9, 8
@@ -64,8 +68,8 @@ def make_step(i: int, rng: np.random.Generator) -> Step:
     sample = DeviceSample(
         t=t - 0.01, engaged=i % 3 == 0, T_world_device=np.eye(4), keypoints=hand, gripper=0.1 * i
     )
-    frames = {
-        cam: CameraFrame(rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8), t - 0.002 * k)
+    frames = {  # the front camera counts its frames, the wrist camera does not
+        cam: CameraFrame(rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8), t - 0.002 * k, i if k == 0 else -1)
         for k, cam in enumerate(CAMERAS)
     }
     return Step(
@@ -85,8 +89,13 @@ def make_steps(n: int, seed: int = 0) -> list[Step]:
     return [make_step(i, rng) for i in range(n)]
 
 
+def episode_name(fmt: str, index: int = 0) -> str:
+    return f"episode_{index:06d}{BACKENDS[fmt].suffix}"
+
+
 def write_episode(path: Path, steps: list[Step], success: bool | None = True) -> Path:
-    writer = EpisodeWriter(path, make_meta())
+    fmt = "zarr" if path.name.endswith(".zarr") else "hdf5"
+    writer = create_writer(path, make_meta(), fmt)
     for step in steps:
         writer.append(step)
     return writer.close(success, {"achieved_rate_hz": 19.8, "late_ticks": 2})
@@ -97,9 +106,20 @@ def steps() -> list[Step]:
     return make_steps(50)
 
 
+@pytest.fixture(params=FORMATS)
+def fmt(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def episode(tmp_path: Path, steps: list[Step]) -> Path:
-    return write_episode(tmp_path / "episode_000000.h5", steps)
+def episode(tmp_path: Path, steps: list[Step], fmt: str) -> Path:
+    """The same 50 steps written by each backend."""
+    return write_episode(tmp_path / episode_name(fmt), steps)
+
+
+@pytest.fixture
+def h5_episode(tmp_path: Path, steps: list[Step]) -> Path:
+    return write_episode(tmp_path / episode_name("hdf5"), steps)
 
 
 def assert_meta_equal(a: EpisodeMeta, b: EpisodeMeta) -> None:
@@ -123,7 +143,7 @@ def assert_meta_equal(a: EpisodeMeta, b: EpisodeMeta) -> None:
 
 
 def test_round_trip_reads_back_every_array_exactly(episode: Path, steps: list[Step]) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         assert reader.num_steps == len(steps)
         assert reader.success is True
         assert reader.duration_s == pytest.approx(steps[-1].t - steps[0].t)
@@ -143,7 +163,7 @@ def test_round_trip_reads_back_every_array_exactly(episode: Path, steps: list[St
 
 
 def test_round_trip_cameras(episode: Path, steps: list[Step]) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         assert reader.camera_names == sorted(CAMERAS)
         for cam in CAMERAS:
             expected = np.stack([s.frames[cam].rgb for s in steps])
@@ -154,12 +174,13 @@ def test_round_trip_cameras(episode: Path, steps: list[Step]) -> None:
             np.testing.assert_array_equal(reader.frame(cam, -1), expected[-1])
             np.testing.assert_array_equal(np.stack(list(reader.iter_frames(cam))), expected)
             np.testing.assert_array_equal(reader.camera_timestamps(cam), [s.frames[cam].t for s in steps])
+            np.testing.assert_array_equal(reader.camera_seq(cam), [s.frames[cam].seq for s in steps])
         with pytest.raises(IndexError):
             reader.frame("front", len(steps))
 
 
 def test_timestamps_monotonic_and_step_aligned_lengths_equal(episode: Path) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         assert np.all(np.diff(reader.timestamps) > 0)
         n = reader.num_steps
         lengths = [len(a) for a in (reader.timestamps, reader.joint_pos, reader.joint_vel, reader.ee_pose)]
@@ -171,7 +192,7 @@ def test_timestamps_monotonic_and_step_aligned_lengths_equal(episode: Path) -> N
 
 
 def test_root_attributes(episode: Path) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         attrs = reader.attrs
     assert attrs["format"] == "teleop-episode" and attrs["format_version"] == 1
     assert attrs["joint_names"] == list(make_meta().joint_names)
@@ -181,30 +202,30 @@ def test_root_attributes(episode: Path) -> None:
 
 
 @pytest.mark.parametrize("success", [True, False, None])
-def test_success_true_false_or_unknown(tmp_path: Path, success: bool | None) -> None:
-    path = write_episode(tmp_path / "episode_000000.h5", make_steps(3), success)
-    with EpisodeReader(path) as reader:
+def test_success_true_false_or_unknown(tmp_path: Path, success: bool | None, fmt: str) -> None:
+    path = write_episode(tmp_path / episode_name(fmt), make_steps(3), success)
+    with open_episode(path) as reader:
         assert reader.success is success
         assert reader.attrs["success"] is success
 
 
 def test_reader_is_lazy_about_frames(episode: Path) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         frame = reader.frame("wrist", 3)
     assert frame.shape == (H, W, 3) and frame.dtype == np.uint8
 
 
 def test_unknown_camera_or_key_lists_the_valid_names(episode: Path) -> None:
-    with EpisodeReader(episode) as reader:
+    with open_episode(episode) as reader:
         with pytest.raises(UnknownNameError, match="front"):
             reader.frame("top", 0)
         with pytest.raises(UnknownNameError, match="object_pose"):
             reader.extras("nope")
 
 
-def test_zero_step_episode_is_a_valid_empty_file(tmp_path: Path) -> None:
-    path = EpisodeWriter(tmp_path / "episode_000000.h5", make_meta()).close(None)
-    with EpisodeReader(path) as reader:
+def test_zero_step_episode_is_a_valid_empty_file(tmp_path: Path, fmt: str) -> None:
+    path = create_writer(tmp_path, make_meta(), fmt).close(None)
+    with open_episode(path) as reader:
         assert reader.num_steps == 0 and reader.success is None and reader.duration_s == 0.0
         assert reader.joint_pos.shape == (0, N_JOINTS)
         assert reader.frames("front").shape == (0, H, W, 3)
@@ -213,9 +234,9 @@ def test_zero_step_episode_is_a_valid_empty_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ incremental, atomic writing
 
 
-def test_only_the_partial_exists_until_close(tmp_path: Path, steps: list[Step]) -> None:
-    path = tmp_path / "episode_000000.h5"
-    writer = EpisodeWriter(path, make_meta())
+def test_only_the_partial_exists_until_close(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    path = tmp_path / episode_name(fmt)
+    writer = create_writer(path, make_meta(), fmt)
     assert not partial_path(path).exists()  # construction touches no file
     writer.open()
     for step in steps:
@@ -224,13 +245,12 @@ def test_only_the_partial_exists_until_close(tmp_path: Path, steps: list[Step]) 
     assert writer.close(True) == path
     assert path.exists() and not partial_path(path).exists()
     assert writer.close(False) == path  # a second close is a no-op
-    with EpisodeReader(path) as reader:
+    with open_episode(path) as reader:
         assert reader.success is True
 
 
-def test_discard_removes_the_partial(tmp_path: Path, steps: list[Step]) -> None:
-    path = tmp_path / "episode_000000.h5"
-    writer = EpisodeWriter(path, make_meta())
+def test_discard_removes_the_partial(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    writer = create_writer(tmp_path, make_meta(), fmt)
     for step in steps[:5]:
         writer.append(step)
     writer.discard()
@@ -240,15 +260,15 @@ def test_discard_removes_the_partial(tmp_path: Path, steps: list[Step]) -> None:
         writer.append(steps[5])
 
 
-def test_context_manager_closes_or_discards(tmp_path: Path, steps: list[Step]) -> None:
-    with EpisodeWriter(tmp_path / "episode_000000.h5", make_meta()) as writer:
+def test_context_manager_closes_or_discards(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    with create_writer(tmp_path / episode_name(fmt), make_meta(), fmt) as writer:
         writer.append(steps[0])
-    with EpisodeReader(tmp_path / "episode_000000.h5") as reader:
+    with open_episode(tmp_path / episode_name(fmt)) as reader:
         assert reader.num_steps == 1 and reader.success is None
-    with pytest.raises(RuntimeError), EpisodeWriter(tmp_path / "episode_000001.h5", make_meta()) as writer:
+    with pytest.raises(RuntimeError), create_writer(tmp_path / episode_name(fmt, 1), make_meta(), fmt) as writer:
         writer.append(steps[0])
         raise RuntimeError("operator aborted")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_000000.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [episode_name(fmt)]
 
 
 def test_datasets_grow_on_disk_at_the_flush_interval(tmp_path: Path, steps: list[Step]) -> None:
@@ -266,7 +286,7 @@ def test_datasets_grow_on_disk_at_the_flush_interval(tmp_path: Path, steps: list
         sizes.append(partial_path(path).stat().st_size)
         snapshot = tmp_path / f"snapshot{k}.h5"
         shutil.copyfile(partial_path(path), snapshot)  # what a crash would leave on disk
-        with h5py.File(snapshot, "r") as f:
+        with h5py.File(snapshot, "r", swmr=True) as f:  # written in SWMR mode, see recorder.hdf5
             n = int(f.attrs["num_steps"])
             assert n == writer.num_steps == (k + 1) * 11
             np.testing.assert_array_equal(f["observation/joint_pos"][n - 1], steps[n - 1].joint_pos)
@@ -283,8 +303,8 @@ def test_datasets_are_trimmed_to_the_step_count(tmp_path: Path) -> None:
         assert f["cameras/wrist/rgb"].compression == "lzf"
 
 
-def test_shape_change_raises(tmp_path: Path, steps: list[Step]) -> None:
-    writer = EpisodeWriter(tmp_path / "episode_000000.h5", make_meta())
+def test_shape_change_raises(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    writer = create_writer(tmp_path, make_meta(), fmt)
     writer.append(steps[0])
     bad = Step(**{**steps[1].__dict__, "extras": {**steps[1].extras, "object_pose": np.zeros(6)}})
     with pytest.raises(EpisodeError, match=r"extras/object_pose has shape \(6,\)") as err:
@@ -301,8 +321,8 @@ def test_shape_change_raises(tmp_path: Path, steps: list[Step]) -> None:
     writer.discard()
 
 
-def test_first_step_must_match_the_metadata(tmp_path: Path, steps: list[Step]) -> None:
-    writer = EpisodeWriter(tmp_path / "episode_000000.h5", make_meta())
+def test_first_step_must_match_the_metadata(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    writer = create_writer(tmp_path, make_meta(), fmt)
     short = Step(**{**steps[0].__dict__, "joint_pos": np.zeros(N_JOINTS - 1)})
     with pytest.raises(EpisodeError, match="joint_pos has shape"):
         writer.append(short)
@@ -312,13 +332,13 @@ def test_first_step_must_match_the_metadata(tmp_path: Path, steps: list[Step]) -
     writer.discard()
 
 
-def test_writer_refuses_to_overwrite(episode: Path) -> None:
+def test_writer_refuses_to_overwrite(episode: Path, fmt: str) -> None:
     with pytest.raises(EpisodeError, match="already exists"):
-        EpisodeWriter(episode, make_meta()).open()
+        create_writer(episode, make_meta(), fmt).open()
 
 
-def test_reserved_extra_attribute_raises(tmp_path: Path, steps: list[Step]) -> None:
-    writer = EpisodeWriter(tmp_path / "episode_000000.h5", make_meta())
+def test_reserved_extra_attribute_raises(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    writer = create_writer(tmp_path, make_meta(), fmt)
     writer.append(steps[0])
     with pytest.raises(EpisodeError, match="num_steps"):
         writer.close(True, {"num_steps": 3})
@@ -365,15 +385,15 @@ def _drop_dataset(path: Path) -> None:
         (_garbage_header, "not a readable HDF5 file"),
         (_drop_attribute, r"missing attributes \['robot'\]"),
         (_shorten_action, "other lengths"),
-        (_other_format, "not a 'teleop-episode' file"),
+        (_other_format, "not a 'teleop-episode' episode"),
         (_drop_dataset, "missing datasets"),
     ],
 )
-def test_damaged_files_raise_episode_error_naming_the_file(episode: Path, damage, message: str) -> None:
-    damage(episode)
+def test_damaged_files_raise_episode_error_naming_the_file(h5_episode: Path, damage, message: str) -> None:
+    damage(h5_episode)
     with pytest.raises(EpisodeError, match=message) as err:
-        EpisodeReader(episode)
-    assert str(episode) in str(err.value)
+        EpisodeReader(h5_episode)
+    assert str(h5_episode) in str(err.value)
 
 
 def test_partial_file_is_an_unfinished_recording(tmp_path: Path, steps: list[Step]) -> None:
@@ -386,18 +406,55 @@ def test_partial_file_is_an_unfinished_recording(tmp_path: Path, steps: list[Ste
     writer.discard()
 
 
+def test_files_written_before_the_frame_counter_still_open(h5_episode: Path, steps: list[Step]) -> None:
+    with h5py.File(h5_episode, "r+") as f:
+        for cam in CAMERAS:
+            del f[f"cameras/{cam}/seq"]
+    with EpisodeReader(h5_episode) as reader:
+        np.testing.assert_array_equal(reader.camera_seq("front"), [-1] * len(steps))
+        np.testing.assert_array_equal(reader.frame("front", 3), steps[3].frames["front"].rgb)
+
+
+def test_a_repeated_frame_reads_back_and_is_not_encoded_again(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+    slow = CameraFrame(steps[0].frames["front"].rgb, steps[0].frames["front"].t, 0)  # a camera slower than the loop
+    repeated = [Step(**{**s.__dict__, "frames": {**s.frames, "front": slow}}) for s in steps[:4]]
+    path = write_episode(tmp_path / episode_name(fmt), repeated + steps[4:6])
+    with open_episode(path) as reader:
+        expected = [slow.rgb] * 4 + [s.frames["front"].rgb for s in steps[4:6]]
+        np.testing.assert_array_equal(reader.frames("front"), np.stack(expected))
+        np.testing.assert_array_equal(reader.camera_seq("front"), [0, 0, 0, 0, 4, 5])
+    if fmt == "hdf5":  # the same compressed chunk, copied
+        with h5py.File(path, "r") as f:
+            chunks = [f["cameras/front/rgb"].id.read_direct_chunk((i, 0, 0, 0)) for i in range(4)]
+        assert all(chunk == chunks[0] for chunk in chunks)
+
+
+def test_open_episode_picks_the_backend_by_name(tmp_path: Path) -> None:
+    with pytest.raises(EpisodeError, match=r"not an episode name; episodes end in one of \.h5, \.zarr"):
+        open_episode(tmp_path / "episode_000000.mp4")
+    with pytest.raises(EpisodeError, match="unfinished recording"):
+        open_episode(tmp_path / "episode_000000.zarr.partial")
+    with pytest.raises(EpisodeError, match="no such episode directory"):
+        open_episode(tmp_path / "episode_000000.zarr")
+    with pytest.raises(EpisodeError, match="must be named"):
+        create_writer(tmp_path / "episode_000000.h5", make_meta(), "zarr")
+    with pytest.raises(UnknownNameError, match="hdf5, zarr"):
+        create_writer(tmp_path, make_meta(), "parquet")
+
+
 def test_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(EpisodeError, match="no such episode file"):
         EpisodeReader(tmp_path / "episode_000009.h5")
 
 
-def test_corrupt_image_chunk_raises_on_read_naming_file_and_dataset(episode: Path, steps: list[Step]) -> None:
+def test_corrupt_image_chunk_raises_on_read_naming_file_and_dataset(h5_episode: Path, steps: list[Step]) -> None:
+    episode = h5_episode
     with h5py.File(episode, "r") as f:
         info = f["cameras/front/rgb"].id.get_chunk_info(10)
     with episode.open("r+b") as f:
         f.seek(info.byte_offset + info.size // 2)
         f.write(b"\xde\xad\xbe\xef" * 16)
-    with EpisodeReader(episode) as reader:  # the metadata is intact, so the file opens
+    with open_episode(episode) as reader:  # the metadata is intact, so the file opens
         np.testing.assert_array_equal(reader.frame("front", 9), steps[9].frames["front"].rgb)
         with pytest.raises(EpisodeError, match="cameras/front/rgb") as err:
             reader.frame("front", 10)
@@ -417,6 +474,15 @@ def test_next_episode_path_counts_up_and_skips_partials(tmp_path: Path) -> None:
     assert next_episode_path(tmp_path) == tmp_path / "episode_000002.h5"
     (tmp_path / "notes.txt").write_text("not an episode")
     assert next_episode_path(tmp_path) == tmp_path / "episode_000002.h5"
+
+
+def test_episode_numbers_count_across_formats(tmp_path: Path) -> None:
+    write_episode(tmp_path / "episode_000000.h5", make_steps(2))
+    assert next_episode_path(tmp_path, "zarr") == tmp_path / "episode_000001.zarr"
+    write_episode(tmp_path / "episode_000001.zarr", make_steps(2))
+    (tmp_path / "episode_000002.zarr.partial").mkdir()
+    assert next_episode_path(tmp_path) == tmp_path / "episode_000003.h5"
+    assert create_writer(tmp_path, make_meta(), "zarr").path == tmp_path / "episode_000003.zarr"
 
 
 def test_missing_directory_raises(tmp_path: Path) -> None:
@@ -450,3 +516,20 @@ def test_scan_lists_good_episodes_beside_bad_ones(tmp_path: Path) -> None:
     assert "ERROR:" in table[2] and "ERROR: unfinished recording" in table[5]
     assert "panda" in table[4] and " 8 " in table[4] and "ERROR" not in table[4]
     assert next_episode_path(tmp_path) == tmp_path / "episode_000005.h5"
+
+
+def test_scan_lists_zarr_episodes_and_marks_incomplete_ones(tmp_path: Path) -> None:
+    write_episode(tmp_path / "episode_000000.h5", make_steps(3))
+    writer = create_writer(tmp_path, make_meta(), "zarr")
+    for step in make_steps(4):
+        writer.append(step)
+    writer.close(None, {"incomplete": True})
+    (tmp_path / "episode_000002.zarr.partial").mkdir()
+    items = scan_episodes(tmp_path)
+    assert [item.name for item in items] == ["episode_000000.h5", "episode_000001.zarr", "episode_000002.zarr.partial"]
+    zarr_item = items[1]
+    assert isinstance(zarr_item, EpisodeSummary) and zarr_item.num_steps == 4 and zarr_item.incomplete
+    assert isinstance(items[2], EpisodeProblem) and items[2].message.startswith(UNFINISHED)
+    assert "teleop episodes repair" in items[2].message
+    table = format_episode_table(items).splitlines()
+    assert table[2].endswith("? (incomplete)") and table[1].endswith("yes")

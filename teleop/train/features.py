@@ -22,8 +22,8 @@ from teleop.deps import require
 from teleop.errors import EpisodeError, TeleopError
 
 if TYPE_CHECKING:
+    from recorder.backend import EpisodeReader
     from recorder.episodes import EpisodeProblem, EpisodeSummary
-    from recorder.hdf5 import EpisodeReader
     from teleop.train.encoders import Encoder
 
 CACHE_VERSION = 1
@@ -137,14 +137,14 @@ def load_features(
         batch_size: Frames per encoder forward pass.
         log: Progress messages.
     """
-    from recorder.hdf5 import EpisodeReader
+    from recorder.backend import open_episode
 
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     reference = None
     encoded = 0
     setup: dict[str, Any] = {}
     for i, path in enumerate(episodes):
-        with EpisodeReader(path) as reader:
+        with open_episode(path) as reader:
             if reference is None:
                 info = reader.camera_info(camera) if camera in reader.camera_names else None
                 setup = {"control_rate_hz": float(reader.meta.control_rate_hz),

@@ -1,0 +1,1080 @@
+"""The episode contract every storage backend implements, the layout they share, and the backend registry.
+
+An episode holds one row per control step in arrays that share axis 0, plus per-camera frame arrays (layout in
+recorder/hdf5.py; recorder/zarr_store.py stores the same names as a zarr v3 directory). Backends:
+
+    "hdf5"  one file        episode_000003.h5     recorder.hdf5
+    "zarr"  one directory   episode_000003.zarr   recorder.zarr_store (needs `pip install 'teleop[zarr]'`)
+
+Both write to `<name>.partial` while recording, flush at least every `flush_interval_s` (storing the row count
+`num_steps` with each flush, so a killed recording can be repaired up to its last flush, see recorder.repair)
+and rename to `<name>` when closed. `create_writer` and `open_episode` pick the backend; a new backend is one
+module with a `BACKEND` entry plus one line in `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import importlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from recorder.step import CameraInfo, EpisodeMeta, Step
+from teleop import __version__
+from teleop.deps import require
+from teleop.errors import EpisodeError, UnknownNameError
+
+Clock = Callable[[], float]
+W = TypeVar("W", bound="EpisodeWriter")
+R = TypeVar("R", bound="EpisodeReader")
+P = TypeVar("P", bound="PartialEpisode")
+
+FORMAT = "teleop-episode"
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+UNFINISHED = "unfinished recording (the recording process stopped before it finished)"
+ROW_BLOCK = 64  # rows added per resize; arrays are trimmed to the step count at close
+MAX_CHUNK_BYTES = 1 << 20
+MIN_FREE_BYTES = 32 << 20  # a recording stops (cleanly) when less than this plus 4 steps' raw size is free
+
+JSON_ATTRS = ("joint_names", "action_names", "initial_state")
+META_ATTRS = (
+    "format",
+    "format_version",
+    "robot",
+    "task",
+    "instruction",
+    "control_rate_hz",
+    "operator_device",
+    "joint_names",
+    "action_names",
+    "start_time",
+    "seed",
+    "initial_state",
+    "software_version",
+)
+CLOSE_ATTRS = ("num_steps", "success", "duration_s")
+CAMERA_ATTRS = ("width", "height", "K", "T_world_camera", "mount")
+BASE_DATASETS = (
+    "timestamp",
+    "observation/joint_pos",
+    "observation/joint_vel",
+    "observation/ee_pose",
+    "action",
+)
+SUCCESS_CODES = {True: 1, False: 0, None: -1}
+EPISODE_NAME = re.compile(r"^episode_(\d+)(\.h5|\.zarr)(\.partial)?$")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def partial_path(path: Path) -> Path:
+    """The name an episode has while it is being recorded: `<path>.partial`."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def final_path(partial: Path) -> Path:
+    """The name a `.partial` episode gets once it is finished or repaired."""
+    return partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
+
+
+def fail(path: Path, problem: str, fix: str = "") -> EpisodeError:
+    """An EpisodeError that names the file, the problem and, where there is one, the fix."""
+    return EpisodeError(f"{path}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or directory to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_episode_path(path: Path) -> None:
+    """Delete an episode file or directory; a no-op when it does not exist."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError that means no space is left (h5py puts the errno only in its message)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    return any(f"errno = {code}," in text or os.strerror(code) in text for code in DISK_FULL_ERRNOS)
+
+
+def free_space_text(directory: Path) -> str:
+    """Free space of the file system holding `directory`, e.g. "3.2 MB free"."""
+    try:
+        return f"{shutil.disk_usage(directory).free / 1e6:.1f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def meta_attrs(meta: EpisodeMeta) -> dict[str, Any]:
+    """Root attributes known when recording starts."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "robot": meta.robot,
+        "task": meta.task,
+        "instruction": meta.instruction,
+        "control_rate_hz": float(meta.control_rate_hz),
+        "operator_device": meta.operator_device,
+        "joint_names": json.dumps(list(meta.joint_names)),
+        "action_names": json.dumps(list(meta.action_names)),
+        "start_time": float(meta.start_time),
+        "seed": -1 if meta.seed is None else int(meta.seed),
+        "initial_state": json.dumps(meta.initial_state),
+        "software_version": __version__,
+    }
+
+
+def camera_attrs(info: CameraInfo) -> dict[str, Any]:
+    """Attributes of one camera group."""
+    return {
+        "width": int(info.width),
+        "height": int(info.height),
+        "K": np.asarray(info.K, dtype=np.float64).reshape(3, 3),
+        "T_world_camera": np.asarray(info.T_world_camera, dtype=np.float64).reshape(4, 4),
+        "mount": info.mount,
+    }
+
+
+def step_rows(step: Step) -> dict[str, np.ndarray]:
+    """Array name -> this step's row, for every step-aligned array."""
+    rows: dict[str, np.ndarray] = {
+        "timestamp": np.asarray(step.t, dtype=np.float64),
+        "observation/joint_pos": np.asarray(step.joint_pos),
+        "observation/joint_vel": np.asarray(step.joint_vel),
+        "observation/ee_pose": np.asarray(step.ee_pose),
+        "action": np.asarray(step.action),
+    }
+    rows.update({f"device/{k}": np.asarray(v) for k, v in step.device.items()})
+    rows.update({f"extras/{k}": np.asarray(v) for k, v in step.extras.items()})
+    for cam, frame in step.frames.items():
+        rows[f"cameras/{cam}/rgb"] = np.asarray(frame.rgb)
+        rows[f"cameras/{cam}/timestamp"] = np.asarray(frame.t, dtype=np.float64)
+        rows[f"cameras/{cam}/seq"] = np.asarray(frame.seq, dtype=np.int64)
+    return rows
+
+
+def is_image(name: str) -> bool:
+    """True for camera frame arrays, which are stored one frame per chunk."""
+    return name.endswith("/rgb")
+
+
+def rows_per_chunk(row: np.ndarray) -> int:
+    """Chunk length along axis 0 for rows like `row`: one frame per image chunk, up to 1 MiB otherwise."""
+    return int(np.clip(MAX_CHUNK_BYTES // max(row.nbytes, 1), 1, ROW_BLOCK))
+
+
+def _expected_shapes(meta: EpisodeMeta) -> dict[str, tuple[int, ...]]:
+    """Row shapes that the episode's metadata fixes (empty name lists fix nothing)."""
+    shapes: dict[str, tuple[int, ...]] = {"observation/ee_pose": (7,)}
+    if meta.joint_names:
+        shapes["observation/joint_pos"] = shapes["observation/joint_vel"] = (len(meta.joint_names),)
+    if meta.action_names:
+        shapes["action"] = (len(meta.action_names),)
+    for cam, info in meta.cameras.items():
+        shapes[f"cameras/{cam}/rgb"] = (int(info.height), int(info.width), 3)
+    return shapes
+
+
+def _check_names(path: Path, step: Step) -> None:
+    """Device, extras and camera names become array names: non-empty, without '/', not '.'."""
+    for kind, names in (("device", step.device), ("extras", step.extras), ("camera", step.frames)):
+        bad = [name for name in names if not name or "/" in name or name.startswith((".", "__"))]
+        if bad:
+            raise fail(
+                path, f"invalid {kind} names {bad}", "use non-empty names without '/', not starting with '.' or '__'"
+            )
+
+
+def check_first_step(path: Path, meta: EpisodeMeta, step: Step, rows: Mapping[str, np.ndarray]) -> None:
+    """Check the first step against the metadata: names, cameras, shapes and dtypes."""
+    _check_names(path, step)
+    cams = {name.split("/")[1] for name in rows if name.startswith("cameras/")}
+    if cams != set(meta.cameras):
+        raise fail(
+            path,
+            f"the step has frames from cameras {sorted(cams)} but EpisodeMeta.cameras lists "
+            f"{sorted(meta.cameras)}",
+            "give every step one frame from each camera in EpisodeMeta.cameras",
+        )
+    for name, row in rows.items():
+        if row.dtype.kind not in "biuf":
+            raise fail(path, f"{name} has dtype {row.dtype}", "store numbers or booleans only")
+    for name, shape in _expected_shapes(meta).items():
+        if rows[name].shape != shape:
+            raise fail(path, f"{name} has shape {rows[name].shape} but the metadata implies {shape}")
+    for cam in cams:
+        if rows[f"cameras/{cam}/rgb"].dtype != np.uint8:
+            raise fail(path, f"camera {cam!r} frames are {rows[f'cameras/{cam}/rgb'].dtype}", "pass uint8 RGB")
+
+
+def empty_rows(meta: EpisodeMeta) -> dict[str, np.ndarray]:
+    """Rows that give a zero-step episode the required arrays with their metadata shapes."""
+    rows = {"timestamp": np.zeros((), np.float64), "observation/ee_pose": np.zeros(7)}
+    rows["observation/joint_pos"] = rows["observation/joint_vel"] = np.zeros(len(meta.joint_names))
+    rows["action"] = np.zeros(len(meta.action_names))
+    for cam, info in meta.cameras.items():
+        rows[f"cameras/{cam}/rgb"] = np.zeros((info.height, info.width, 3), np.uint8)
+        rows[f"cameras/{cam}/timestamp"] = np.zeros((), np.float64)
+        rows[f"cameras/{cam}/seq"] = np.zeros((), np.int64)
+    return rows
+
+
+def to_attr(path: Path, key: str, value: Any) -> Any:
+    """A value every backend can store as an attribute, or EpisodeError."""
+    if isinstance(value, (str, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    raise fail(path, f"attribute {key!r} has type {type(value).__name__}", "pass str, bool, int, float or arrays")
+
+
+def decode_attr(value: Any) -> Any:
+    """An attribute as a plain Python value (str for bytes, int/float/bool for numpy scalars)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+class EpisodeWriter(abc.ABC):
+    """Writes one episode incrementally to `<path>.partial` and renames it to `path` at close.
+
+    Lifecycle: construct (touches no file) -> open() (or the first append) -> append(step) per tick ->
+    close(success) or discard(). Also a context manager: leaving the block normally closes with success
+    unknown unless close() was called; leaving it on an exception discards the recording.
+
+    Every `flush_interval_s` (checked at each append) the rows so far and their count `num_steps` reach the
+    operating system, so a killed process loses at most that interval (recorder.repair recovers the rest).
+    A frame whose source counter `seq` (>= 0) and time equal the previous row's of the same camera is a
+    repeat: its stored chunk is copied instead of encoded again.
+
+    A full disk stops the recording before the storage library sees it: when less than `min_free_bytes`
+    plus four steps' raw size is free, append() flushes and raises EpisodeError ("disk full ..."), and every
+    later append() does too, while close() still finishes the episode (with what was recorded) in the space
+    left. A failure of the storage itself (the disk filled by someone else, an I/O error) raises EpisodeError
+    and leaves the writer failed: the partial episode stays on disk as it was at the last flush, and every
+    later call raises the same error (HDF5 itself may then crash when the process exits; see recorder.hdf5).
+
+    Args:
+        path: Final name, e.g. episodes/episode_000003.h5.
+        meta: Attributes known at the start.
+        flush_interval_s: Longest time between flushes [s].
+        clock: Monotonic clock [s] (inject one in tests).
+        min_free_bytes: Free space a recording leaves on the disk [bytes]; 0 turns the check off.
+    """
+
+    suffix: ClassVar[str]
+    row_block: ClassVar[int] = ROW_BLOCK
+    storage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+
+    def __init__(
+        self, path: Path, meta: EpisodeMeta, flush_interval_s: float = 1.0, clock: Clock = time.monotonic,
+        min_free_bytes: int = MIN_FREE_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.meta = meta
+        self.flush_interval_s = float(flush_interval_s)
+        self.clock = clock
+        self.min_free_bytes = int(min_free_bytes)
+        self._row_bytes = 0
+        self._out_of_space: EpisodeError | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._dtypes: dict[str, np.dtype] = {}
+        self._num_steps = 0
+        self._capacity = 0
+        self._first_t: float | None = None
+        self._last_t: float | None = None
+        self._last_frames: dict[str, tuple[int, float]] = {}
+        self._last_flush = 0.0
+        self._opened = False
+        self._finished = False
+        self._failure: EpisodeError | None = None
+
+    # ---- storage, one subclass per backend
+
+    @abc.abstractmethod
+    def _create_storage(self) -> None:
+        """Create the partial episode and write the metadata attributes."""
+
+    @abc.abstractmethod
+    def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Create one empty, growable array per row name, for rows like these."""
+
+    @abc.abstractmethod
+    def _grow(self, rows: int) -> None:
+        """Make every array `rows` long."""
+
+    @abc.abstractmethod
+    def _write_row(self, i: int, rows: Mapping[str, np.ndarray], repeated: frozenset[str]) -> None:
+        """Store row i of every array; names in `repeated` copy row i - 1's stored chunk instead."""
+
+    @abc.abstractmethod
+    def _flush_storage(self, num_steps: int) -> None:
+        """Write everything buffered and `num_steps` to the disk."""
+
+    @abc.abstractmethod
+    def _finish(self, num_steps: int, attrs: Mapping[str, Any]) -> None:
+        """Trim the arrays to `num_steps`, write `attrs`, make the partial durable and close it."""
+
+    @abc.abstractmethod
+    def _close_storage(self) -> None:
+        """Release the open partial without finishing it; must not raise."""
+
+    # ---- public API
+
+    @property
+    def num_steps(self) -> int:
+        """Steps appended so far."""
+        return self._num_steps
+
+    @property
+    def is_open(self) -> bool:
+        """True between open() and close() / discard()."""
+        return self._opened and not self._finished
+
+    @property
+    def failed(self) -> bool:
+        """True once the storage failed (disk full, I/O error); the partial episode is then kept."""
+        return self._failure is not None
+
+    @property
+    def failure(self) -> EpisodeError | None:
+        """The storage failure, None while the storage works."""
+        return self._failure
+
+    def open(self: W) -> W:
+        """Create `<path>.partial` and write the metadata attributes; a no-op when already open."""
+        self._ensure_open()
+        return self
+
+    def append(self, step: Step) -> None:
+        """Write one row into every array; opens the episode on the first call.
+
+        Raises:
+            EpisodeError: The step's arrays or shapes differ from the first step's, the writer is closed, or
+                the storage failed.
+        """
+        self._ensure_open()
+        if self._out_of_space is not None:
+            raise self._out_of_space
+        rows = step_rows(step)
+        if not self._shapes:
+            check_first_step(self.partial, self.meta, step, rows)
+            self._row_bytes = sum(row.nbytes for row in rows.values())
+            self._check_space()
+            self._storage(self._create_arrays, rows)
+            self._remember_layout(rows)
+        else:
+            self._check_layout(rows)
+            self._check_space()
+        if self._num_steps == self._capacity:
+            self._storage(self._grow, self._capacity + self.row_block)
+            self._capacity += self.row_block
+        repeated = self._repeated_frames(step)
+        self._storage(self._write_row, self._num_steps, rows, repeated)
+        self._num_steps += 1
+        self._last_frames = {cam: (frame.seq, frame.t) for cam, frame in step.frames.items()}
+        self._first_t = step.t if self._first_t is None else self._first_t
+        self._last_t = step.t
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush when flush_interval_s has passed since the last flush."""
+        if self.is_open and self.clock() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows so far and their count to the disk; a no-op before open()."""
+        if not self.is_open:
+            return
+        self._raise_if_failed()
+        self._storage(self._flush_storage, self._num_steps)
+        self._last_flush = self.clock()
+
+    def close(self, success: bool | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Finish the episode: write the closing attributes, trim, fsync, rename to `path`.
+
+        Args:
+            success: Task outcome; None when unknown (stored as -1).
+            attrs: Extra root attributes (e.g. achieved control rate, late ticks): str, bool, int, float
+                or numeric arrays; they may not replace the format's own attributes.
+
+        Returns:
+            The final path. A second call is a no-op that returns it again.
+        """
+        if self._finished and self._failure is None:
+            return self.path
+        self._raise_if_failed()
+        extra = self._check_extra_attrs(attrs or {})
+        self._ensure_open()
+        if not self._shapes:
+            rows = empty_rows(self.meta)
+            self._storage(self._create_arrays, rows)
+            self._remember_layout(rows)
+        self._storage(self._finish, self._num_steps, {**self._close_attrs(success), **extra})
+        self._finished = True
+        if self.path.exists():  # created by someone else while this episode was recorded
+            raise fail(self.path, f"already exists; this episode is kept finished as {self.partial}", "rename it")
+        self._storage(os.replace, self.partial, self.path)
+        fsync_path(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the partial episode; a no-op after close() or a first discard().
+
+        After a storage failure the partial episode is kept (the error said so); delete it by hand.
+        """
+        if self.is_open:
+            self._close_storage()
+            if self._failure is None:
+                remove_episode_path(self.partial)
+        self._finished = True
+
+    def __enter__(self: W) -> W:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.close()
+
+    # ---- shared mechanics
+
+    def _ensure_open(self) -> None:
+        """Create the partial episode on the first call."""
+        self._raise_if_failed()
+        if self._finished:
+            raise fail(self.path, "this writer was already closed", "make a new writer")
+        if self._opened:
+            return
+        self._check_free()
+        self._opened = True
+        try:
+            self._create_storage()
+        except self.storage_errors as exc:
+            self._close_storage()
+            self._finished = True
+            with contextlib.suppress(OSError):
+                remove_episode_path(self.partial)  # it holds no step yet
+            problem = "disk full" if is_disk_full(exc) else "cannot create the episode"
+            raise fail(
+                self.partial,
+                f"{problem} ({exc}); {free_space_text(self.path.parent)} on {self.path.parent}",
+                "earlier episodes are intact; free some space or record to another disk",
+            ) from exc
+        self._last_flush = self.clock()
+
+    def _check_free(self) -> None:
+        """Refuse to overwrite an episode or a recording in progress."""
+        if not self.path.parent.is_dir():
+            raise fail(self.path, f"the directory {self.path.parent} does not exist", "create it first")
+        for p in (self.path, self.partial):
+            if p.exists():
+                raise fail(p, "already exists", "record to a new name (recorder.backend.next_episode_path)")
+
+    def _check_space(self) -> None:
+        """Stop the recording, flushed and still closable, while the disk has room for finishing it."""
+        if self.min_free_bytes <= 0:
+            return
+        reserve = self.min_free_bytes + 4 * self._row_bytes
+        free = shutil.disk_usage(self.path.parent).free
+        if free >= reserve:
+            return
+        self.flush()
+        directory = self.path.parent
+        self._out_of_space = EpisodeError(
+            f"disk full while writing {self.partial}: {free / 1e6:.1f} MB free on {directory}, less than the "
+            f"{reserve / 1e6:.1f} MB a recording leaves free; the {self._num_steps} steps so far are kept in "
+            f"{self.partial} and closing the recording finishes them as an episode; earlier episodes are "
+            "intact; free some space or record to another disk"
+        )
+        raise self._out_of_space
+
+    def _storage(self, operation: Callable[..., Any], *args: Any) -> Any:
+        """Run a storage operation; a storage error makes the writer failed and becomes an EpisodeError."""
+        try:
+            return operation(*args)
+        except self.storage_errors as exc:
+            self._failure = self._storage_error(exc)
+            self._close_storage()
+            raise self._failure from exc
+
+    def _storage_error(self, exc: BaseException) -> EpisodeError:
+        directory = self.path.parent
+        kept = (
+            f"the episode so far is kept as {self.partial} (repair it with `teleop episodes repair "
+            f"{directory}`), earlier episodes are intact"
+        )
+        if is_disk_full(exc):
+            return EpisodeError(
+                f"disk full while writing {self.partial}: {free_space_text(directory)} on {directory}; {kept}; "
+                "free some space or record to another disk"
+            )
+        return EpisodeError(f"{self.partial}: cannot write the episode ({exc}); {kept}; check the disk")
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _remember_layout(self, rows: Mapping[str, np.ndarray]) -> None:
+        self._shapes = {name: row.shape for name, row in rows.items()}
+        self._dtypes = {name: row.dtype for name, row in rows.items()}
+
+    def _check_layout(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Every step must have the first step's arrays, row shapes and dtypes."""
+        if rows.keys() != self._shapes.keys():
+            missing, extra = sorted(self._shapes.keys() - rows.keys()), sorted(rows.keys() - self._shapes.keys())
+            raise fail(
+                self.partial,
+                f"step {self._num_steps} lacks {missing} and adds {extra} compared with the first step",
+                "every step must carry the same device, extras and camera keys",
+            )
+        for name, row in rows.items():
+            if row.shape != self._shapes[name]:
+                raise fail(
+                    self.partial,
+                    f"step {self._num_steps}: {name} has shape {row.shape} but the first step's was "
+                    f"{self._shapes[name]}",
+                    "every step must have the same shapes",
+                )
+            if row.dtype != self._dtypes[name] and not np.can_cast(row.dtype, self._dtypes[name], "same_kind"):
+                raise fail(
+                    self.partial,
+                    f"step {self._num_steps}: {name} has dtype {row.dtype} but the first step's was "
+                    f"{self._dtypes[name]}",
+                    "every step must have the same dtypes",
+                )
+
+    def _repeated_frames(self, step: Step) -> frozenset[str]:
+        """Image arrays whose frame this step is the previous row's (same source counter and time)."""
+        return frozenset(
+            f"cameras/{cam}/rgb"
+            for cam, frame in step.frames.items()
+            if frame.seq >= 0 and self._last_frames.get(cam) == (frame.seq, frame.t)
+        )
+
+    def _check_extra_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        reserved = sorted(set(attrs) & set(META_ATTRS + CLOSE_ATTRS))
+        if reserved:
+            raise fail(self.partial, f"extra attributes {reserved} would replace the format's own", "rename them")
+        return {k: to_attr(self.partial, k, v) for k, v in attrs.items()}
+
+    def _close_attrs(self, success: bool | None) -> dict[str, Any]:
+        duration = 0.0 if self._first_t is None or self._last_t is None else self._last_t - self._first_t
+        code = SUCCESS_CODES[None if success is None else bool(success)]
+        return {"num_steps": self._num_steps, "success": np.int8(code), "duration_s": float(duration)}
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+class EpisodeReader(abc.ABC):
+    """Read-only, lazy access to one finished episode; validates it when it is opened.
+
+    Arrays are read from disk on each access; frames only when asked for. Subclasses open the storage and
+    give access to attributes, group members and arrays; validation and the public API live here.
+
+    Raises:
+        EpisodeError: The episode is missing, unfinished (.partial), damaged or truncated, of another format,
+            lacks required attributes or arrays, or has step-aligned arrays of unequal length.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if self.path.name.endswith(PARTIAL_SUFFIX):
+            raise fail(
+                self.path,
+                UNFINISHED,
+                f"run `teleop episodes repair {self.path.parent}` to keep what it holds, or delete it",
+            )
+        self._open()
+        try:
+            self._validate()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- storage, one subclass per backend
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Open the storage; EpisodeError when it is missing or not readable at all."""
+
+    @abc.abstractmethod
+    def _root_attrs(self) -> Mapping[str, Any]:
+        """The root attributes as stored."""
+
+    @abc.abstractmethod
+    def _group_attrs(self, group: str) -> Mapping[str, Any]:
+        """The attributes of a group such as "cameras/front"."""
+
+    @abc.abstractmethod
+    def _members(self, group: str) -> list[str]:
+        """Names of the children of a group such as "device"; [] when the group does not exist."""
+
+    @abc.abstractmethod
+    def _length(self, name: str) -> int | None:
+        """Length of axis 0 of an array; None when there is no such array."""
+
+    @abc.abstractmethod
+    def _read_array(self, name: str, selection: Any) -> np.ndarray:
+        """Read (a selection of) an array; may raise the backend's own errors."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the storage; safe to call twice."""
+
+    damage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, KeyError, ValueError, TypeError)
+
+    # ---- validation
+
+    def _validate(self) -> None:
+        try:
+            self._validate_attrs()
+            self._validate_arrays()
+        except self.damage_errors as exc:
+            raise fail(self.path, f"damaged episode ({exc})") from exc
+
+    def _validate_attrs(self) -> None:
+        attrs = self._root_attrs()
+        if "format" not in attrs or decode_attr(attrs["format"]) != FORMAT:
+            raise fail(self.path, f"not a {FORMAT!r} episode (format attribute is {attrs.get('format')!r})")
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise fail(
+                self.path,
+                f"format_version {version}, this reader reads {FORMAT_VERSION}",
+                "use the software version that wrote it",
+            )
+        missing = [k for k in META_ATTRS + CLOSE_ATTRS if k not in attrs]
+        if missing:
+            raise fail(self.path, f"missing attributes {missing}", "the episode is not complete")
+        for cam in self.camera_names:
+            lacking = [k for k in CAMERA_ATTRS if k not in self._group_attrs(f"cameras/{cam}")]
+            if lacking:
+                raise fail(self.path, f"camera {cam!r} lacks attributes {lacking}")
+        for key in JSON_ATTRS:
+            json.loads(decode_attr(attrs[key]))  # a damaged JSON attribute fails here, not on first use
+
+    def _step_array_names(self) -> list[str]:
+        names = list(BASE_DATASETS)
+        for group in ("device", "extras"):
+            names += [f"{group}/{k}" for k in self._members(group)]
+        for cam in self.camera_names:
+            names += [f"cameras/{cam}/rgb", f"cameras/{cam}/timestamp"]
+            if self._length(f"cameras/{cam}/seq") is not None:  # absent in episodes of earlier versions
+                names.append(f"cameras/{cam}/seq")
+        return names
+
+    def _validate_arrays(self) -> None:
+        names = self._step_array_names()
+        lengths = {name: self._length(name) for name in names}
+        missing = [name for name, length in lengths.items() if length is None]
+        if missing:
+            raise fail(self.path, f"missing datasets {missing}", "the episode is not complete")
+        n = self.num_steps
+        wrong = {name: length for name, length in lengths.items() if length != n}
+        if wrong:
+            raise fail(
+                self.path,
+                f"num_steps is {n} but these datasets have other lengths: {wrong}",
+                "the episode was altered or damaged",
+            )
+
+    # ---- lifecycle
+
+    def __enter__(self: R) -> R:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- attributes
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """All root attributes, decoded: JSON ones parsed, success as bool | None, seed None if unset."""
+        out = {k: decode_attr(v) for k, v in self._root_attrs().items()}
+        for key in JSON_ATTRS:
+            out[key] = json.loads(out[key])
+        out["success"] = {1: True, 0: False}.get(int(out["success"]))
+        out["seed"] = None if int(out["seed"]) == -1 else int(out["seed"])
+        return out
+
+    @property
+    def meta(self) -> EpisodeMeta:
+        """The metadata the episode was recorded with."""
+        a = self.attrs
+        return EpisodeMeta(
+            robot=a["robot"],
+            task=a["task"],
+            instruction=a["instruction"],
+            control_rate_hz=float(a["control_rate_hz"]),
+            operator_device=a["operator_device"],
+            joint_names=tuple(a["joint_names"]),
+            action_names=tuple(a["action_names"]),
+            cameras={cam: self.camera_info(cam) for cam in self.camera_names},
+            start_time=float(a["start_time"]),
+            seed=a["seed"],
+            initial_state=a["initial_state"],
+        )
+
+    @property
+    def num_steps(self) -> int:
+        """Number of control steps N."""
+        return int(self._root_attrs()["num_steps"])
+
+    @property
+    def success(self) -> bool | None:
+        """Task outcome; None when it was not known."""
+        return {1: True, 0: False}.get(int(self._root_attrs()["success"]))
+
+    @property
+    def duration_s(self) -> float:
+        """Last step time minus first step time [s]."""
+        return float(self._root_attrs()["duration_s"])
+
+    # ---- step-aligned arrays
+
+    def _read(self, name: str, selection: Any = ()) -> np.ndarray:
+        """Read an array (or a slice of it); a damaged chunk becomes an EpisodeError."""
+        try:
+            return np.asarray(self._read_array(name, selection))
+        except self.damage_errors + (RuntimeError,) as exc:
+            raise fail(
+                self.path,
+                f"dataset /{name} cannot be read, the episode is damaged ({exc})",
+                "restore it from a copy or delete it",
+            ) from exc
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Monotonic step times, (N,) [s]."""
+        return self._read("timestamp")
+
+    @property
+    def joint_pos(self) -> np.ndarray:
+        """Measured joint positions, (N, n) [rad] or [m]."""
+        return self._read("observation/joint_pos")
+
+    @property
+    def joint_vel(self) -> np.ndarray:
+        """Measured joint velocities, (N, n) [rad/s] or [m/s]."""
+        return self._read("observation/joint_vel")
+
+    @property
+    def ee_pose(self) -> np.ndarray:
+        """End-effector pose in the robot base, (N, 7): position [m], quaternion wxyz."""
+        return self._read("observation/ee_pose")
+
+    @property
+    def action(self) -> np.ndarray:
+        """Commands sent, (N, A)."""
+        return self._read("action")
+
+    @property
+    def device_keys(self) -> list[str]:
+        """Names of the recorded device fields."""
+        return sorted(self._members("device"))
+
+    @property
+    def extras_keys(self) -> list[str]:
+        """Names of the recorded extras."""
+        return sorted(self._members("extras"))
+
+    def device(self, key: str) -> np.ndarray:
+        """One device field over the episode, (N, ...)."""
+        if key not in self.device_keys:
+            raise UnknownNameError("device field", key, self.device_keys)
+        return self._read(f"device/{key}")
+
+    def extras(self, key: str) -> np.ndarray:
+        """One extra array over the episode, (N, ...)."""
+        if key not in self.extras_keys:
+            raise UnknownNameError("extras key", key, self.extras_keys)
+        return self._read(f"extras/{key}")
+
+    # ---- cameras
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Names of the recorded cameras."""
+        return sorted(self._members("cameras"))
+
+    def _camera(self, cam: str) -> None:
+        if cam not in self.camera_names:
+            raise UnknownNameError("camera", cam, self.camera_names)
+
+    def camera_info(self, cam: str) -> CameraInfo:
+        """Intrinsics and extrinsics of one camera."""
+        self._camera(cam)
+        a = {k: decode_attr(v) for k, v in self._group_attrs(f"cameras/{cam}").items()}
+        return CameraInfo(
+            width=int(a["width"]),
+            height=int(a["height"]),
+            K=np.asarray(a["K"], dtype=np.float64),
+            T_world_camera=np.asarray(a["T_world_camera"], dtype=np.float64),
+            mount=str(a["mount"]),
+        )
+
+    def camera_timestamps(self, cam: str) -> np.ndarray:
+        """Monotonic capture time of each frame, (N,) [s]."""
+        self._camera(cam)
+        return self._read(f"cameras/{cam}/timestamp")
+
+    def camera_seq(self, cam: str) -> np.ndarray:
+        """The source's frame counter of each stored frame, (N,) int64; -1 where the source did not count.
+
+        Equal neighbours are the same source frame stored twice; a jump of more than one is a dropped frame.
+        Episodes written before the counter was stored give all -1.
+        """
+        self._camera(cam)
+        if self._length(f"cameras/{cam}/seq") is None:
+            return np.full(self.num_steps, -1, dtype=np.int64)
+        return self._read(f"cameras/{cam}/seq")
+
+    def frame(self, cam: str, i: int) -> np.ndarray:
+        """Frame i of a camera, (H, W, 3) uint8; negative i counts from the end."""
+        self._camera(cam)
+        n = self.num_steps
+        if not -n <= i < n:
+            raise IndexError(f"frame {i} is out of range for {n} frames of camera {cam!r} in {self.path}")
+        return self._read(f"cameras/{cam}/rgb", i % n)
+
+    def frames(self, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames start..stop-1 of a camera, (stop - start, H, W, 3) uint8."""
+        self._camera(cam)
+        return self._read(f"cameras/{cam}/rgb", slice(start, stop))
+
+    def iter_frames(self, cam: str) -> Iterator[np.ndarray]:
+        """Yield the frames of a camera one at a time, (H, W, 3) uint8 each."""
+        for i in range(self.num_steps):
+            yield self.frame(cam, i)
+
+
+# --------------------------------------------------------------------------------------------- repair
+
+
+class PartialEpisode(abc.ABC):
+    """A `.partial` episode left by a recording that stopped, opened for repair (see recorder.repair).
+
+    Attributes:
+        path: The partial file or directory.
+        flushed_steps: The row count stored with the last flush.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.flushed_steps = 0
+
+    @abc.abstractmethod
+    def array_names(self) -> list[str]:
+        """Every step-aligned array of the partial episode."""
+
+    @abc.abstractmethod
+    def length(self, name: str) -> int:
+        """Rows allocated in an array (the writer grows arrays by blocks, so this may exceed the steps)."""
+
+    @abc.abstractmethod
+    def chunk_rows(self, name: str) -> int:
+        """Rows per chunk of an array."""
+
+    @abc.abstractmethod
+    def chunk_stored(self, name: str, index: int) -> bool:
+        """True when chunk `index` (along axis 0) of an array was written."""
+
+    @abc.abstractmethod
+    def read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 of an array; may raise the backend's own errors for damaged chunks."""
+
+    @abc.abstractmethod
+    def finish(self, num_steps: int, attrs: Mapping[str, Any], target: Path) -> None:
+        """Store the first `num_steps` rows with the root attributes updated by `attrs` as episode `target`,
+        atomically, and remove the partial episode once `target` is durable."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the storage; safe to call twice."""
+
+    read_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, ValueError, RuntimeError, KeyError)
+
+    def valid_rows(self, name: str, limit: int) -> int:
+        """How many leading rows (at most `limit`) of an array were written and read back intact."""
+        limit = min(limit, self.length(name))
+        step = self.chunk_rows(name)
+        for start in range(0, limit, step):
+            if not self.chunk_stored(name, start // step):
+                return start
+            try:
+                self.read(name, start, min(start + step, limit))
+            except self.read_errors:
+                return start
+        return limit
+
+    def __enter__(self: P) -> P:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class BackendClasses:
+    """What one storage backend module provides."""
+
+    writer: type[EpisodeWriter]
+    reader: type[EpisodeReader]
+    partial: type[PartialEpisode]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered storage backend: its file suffix and the module (imported on first use) that holds it.
+
+    Attributes:
+        suffix: Name suffix of a finished episode (".h5").
+        module: Module with a `BACKEND: BackendClasses` attribute.
+        package, extra: The optional package the module needs and the pip extra that installs it.
+    """
+
+    suffix: str
+    module: str
+    package: str = ""
+    extra: str = ""
+
+    def load(self) -> BackendClasses:
+        """The backend's classes; MissingDependencyError names the pip extra when its package is missing."""
+        if self.package:
+            require(self.package, self.extra, f"episodes in {self.suffix} format")
+        return importlib.import_module(self.module).BACKEND
+
+
+BACKENDS: dict[str, Backend] = {
+    "hdf5": Backend(".h5", "recorder.hdf5"),
+    "zarr": Backend(".zarr", "recorder.zarr_store", package="zarr", extra="zarr"),
+}
+
+
+def backend_named(format: str) -> Backend:
+    """The registered backend called `format` ("hdf5", "zarr")."""
+    if format not in BACKENDS:
+        raise UnknownNameError("episode format", format, list(BACKENDS))
+    return BACKENDS[format]
+
+
+def backend_for(path: Path) -> Backend:
+    """The backend that stores episodes named like `path` (a `.partial` suffix is ignored)."""
+    name = Path(path).name.removesuffix(PARTIAL_SUFFIX)
+    for backend in BACKENDS.values():
+        if name.endswith(backend.suffix):
+            return backend
+    suffixes = ", ".join(b.suffix for b in BACKENDS.values())
+    raise fail(Path(path), "not an episode name", f"episodes end in one of {suffixes}")
+
+
+def check_directory(directory: Path) -> Path:
+    """`directory` as a Path; EpisodeError when it does not exist."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EpisodeError(f"{directory}: episode directory does not exist; create it or pick another one")
+    return directory
+
+
+def next_episode_path(directory: Path, format: str = "hdf5") -> Path:
+    """The next free name episode_NNNNNN.<suffix>: one past the highest index of any episode or partial.
+
+    Indices count across formats, so an .h5 and a .zarr episode never share a number.
+
+    Raises:
+        EpisodeError: The directory does not exist.
+        UnknownNameError: No such format.
+    """
+    suffix = backend_named(format).suffix
+    directory = check_directory(directory)
+    indices = [int(m.group(1)) for p in directory.iterdir() if (m := EPISODE_NAME.match(p.name))]
+    return directory / f"episode_{max(indices, default=-1) + 1:06d}{suffix}"
+
+
+def create_writer(
+    path_or_dir: Path, meta: EpisodeMeta, format: str = "hdf5", flush_interval_s: float = 1.0,
+    clock: Clock = time.monotonic, min_free_bytes: int = MIN_FREE_BYTES,
+) -> EpisodeWriter:
+    """A writer of the given format, for the next free episode name when given a directory.
+
+    See EpisodeWriter for the arguments.
+
+    Raises:
+        EpisodeError: A file name whose suffix is not the format's.
+        UnknownNameError: No such format.
+    """
+    backend = backend_named(format)
+    path = Path(path_or_dir)
+    if path.is_dir() and not path.name.endswith(backend.suffix):
+        path = next_episode_path(path, format)
+    elif not path.name.endswith(backend.suffix):
+        raise fail(path, f"a {format} episode must be named *{backend.suffix}", "rename it or pick another format")
+    return backend.load().writer(path, meta, flush_interval_s=flush_interval_s, clock=clock,
+                                 min_free_bytes=min_free_bytes)
+
+
+def open_episode(path: Path) -> EpisodeReader:
+    """Open a finished episode with the reader its suffix names (.h5 or .zarr).
+
+    Raises:
+        EpisodeError: Not an episode name, unfinished, missing or damaged.
+    """
+    path = Path(path)
+    backend = backend_for(path)
+    return backend.load().reader(path)
+
+
+def open_partial(path: Path) -> PartialEpisode:
+    """Open a `.partial` episode for repair.
+
+    Raises:
+        EpisodeError: Not a partial episode, or one whose storage cannot be read at all.
+    """
+    path = Path(path)
+    if not path.name.endswith(PARTIAL_SUFFIX):
+        raise fail(path, "not an unfinished recording (no .partial suffix)", "only .partial episodes are repaired")
+    return backend_for(path).load().partial(path)

@@ -1,0 +1,225 @@
+"""Episode writing on a thread of its own, so that the control loop only hands each step over."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from recorder.backend import EpisodeWriter
+from recorder.step import Step
+from teleop.errors import EpisodeError
+
+
+@dataclass
+class _Flush:
+    """Asks the writer thread to flush; `done` is set once it has."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Stop:
+    """Asks the writer thread to write what is queued and end."""
+
+
+class BackgroundWriter:
+    """Runs an episode writer (either backend) on one writer thread; append() only puts the step in a queue.
+
+    The queue holds at most `max_queued_steps` steps. If the disk falls that far behind, append() waits at most
+    `put_timeout_s` for room and then raises EpisodeError ("the disk cannot keep up"): the recording stops
+    instead of the control loop stalling. The writer thread writes the steps in order and flushes at least
+    every `writer.flush_interval_s`, also while no step arrives. An exception on the writer thread (disk
+    full, a step whose arrays differ from the first step's) is raised in the caller's thread, as
+    EpisodeError, at the next append(), flush() or close().
+
+    Lifecycle: construct (starts nothing) -> open() (or the first append) -> append(step) per tick ->
+    close(success, attrs) (writes what is queued, then finishes the episode) or discard(). Steps are not
+    copied: their arrays must not change after append() (the session builds new arrays every tick).
+
+    Args:
+        writer: The episode writer to drive; only the writer thread touches it until close() or discard().
+        max_queued_steps: Queue length [steps]; memory is at most this many steps with their frames.
+        put_timeout_s: Longest wait of append() for room in a full queue [s].
+    """
+
+    def __init__(self, writer: EpisodeWriter, max_queued_steps: int = 128, put_timeout_s: float = 0.05) -> None:
+        if max_queued_steps < 1:
+            raise ValueError(f"max_queued_steps must be at least 1, got {max_queued_steps}")
+        self.writer = writer
+        self.max_queued_steps = int(max_queued_steps)
+        self.put_timeout_s = float(put_timeout_s)
+        self._queue: queue.Queue[Step | _Flush | _Stop] = queue.Queue(maxsize=self.max_queued_steps)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._dropping = False
+        self._appended = 0
+        self._stopped = False
+
+    @property
+    def path(self) -> Path:
+        """The episode's final name."""
+        return self.writer.path
+
+    @property
+    def partial(self) -> Path:
+        """The episode's name while it is recorded."""
+        return self.writer.partial
+
+    @property
+    def num_steps(self) -> int:
+        """Steps appended so far (queued or written)."""
+        return self._appended
+
+    @property
+    def queued_steps(self) -> int:
+        """Steps waiting for the writer thread."""
+        return self._queue.qsize()
+
+    @property
+    def failed(self) -> bool:
+        """True once the writer thread or the storage failed."""
+        return self._error is not None or self.writer.failed
+
+    def open(self) -> BackgroundWriter:
+        """Create the partial episode (errors raise here) and start the writer thread; a no-op when open."""
+        if self._thread is None:
+            self.writer.open()
+            self._thread = threading.Thread(target=self._run, name=f"writer {self.writer.path.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def append(self, step: Step) -> None:
+        """Queue one step for writing; takes microseconds unless the queue is full.
+
+        Raises:
+            EpisodeError: The writer thread failed (its error, once), the writer is closed, or the queue stayed
+                full for put_timeout_s.
+        """
+        self._raise_pending()
+        if self._stopped:
+            raise EpisodeError(f"{self.partial}: append after close() or discard(); start a new recording")
+        self.open()
+        try:
+            self._queue.put(step, timeout=self.put_timeout_s)
+        except queue.Full:
+            raise EpisodeError(
+                f"the disk cannot keep up: {self.max_queued_steps} steps are waiting to be written to "
+                f"{self.partial} and none was written for {self.put_timeout_s * 1e3:.0f} ms, so the recording "
+                "stops; record to a faster disk, or lower the control rate, the camera size or the number of "
+                "cameras"
+            ) from None
+        self._appended += 1
+
+    def flush(self) -> None:
+        """Wait until everything appended so far is written and flushed."""
+        self._raise_pending()
+        if self._thread is None or self._stopped:
+            return
+        request = _Flush()
+        self._queue.put(request)
+        while not request.done.wait(0.1):
+            if not self._thread.is_alive():
+                break
+        self._raise_pending()
+
+    def close(self, success: bool | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Write every queued step, then finish the episode (see EpisodeWriter.close).
+
+        After an error on the writer thread, the steps written before it are finished as an episode marked
+        incomplete (success unknown, attribute `error`) where the storage still works.
+
+        Raises:
+            EpisodeError: The writer thread's error if it was not raised yet, or finishing failed.
+        """
+        self._stop_thread()
+        exc = self._error or self.writer.failure
+        if exc is None:
+            return self.writer.close(success, attrs)
+        unreported = self._unreported_error() is not None
+        if self.writer.failed:
+            return self.writer.close()  # raises the storage failure: the partial episode stays as it is
+        path = self.writer.close(None, {**(attrs or {}), "incomplete": True, "error": str(exc)})
+        if unreported:
+            raise _as_episode_error(exc, self.partial) from exc
+        return path
+
+    def discard(self) -> None:
+        """Drop what is queued and delete the partial episode (kept when the storage failed)."""
+        self._dropping = True
+        self._stop_thread()
+        self.writer.discard()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.close()
+
+    # ---- the writer thread
+
+    def _run(self) -> None:
+        poll_s = max(0.01, self.writer.flush_interval_s / 10)
+        while True:
+            try:
+                item = self._queue.get(timeout=poll_s)
+            except queue.Empty:
+                self._guarded(self.writer.flush_if_due)
+                continue
+            if isinstance(item, _Stop):
+                return
+            if isinstance(item, _Flush):
+                self._guarded(self.writer.flush)
+                item.done.set()
+            elif not self._dropping and self._error is None:
+                self._guarded(self.writer.append, item)
+
+    def _guarded(self, operation: Any, *args: Any) -> None:
+        """Run a writer call; its exception is kept for the caller's thread and later steps are dropped."""
+        if self._error is not None:
+            return
+        try:
+            operation(*args)
+        except BaseException as exc:  # every error must reach the caller's thread, not die with this one
+            self._error = exc
+
+    def _stop_thread(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(_Stop())
+            self._thread.join()
+
+    def _unreported_error(self) -> BaseException | None:
+        """The writer thread's error (or the storage failure it is still reporting), once."""
+        exc = self._error or self.writer.failure
+        if exc is None or self._error_raised:
+            return None
+        self._error_raised = True
+        return exc
+
+    def _raise_pending(self) -> None:
+        """Raise the writer thread's error in the caller's thread, once."""
+        exc = self._unreported_error()
+        if exc is not None:
+            raise _as_episode_error(exc, self.partial) from exc
+
+
+def _as_episode_error(exc: BaseException, partial: Path) -> EpisodeError:
+    """An error of the writer thread as an EpisodeError for the caller's thread."""
+    if isinstance(exc, EpisodeError):
+        return EpisodeError(str(exc))
+    return EpisodeError(
+        f"{partial}: writing the episode failed ({type(exc).__name__}: {exc}); the episode so far is kept as "
+        f"{partial}, earlier episodes are intact"
+    )

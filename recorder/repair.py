@@ -1,0 +1,156 @@
+"""Repairing unfinished recordings: a `.partial` episode becomes a readable episode marked incomplete.
+
+A recording that stops without close() (killed, crashed, power cut) leaves `episode_NNNNNN.<suffix>.partial`.
+The writer stored the row count `num_steps` with every flush (at least once a second) after the rows it counts,
+so the partial holds every step up to its last flush. Repair keeps the first N steps, where N is that count
+lowered to the rows every array holds intact (chunks present, checksums good), then stores the episode under
+its final name with `num_steps` = N, success unknown (-1), `duration_s`, `incomplete` = True and
+`repaired_from` = the partial's name. HDF5 partials are copied (compressed chunks as they are) and removed
+once the copy is durable; zarr partials are trimmed in place and renamed.
+
+A partial that cannot be read at all, one that holds no flushed step, one whose final name is taken, and one
+written to in the last few seconds (a recording in progress) is left untouched and reported; repair never
+deletes data it could not move.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recorder.backend import BASE_DATASETS, PartialEpisode, fail, final_path, open_partial
+from recorder.episodes import find_partials
+from teleop.errors import TeleopError
+
+RECENT_S = 3.0  # a partial written to this recently belongs to a recording in progress (it flushes every second)
+STORAGE_ERRORS = (OSError, RuntimeError, ValueError, KeyError)  # what h5py and zarr raise on damaged or full disks
+
+
+@dataclass(frozen=True)
+class RepairedEpisode:
+    """A partial episode turned into an episode.
+
+    Attributes:
+        partial: The partial it came from (gone now).
+        path: The repaired episode.
+        num_steps: Steps kept.
+        flushed_steps: Steps the last flush had counted (num_steps is lower when some were damaged).
+    """
+
+    partial: Path
+    path: Path
+    num_steps: int
+    flushed_steps: int
+
+
+@dataclass(frozen=True)
+class RepairProblem:
+    """A partial episode that was left untouched, with why (the message names the file)."""
+
+    partial: Path
+    message: str
+
+
+def _last_write(partial: Path) -> float:
+    """When the partial was last written to (its root metadata for a directory) [Unix time, s]."""
+    stamps = [partial.stat().st_mtime]
+    if partial.is_dir():
+        stamps += [p.stat().st_mtime for p in partial.glob("zarr.json")]
+    return max(stamps)
+
+
+def _intact_steps(partial: Path, episode: PartialEpisode) -> int:
+    """The flushed step count, lowered to the rows every array holds intact; EpisodeError when none."""
+    flushed = episode.flushed_steps
+    names = episode.array_names()
+    missing = [name for name in BASE_DATASETS if name not in names]
+    if missing and flushed:
+        raise fail(partial, f"missing arrays {missing}", "it is not a complete episode layout")
+    n = 0 if missing else flushed
+    for name in names:
+        n = episode.valid_rows(name, n)
+    if n == 0:
+        raise fail(
+            partial,
+            f"no intact step to recover ({flushed} flushed)",
+            "delete it if you do not need it",
+        )
+    return n
+
+
+def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisode:
+    """Turn one `.partial` episode into an episode marked incomplete (see the module docstring).
+
+    Args:
+        partial: An `episode_NNNNNN.h5.partial` file or `episode_NNNNNN.zarr.partial` directory.
+        min_age_s: Refuse partials written to more recently than this [s] (a recording in progress).
+
+    Raises:
+        EpisodeError: The partial was left untouched; the message says why and what to do.
+    """
+    partial = Path(partial)
+    target = final_path(partial)
+    if target.exists():
+        raise fail(partial, f"{target.name} already exists", "rename one of them, then repair again")
+    age = time.time() - _last_write(partial)
+    if age < min_age_s:
+        raise fail(
+            partial,
+            f"written to {age:.1f} s ago: a recording is probably still running",
+            "repair it once the recording has stopped",
+        )
+    try:
+        with open_partial(partial) as episode:
+            n = _intact_steps(partial, episode)
+            t = episode.read("timestamp", 0, n)
+            attrs = {
+                "num_steps": n,
+                "success": np.int8(-1),
+                "duration_s": float(t[-1] - t[0]),
+                "incomplete": True,
+                "repaired_from": partial.name,
+            }
+            flushed = episode.flushed_steps
+            episode.finish(n, attrs, target)
+    except STORAGE_ERRORS as exc:
+        raise fail(
+            partial,
+            f"could not be repaired ({type(exc).__name__}: {exc})",
+            "check the free space and repair again",
+        ) from exc
+    return RepairedEpisode(partial=partial, path=target, num_steps=n, flushed_steps=flushed)
+
+
+def repair_directory(directory: Path, min_age_s: float = RECENT_S) -> list[RepairedEpisode | RepairProblem]:
+    """Repair every `.partial` episode of a directory; the ones left untouched come back as problems.
+
+    Raises:
+        EpisodeError: The directory does not exist.
+    """
+    results: list[RepairedEpisode | RepairProblem] = []
+    for partial in find_partials(directory):
+        try:
+            results.append(repair_partial(partial, min_age_s))
+        except TeleopError as exc:
+            results.append(RepairProblem(partial=partial, message=str(exc)))
+    return results
+
+
+def format_repair_report(results: list[RepairedEpisode | RepairProblem]) -> str:
+    """One line per partial episode: what it became, or why it was left untouched."""
+    if not results:
+        return "no unfinished recordings"
+    lines = []
+    for item in results:
+        if isinstance(item, RepairProblem):
+            lines.append(f"{item.partial.name}: not repaired, kept: {item.message.removeprefix(f'{item.partial}: ')}")
+        else:
+            lost = item.flushed_steps - item.num_steps
+            damaged = f", {lost} damaged steps dropped" if lost else ""
+            lines.append(
+                f"{item.partial.name} -> {item.path.name}: {item.num_steps} steps kept{damaged}, marked incomplete"
+            )
+    return "\n".join(lines)
