@@ -33,7 +33,7 @@ def episode_meta(rig: Rig, seed: int, initial_state: dict) -> EpisodeMeta:
         operator_device=rig.config.device,
         joint_names=rig.sim.joint_names,
         action_names=rig.sim.spec.action_names,
-        cameras={name: rig.sim.camera_info(name) for name in rig.sim.cameras},
+        cameras=rig.session.camera_infos(),
         start_time=time.time(),
         seed=seed,
         initial_state=initial_state,

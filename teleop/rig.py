@@ -11,6 +11,7 @@ from devices.keyboard import KeyboardDevice
 from devices.scripted import OperatorStyle, ScriptedArmOperator, ScriptedHandOperator
 from kinematics.mapping import MappingConfig
 from kinematics.robots import get_robot
+from recorder.cameras import CameraSource
 from teleop.controllers import ArmController, Controller, HandController, make_controller
 from teleop.errors import TeleopError, UnknownNameError
 from teleop.session import Session, SessionConfig
@@ -77,10 +78,12 @@ DeviceFactory = Callable[[Task, PybulletSim, Controller, int, Clock], Device]
 DEVICES: dict[str, DeviceFactory] = {"scripted": _scripted, "keyboard": _keyboard}
 
 
-def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[[float], None] | None = None) -> Rig:
+def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[[float], None] | None = None,
+              cameras: dict[str, CameraSource] | None = None) -> Rig:
     """Create the simulator with the task's scene, the controller, the device (not yet connected).
 
     `clock` and `sleep` drive the session and the device (inject a simulated clock to run faster than real time).
+    `cameras` are real cameras recorded beside the simulator's (started by the caller).
     """
     spec = get_robot(config.robot)
     task = make_task(config.task_name)
@@ -99,7 +102,7 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
         sim.render(camera)
     controller = make_controller(spec, config.device)
     device = DEVICES[config.device](task, sim, controller, config.seed, clock)
-    session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep)
+    session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep, cameras=cameras)
     return Rig(config, sim, task, controller, device, session)
 
 

@@ -130,3 +130,28 @@ def test_zarr_episodes_go_through_the_same_path(tmp_path: Path, capsys: pytest.C
     recorded, replayed = replay_joint_positions(paths[0])
     np.testing.assert_allclose(replayed, recorded, atol=1e-6)
     assert main(["train", str(out), "--out", str(tmp_path / "run"), "--steps", "50"]) == 0
+
+
+def test_a_real_camera_is_recorded_beside_the_simulator_cameras(tmp_path: Path) -> None:
+    from recorder.backend import open_episode
+    from recorder.cameras import SyntheticCamera
+    from teleop.recording import record_episode
+    from teleop.rig import RigConfig, build_rig
+    from teleop.session import SessionConfig
+
+    camera = SyntheticCamera(width=128, height=48, fps=30)
+    config = RigConfig(robot="franka", session=SessionConfig(max_duration_s=1.0, stop_on_success_s=None))
+    with camera:
+        rig = build_rig(config, cameras={"webcam": camera})
+        try:
+            episode = record_episode(rig, tmp_path, seed=0)
+        finally:
+            rig.close()
+    with open_episode(episode.path) as reader:
+        assert set(reader.camera_names) == {"front", "wrist", "webcam"}
+        seq = reader.camera_seq("webcam")
+        stamps, steps = reader.camera_timestamps("webcam"), reader.timestamps
+        assert len(seq) == reader.num_steps and np.all(np.diff(seq) >= 0)
+        assert np.all(stamps <= steps)  # never a frame from the future
+        assert reader.frames("webcam").shape[1:] == (48, 128, 3)
+        assert "webcam" in json.loads(reader.attrs["camera_stats"])
