@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -11,12 +12,12 @@ from typing import Protocol
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from devices.base import Clock, Device
+from devices.base import Clock, Device, DeviceSample
 from recorder.cameras import DEAD, CameraSource
 from recorder.step import CameraFrame, CameraInfo, Step
 from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
-from teleop.errors import TeleopError
+from teleop.errors import DeviceError, DeviceNotConnectedError, TeleopError
 from teleop.sim import PybulletSim
 from teleop.tasks import Task
 
@@ -36,6 +37,8 @@ class SessionConfig:
             `should_stop` says so or the cap is reached.
         camera_max_age_s: A camera frame older than this when a step uses it counts as stale [s].
         first_frame_timeout_s: How long an episode waits for the first frame of every extra camera [s].
+        max_sample_age_s: A device sample received longer ago than this is stale: the robot holds as if the
+            deadman were released, and the next fresh sample re-anchors [s].
     """
 
     rate_hz: float = 20.0
@@ -43,10 +46,13 @@ class SessionConfig:
     stop_on_success_s: float | None = 0.5
     camera_max_age_s: float = 0.1
     first_frame_timeout_s: float = 3.0
+    max_sample_age_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_hz <= 1000:
             raise TeleopError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+        if self.max_sample_age_s <= 0:
+            raise TeleopError(f"max_sample_age_s must be positive, got {self.max_sample_age_s}")
         if self.camera_max_age_s <= 0 or self.first_frame_timeout_s <= 0:
             raise TeleopError(f"camera_max_age_s and first_frame_timeout_s must be positive, got "
                               f"{self.camera_max_age_s}, {self.first_frame_timeout_s}")
@@ -66,6 +72,9 @@ class EpisodeResult:
     late_ticks: int = 0
     rejected_samples: int = 0
     held_ticks: int = 0
+    stale_samples: int = 0
+    device_errors: int = 0
+    last_device_error: str = ""
     stopped_by: str = ""
     tick_ms: list[float] = field(default_factory=list, repr=False)
     camera_stats: dict[str, SyncStats] = field(default_factory=dict)
@@ -79,7 +88,8 @@ class EpisodeResult:
         """Counters stored with the episode; `camera_stats` is a JSON object, camera name -> SyncStats."""
         return {"achieved_rate_hz": self.achieved_rate_hz, "late_ticks": self.late_ticks,
                 "rejected_samples": self.rejected_samples, "held_ticks": self.held_ticks,
-                "stopped_by": self.stopped_by,
+                "stale_samples": self.stale_samples, "device_errors": self.device_errors,
+                "last_device_error": self.last_device_error, "stopped_by": self.stopped_by,
                 "tick_ms_p99": float(np.percentile(self.tick_ms, 99)) if self.tick_ms else 0.0,
                 "camera_stats": json.dumps({name: s.as_dict() for name, s in sorted(self.camera_stats.items())})}
 
@@ -162,7 +172,7 @@ class Session:
             if now - next_tick > self.period:
                 result.late_ticks += 1
                 next_tick += self.period * int((now - next_tick) / self.period)
-            step = self._tick(now)
+            step = self._tick(now, self._read_device(now, result))
             result.tick_ms.append((self.clock() - now) * 1e3)
             result.steps += 1
             for name, usage in sim_usage.items():
@@ -189,8 +199,23 @@ class Session:
         result.camera_stats.update(self._sync.stats())
         return result
 
-    def _tick(self, now: float) -> Step:
-        sample = self.device.read()
+    def _read_device(self, now: float, result: EpisodeResult) -> DeviceSample:
+        """The device's sample, or a disengaged one when the device fails or its sample is stale: the robot
+        holds, the episode counts it, and the next good sample re-anchors (no jump)."""
+        try:
+            sample = self.device.read()
+        except DeviceNotConnectedError:
+            raise  # a programming error, not a hardware one: connect() first
+        except DeviceError as exc:
+            result.device_errors += 1
+            result.last_device_error = str(exc)
+            return DeviceSample(t=now, engaged=False)
+        if now - sample.t > self.config.max_sample_age_s:
+            result.stale_samples += 1
+            return dataclasses.replace(sample, engaged=False)
+        return sample
+
+    def _tick(self, now: float, sample: DeviceSample) -> Step:
         q, dq = self.sim.joint_state()
         T_base_ee = self.sim.ee_pose()
         action = self.controller.act(sample, q, T_base_ee, self.period)

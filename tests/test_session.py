@@ -228,3 +228,39 @@ def test_an_extra_camera_may_not_take_a_simulator_camera_name(clock) -> None:  #
     with pytest.raises(TeleopError, match="taken by the simulator"):
         _session_with(rig, {"front": SyntheticCamera(96, 32)})
     rig.close()
+
+
+class Flaky(Device):
+    """Tracks, then lags (samples 1 s old), then fails (an unplugged cable), then tracks again elsewhere."""
+
+    def __init__(self, clock) -> None:  # noqa: ANN001
+        super().__init__(clock)
+        self.reads = 0
+
+    def _read(self) -> DeviceSample:
+        self.reads += 1
+        pose = np.eye(4)
+        pose[:3, 3] = [0.3, 0.0, 1.0] if self.reads < 30 else [0.5, 0.2, 1.3]  # moved while it was lost
+        if 10 <= self.reads < 20:
+            return DeviceSample(t=self.clock() - 1.0, engaged=True, T_world_device=pose)
+        if 20 <= self.reads < 30:
+            raise DeviceError("controller unplugged")
+        return DeviceSample(t=self.clock(), engaged=True, T_world_device=pose)
+
+
+def test_stale_samples_and_device_errors_hold_the_robot_and_recovery_does_not_jump(clock) -> None:  # noqa: ANN001
+    rig = _rig(clock, max_s=2.0)
+    rig.session.device = Flaky(clock)
+    sink = ListSink()
+    rig.session.reset(0)
+    rig.session.device.connect()
+    result = rig.session.run_episode(sink)
+    rig.close()
+    assert result.stale_samples == 10 and result.device_errors == 10
+    assert result.last_device_error == "controller unplugged"
+    assert result.attrs()["device_errors"] == 10
+    actions = np.array([s.action for s in sink.steps])
+    # reads 10-29 (steps 9-28) are stale or fail: the command of step 8 is held throughout
+    assert (actions[9:29] == actions[8]).all()
+    ee = np.array([s.ee_pose[:3] for s in sink.steps])
+    assert np.abs(ee[29:] - ee[28]).max() < 0.01  # the device moved 36 cm meanwhile: re-anchored, no jump
