@@ -10,6 +10,7 @@ from types import TracebackType
 
 import numpy as np
 
+from devices.status import DeviceStatus, RateMeter
 from teleop.errors import DeviceNotConnectedError
 
 Clock = Callable[[], float]
@@ -66,6 +67,7 @@ class Device(abc.ABC):
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.clock = clock
         self._connected = False
+        self._read_meter = RateMeter()
 
     @property
     def connected(self) -> bool:
@@ -74,6 +76,7 @@ class Device(abc.ABC):
     def connect(self) -> None:
         """Open the device (start SDKs, reader threads)."""
         self._connect()
+        self._read_meter.reset()
         self._connected = True
 
     def disconnect(self) -> None:
@@ -86,7 +89,18 @@ class Device(abc.ABC):
         """The newest sample, without blocking."""
         if not self._connected:
             raise DeviceNotConnectedError(f"{self.name} is not connected: call .connect() first")
-        return self._read()
+        sample = self._read()
+        self._read_meter.tick(sample.t)
+        return sample
+
+    def status(self) -> DeviceStatus:
+        """Health now: connected, sample rate over the last second [Hz], age of the newest sample [s], and why not.
+
+        The default measures read() itself; backends that know more (tracking lost, controller off) override it.
+        """
+        if not self._connected:
+            return DeviceStatus(False, reason=f"{self.name} is not connected: call .connect() first")
+        return self._read_meter.status(self.clock())
 
     def __enter__(self) -> Device:
         self.connect()

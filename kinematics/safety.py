@@ -14,11 +14,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kinematics.robot_model import RobotModel
 from teleop.errors import TeleopError, UnsafeInputError
+
+if TYPE_CHECKING:
+    from kinematics.robot_model import RobotModel
 
 _NUMERIC_KINDS = "iuf"  # integer, unsigned, float; no bool, complex, string or object arrays
 
