@@ -42,8 +42,8 @@ WHEEL_FILES = {
 }
 HOW_TO_GET = (
     "get one with `teleop models fetch` (downloads it; needs the internet), or offline with "
-    "`python -c \"from devices.hand_model import build_task_from_mediapipe_wheel as b; print(b())\"` "
-    "(needs mediapipe 0.10.x installed), or set TELEOP_HAND_MODEL to a hand_landmarker.task file"
+    "`teleop models fetch --from-wheel` (needs mediapipe 0.10.x installed), or set TELEOP_HAND_MODEL to a "
+    "hand_landmarker.task file"
 )
 
 

@@ -50,6 +50,27 @@ def _parser() -> argparse.ArgumentParser:
         "repair", help="turn the unfinished (.partial) recordings in DIR into episodes marked incomplete")
     repair.add_argument("dir", type=Path)
 
+    record = sub.add_parser("record", help="record episodes headless in simulation with a real device")
+    _add_rig_arguments(record)
+    record.add_argument("--device-arg", default=None,
+                        help="the device's option: trace file (replay), camera index or video (webcam-hands), "
+                             "left/right or a serial (vive, openxr), pad index (gamepad)")
+    record.add_argument("--episodes", type=int, default=1)
+    record.add_argument("--out", type=Path, default=Path("episodes"))
+    record.add_argument("--seed", type=int, default=0)
+    record.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
+    record.add_argument("--seconds", type=float, default=60.0, help="episode length cap [s] (default 60)")
+    record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
+
+    sub.add_parser("devices", help="list the device backends, whether each is installed and a device found")
+
+    models = sub.add_parser("models", help="model files the devices need")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="download MediaPipe's hand landmarker (needs the internet)")
+    fetch.add_argument("--out", type=Path, default=None, help="where to save it (default: the model cache)")
+    fetch.add_argument("--from-wheel", action="store_true",
+                       help="build it from an installed mediapipe 0.10 wheel instead of downloading")
+
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.add_argument("--out", type=Path, default=Path("episodes"))
 
@@ -88,14 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _rig_config(args: argparse.Namespace, device: str):  # noqa: ANN202 - RigConfig, imported lazily
+def _rig_config(args: argparse.Namespace, device: str, **session: object):  # noqa: ANN202 - RigConfig, lazily
     from teleop.rig import RigConfig
     from teleop.session import SessionConfig
     from teleop.sim import SimConfig
 
     return RigConfig(robot=args.robot, task=args.task, device=device,
                      sim=SimConfig(image_size=(args.image_size, args.image_size), renderer=args.renderer),
-                     session=SessionConfig(rate_hz=args.rate), seed=args.seed)
+                     session=SessionConfig(rate_hz=args.rate, **session),  # type: ignore[arg-type]
+                     seed=args.seed, device_arg=getattr(args, "device_arg", None))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -117,6 +139,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_dir = args.out / "policy"
         result = _train(args.out, run_dir, args.train_steps, eval_episodes=args.eval_episodes)
         print(json.dumps({"success_rate": result, "episodes": args.eval_episodes, "run": str(run_dir)}))
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from teleop.recording import record_episodes
+    from teleop.rig import build_rig
+
+    config = _rig_config(args, args.device, max_duration_s=args.seconds)
+    rig = build_rig(config)
+    try:
+        print(f"{config.task_name} on {config.robot} with {args.device}: '{rig.task.language_instruction()}'; "
+              f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
+        summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print, trace=args.trace)
+    finally:
+        rig.close()
+    print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
+          f"success rate {summary.success_rate:.0%} -> {args.out}")
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from teleop.backends import BACKENDS, probe
+
+    print(f"{'device':14} {'commands':8} {'installed':9} {'found':5}  notes")
+    for name, backend in BACKENDS.items():
+        p = probe(name)
+        note = p.reason if p.reason else backend.description
+        print(f"{name:14} {backend.commands:8} {'yes' if p.installed else 'no':9} {'yes' if p.found else 'no':5}  "
+              f"{note}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from devices.hand_model import build_task_from_mediapipe_wheel, default_model_path, fetch_model
+
+    out = args.out or default_model_path()
+    path = build_task_from_mediapipe_wheel(out) if args.from_wheel else fetch_model(out)
+    print(f"hand landmarker model saved to {path}")
     return 0
 
 
@@ -178,8 +238,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"demo": _cmd_demo, "episodes": _cmd_episodes, "gui": _cmd_gui, "train": _cmd_train,
-             "eval": _cmd_eval}
+_COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "devices": _cmd_devices, "models": _cmd_models,
+             "episodes": _cmd_episodes, "gui": _cmd_gui, "train": _cmd_train, "eval": _cmd_eval}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from kinematics.robot_model import RobotModel, load_model
 from kinematics.robots import RobotSpec
 from kinematics.safety import JointSafetyConfig, as_finite_array, safe_gripper, validate_period
 from kinematics.velocity_mapping import VelocityMapping, VelocityMappingConfig
-from teleop.errors import UnsafeInputError
+from teleop.errors import TeleopError, UnsafeInputError
 
 
 class Controller(abc.ABC):
@@ -140,13 +140,32 @@ class HandController(Controller):
         return q_target
 
 
-RATE_DEVICES = {"keyboard": VelocityMappingConfig.keyboard}
+RATE_PRESETS = {"keyboard": VelocityMappingConfig.keyboard, "gamepad": VelocityMappingConfig.dualshock}
 """Devices that command end-effector velocity (axes) rather than a pose, with their mapping preset."""
 
 
 def make_controller(spec: RobotSpec, device: str = "scripted") -> Controller:
-    """The controller for `spec` driven by the named device backend."""
+    """The controller for `spec` driven by samples of the named device backend.
+
+    Raises:
+        TeleopError: The device cannot drive this robot (a hand tracker on an arm, a controller on a hand).
+    """
+    from teleop.backends import HAND, POSE, RATE, get_backend
+
+    commands = get_backend(device).commands if device in _backend_names() else POSE
     if spec.kind != "arm":
+        if commands in (POSE,) or (commands == RATE and device != "keyboard"):
+            raise TeleopError(f"{device} gives no hand keypoints: drive the {spec.name} hand with a hand tracker "
+                              "(webcam-hands, openxr-hands), the keyboard or the scripted operator")
         return HandController(spec)
-    preset = RATE_DEVICES.get(device)
+    if commands == HAND:
+        raise TeleopError(f"{device} tracks a hand: use it with the allegro robot, or drive the {spec.name} arm "
+                          "with a controller (vive, openxr), a gamepad or the keyboard")
+    preset = RATE_PRESETS.get(device)
     return ArmController(spec, mapping=preset() if preset else None)
+
+
+def _backend_names() -> tuple[str, ...]:
+    from teleop.backends import BACKENDS
+
+    return tuple(BACKENDS)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devices.trace import RecordingDevice, TraceRecorder
 from recorder.backend import create_writer
 from recorder.background import BackgroundWriter
 from recorder.episodes import unfinished_warning
@@ -52,7 +53,7 @@ def _warn(message: str) -> None:
 
 def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[], bool] | None = None,
                    on_step: Callable[[Step, EpisodeResult], None] | None = None, format: str = "hdf5",
-                   warn: Callable[[str], None] = _warn) -> RecordedEpisode:
+                   warn: Callable[[str], None] = _warn, trace: bool = False) -> RecordedEpisode:
     """Reset the task with `seed`, run one episode with the rig's device and write it to `out_dir`.
 
     The episode is written by a background thread (the control loop only queues each step) in `format`
@@ -60,7 +61,8 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
     complete; if the loop fails, what was recorded so far is kept, marked incomplete, and the error propagates
     (a full disk stops the recording with an EpisodeError that says so; the partial episode stays for
     `teleop episodes repair`). Unfinished recordings already in `out_dir` are reported through `warn`
-    (an UnfinishedRecordingWarning by default) and never overwritten.
+    (an UnfinishedRecordingWarning by default) and never overwritten. With `trace`, every raw device sample
+    is also written to `<episode name>.trace.jsonl` beside it (replayable with the `replay` device).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     message = unfinished_warning(out_dir)
@@ -70,7 +72,9 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
     meta = episode_meta(rig, seed, state)
     queued = max(16, round(QUEUE_S * meta.control_rate_hz))
     writer = BackgroundWriter(create_writer(out_dir, meta, format), max_queued_steps=queued)
-    rig.device.connect()
+    recorder = TraceRecorder(trace_path(writer.path), rig.config.device) if trace else None
+    rig.session.device = RecordingDevice(rig.device, recorder) if recorder else rig.device
+    rig.session.device.connect()
     try:
         writer.open()  # creates the partial episode and starts the writer thread, before the first tick
         result = rig.session.run_episode(writer, should_stop=should_stop, on_step=on_step)
@@ -78,9 +82,17 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
         _keep_what_was_recorded(writer, exc)
         raise
     finally:
-        rig.device.disconnect()
+        rig.session.device.disconnect()
+        rig.session.device = rig.device
+        if recorder:
+            recorder.close()
     path = writer.close(success=result.success, attrs=result.attrs())
     return RecordedEpisode(path, result)
+
+
+def trace_path(episode: Path) -> Path:
+    """Where the device trace of an episode is kept: episode_000003.h5 -> episode_000003.trace.jsonl."""
+    return episode.with_name(episode.name.split(".")[0] + ".trace.jsonl")
 
 
 def _keep_what_was_recorded(writer: BackgroundWriter, exc: BaseException) -> None:
@@ -97,7 +109,7 @@ def _keep_what_was_recorded(writer: BackgroundWriter, exc: BaseException) -> Non
 
 
 def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, format: str = "hdf5",
-                    progress: Callable[[str], None] = print) -> RecordingSummary:
+                    progress: Callable[[str], None] = print, trace: bool = False) -> RecordingSummary:
     """Record `episodes` episodes with seeds seed, seed + 1, ... into `out_dir`, one progress line each.
 
     Unfinished recordings found in `out_dir` are reported once through `progress`.
@@ -111,7 +123,7 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
             progress(f"warning: {message}")
 
     for i in range(episodes):
-        episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once)
+        episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once, trace=trace)
         summary.episodes.append(episode)
         r = episode.result
         progress(f"[{i + 1}/{episodes}] {episode.path.name}: {'success' if r.success else 'failure'}, "

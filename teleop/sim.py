@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import pkgutil
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,26 +14,9 @@ from kinematics.robots import RobotSpec
 from recorder.step import CameraFrame, CameraInfo
 from teleop.assets import sim_gripper_joints, sim_urdf
 from teleop.errors import TeleopError, UnknownNameError
+from teleop.quiet import native_output_silenced
 
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence pybullet's C-level chatter (import, EGL plugin, first render, disconnect print to fd 1 and 2)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        for fd, copy in zip((1, 2), saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
-
-
-with _quiet_stdout():
+with native_output_silenced():
     import pybullet as pb
     import pybullet_data
 
@@ -122,7 +102,7 @@ class PybulletSim:
         self.spec = spec
         self.config = config
         self._thread = threading.get_ident()
-        with _quiet_stdout():
+        with native_output_silenced():
             self.client = pb.connect(pb.DIRECT)
             self.renderer_name = self._load_renderer(config.renderer)
             pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
@@ -327,7 +307,7 @@ class PybulletSim:
         projection = pb.computeProjectionMatrixFOV(camera.fov_deg, width / height, camera.near, camera.far)
         renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.renderer_name == "egl" else pb.ER_TINY_RENDERER
         t = time.monotonic()  # the state being rendered is the state at this instant
-        with _quiet_stdout() if name not in self._rendered else contextlib.nullcontext():
+        with native_output_silenced() if name not in self._rendered else contextlib.nullcontext():
             _, _, rgba, _, _ = pb.getCameraImage(
                 width, height, view.T.ravel().tolist(), projection, renderer=renderer,
                 flags=pb.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client,
@@ -346,7 +326,7 @@ class PybulletSim:
 
     def close(self) -> None:
         if self.client >= 0 and pb.isConnected(self.client):
-            with _quiet_stdout():
+            with native_output_silenced():
                 pb.disconnect(self.client)
         self.client = -1
 

@@ -115,8 +115,21 @@ def test_an_unknown_device_lists_the_backends() -> None:
     from teleop.errors import UnknownNameError
     from teleop.rig import RigConfig, build_rig
 
-    with pytest.raises(UnknownNameError, match="keyboard, scripted"):
-        build_rig(RigConfig(device="vive"))
+    with pytest.raises(UnknownNameError, match="gamepad, keyboard, openxr, openxr-hands, replay, scripted, vive"):
+        build_rig(RigConfig(device="spacemouse"))
+
+
+@pytest.mark.parametrize(("robot", "device", "says"), [
+    ("franka", "webcam-hands", "tracks a hand"),
+    ("allegro", "vive", "gives no hand keypoints"),
+    ("allegro", "gamepad", "gives no hand keypoints"),
+])
+def test_a_device_that_cannot_drive_the_robot_says_which_can(robot: str, device: str, says: str) -> None:
+    from teleop.errors import TeleopError
+    from teleop.rig import RigConfig, build_rig
+
+    with pytest.raises(TeleopError, match=says):
+        build_rig(RigConfig(robot=robot, device=device))
 
 
 def test_zarr_episodes_go_through_the_same_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

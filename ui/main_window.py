@@ -26,8 +26,9 @@ from PyQt6.QtWidgets import (
 from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
 from recorder.episodes import scan_episodes
+from teleop.backends import BACKENDS as DEVICES
 from teleop.recording import RecordedEpisode
-from teleop.rig import DEVICES, RigConfig
+from teleop.rig import RigConfig
 from teleop.session import SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.keys import key_name
