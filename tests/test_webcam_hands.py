@@ -71,7 +71,7 @@ def test_a_missing_model_says_where_it_looked_and_how_to_get_one(no_model_anywhe
         find_model()
     message = str(info.value)
     assert "TELEOP_HAND_MODEL" in message and str(no_model_anywhere / "cache" / "teleop") in message
-    assert "teleop models fetch" in message and "build_task_from_mediapipe_wheel" in message
+    assert "teleop models fetch" in message and "--from-wheel" in message
     with pytest.raises(DeviceError, match="does not exist"):
         find_model(no_model_anywhere / "nope.task")
 
