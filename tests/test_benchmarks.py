@@ -54,3 +54,36 @@ def test_kinematics_benchmark_figures_are_sane(kinematics_result: dict) -> None:
             assert 0 < solver["p50_ms"] <= solver["p99_ms"]
             assert solver["pos_err_mm"] >= 0 and solver["max_step_rad"] >= 0
     assert kinematics_result["retarget"]["allegro"]["ours"]["tip_err_mm"] >= 0
+
+
+def test_devices_benchmark_reports_every_backend_or_why_it_was_skipped() -> None:
+    backends = ("gamepad", "vive", "openxr", "webcam_hands", "keyboard", "replay")
+    with_peer = ("gamepad", "vive", "openxr", "webcam_hands")
+    fields = {"p50_ms", "p99_ms", "max_ms", "n", "load_avg"}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/devices.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, "the benchmark printed nothing on stdout"
+    result = json.loads(lines[-1])
+    assert set(backends) <= set(result) and "machine" in result
+    measured = [name for name in backends if "skipped" not in result[name]]
+    assert {"keyboard", "replay"} <= set(measured)  # these need no optional package
+    for name in backends:
+        if name not in measured:
+            assert isinstance(result[name]["skipped"], str) and result[name]["skipped"]
+            continue
+        assert fields <= set(result[name]), name
+        assert result[name]["n"] > 0 and result[name]["p50_ms"] <= result[name]["max_ms"]
+        if name in with_peer:
+            assert {"peer_p50_ms", "peer_p99_ms", "peer_max_ms"} <= set(result[name]), name
+    if "openxr" in measured:
+        assert {"p50_ms", "p99_ms", "max_ms", "peer_p50_ms"} <= set(result["openxr"]["hand"])
+    if "gamepad" in measured:
+        assert {"p50_ms", "p99_ms", "peer_p50_ms"} <= set(result["gamepad"]["tight_poll"])
