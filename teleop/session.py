@@ -164,11 +164,18 @@ class Session:
         Raises DeviceError before the first tick if an extra camera gives no frame within
         `first_frame_timeout_s`; a camera that dies later is reported in the result's camera_stats.
         """
-        result = EpisodeResult()
         # Everything allocated so far (modules, models, the scene) is long-lived: move it out of the collector's
-        # reach, so a full collection during the episode takes microseconds, not a 20-50 ms pause of every thread.
+        # reach for the episode, so a full collection takes microseconds, not a 20-50 ms pause of every thread.
         gc.collect()
         gc.freeze()
+        try:
+            return self._run_episode(sink, should_stop, on_step)
+        finally:
+            gc.unfreeze()  # what earlier episodes left behind stays collectable
+
+    def _run_episode(self, sink: StepSink | None, should_stop: Callable[[], bool] | None,
+                     on_step: Callable[[Step, EpisodeResult], None] | None) -> EpisodeResult:
+        result = EpisodeResult()
         max_duration = self.config.max_duration_s or self.task.max_duration_s
         rejected_before = self.controller.rejected
         success_since: float | None = None
