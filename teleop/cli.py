@@ -61,6 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
     record.add_argument("--seconds", type=float, default=60.0, help="episode length cap [s] (default 60)")
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
+    record.add_argument("--calibration", type=Path, default=None,
+                        help="R_base_device of a VR controller, from teleop calibrate (default: identity)")
+
+    calibrate = sub.add_parser("calibrate", help="measure the rotation from a VR controller's tracking frame to "
+                                                 "the robot base, guided by grip presses")
+    calibrate.add_argument("--device", required=True,
+                           help="a pose device: vive, openxr, or replay (a trace recorded from one)")
+    calibrate.add_argument("--device-arg", default=None,
+                           help="left/right or a serial (vive, openxr), the trace file (replay)")
+    calibrate.add_argument("--method", default="point", choices=["point", "still"],
+                           help="point: move forward, then up, holding the grip; still: hold the controller "
+                                "still, aligned with the robot base (default point)")
+    calibrate.add_argument("--out", type=Path, default=Path("calibration.json"),
+                           help="calibration file to write (default calibration.json)")
+    calibrate.add_argument("--timeout", type=float, default=30.0,
+                           help="seconds to wait for each grip press (default 30)")
 
     sub.add_parser("devices", help="list the device backends, whether each is installed and a device found")
 
@@ -117,7 +133,8 @@ def _rig_config(args: argparse.Namespace, device: str, **session: object):  # no
     return RigConfig(robot=args.robot, task=args.task, device=device,
                      sim=SimConfig(image_size=(args.image_size, args.image_size), renderer=args.renderer),
                      session=SessionConfig(rate_hz=args.rate, **session),  # type: ignore[arg-type]
-                     seed=args.seed, device_arg=getattr(args, "device_arg", None))
+                     seed=args.seed, device_arg=getattr(args, "device_arg", None),
+                     calibration=getattr(args, "calibration", None))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -156,6 +173,17 @@ def _cmd_record(args: argparse.Namespace) -> int:
         rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
           f"success rate {summary.success_rate:.0%} -> {args.out}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from teleop.calibrate import CalibrateConfig, calibrate, describe_calibration
+
+    config = CalibrateConfig(device=args.device, out=args.out, device_arg=args.device_arg, method=args.method,
+                             timeout_s=args.timeout)
+    calibration = calibrate(config, prompt=lambda message: print(message, flush=True))
+    print(describe_calibration(calibration))
+    print(f"saved to {args.out}; use it with: teleop record --device {args.device} --calibration {args.out} ...")
     return 0
 
 
@@ -238,8 +266,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "devices": _cmd_devices, "models": _cmd_models,
-             "episodes": _cmd_episodes, "gui": _cmd_gui, "train": _cmd_train, "eval": _cmd_eval}
+_COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
+             "models": _cmd_models, "episodes": _cmd_episodes, "gui": _cmd_gui, "train": _cmd_train,
+             "eval": _cmd_eval}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 
 from devices.base import DeviceSample
 from kinematics.arm_ik import ArmIKConfig
+from kinematics.calibration import Calibration
 from kinematics.hand_retarget import HandRetargetConfig
 from kinematics.mapping import MappingConfig
 from kinematics.robot_model import RobotModel, load_model
@@ -144,11 +145,16 @@ RATE_PRESETS = {"keyboard": VelocityMappingConfig.keyboard, "gamepad": VelocityM
 """Devices that command end-effector velocity (axes) rather than a pose, with their mapping preset."""
 
 
-def make_controller(spec: RobotSpec, device: str = "scripted") -> Controller:
+def make_controller(spec: RobotSpec, device: str = "scripted", calibration: Calibration | None = None) -> Controller:
     """The controller for `spec` driven by samples of the named device backend.
 
+    Args:
+        spec: The robot.
+        device: The backend whose samples drive it (for a replayed trace, the one that recorded it).
+        calibration: R_base_device for the pose mapping of a 6-DoF device; None keeps the identity.
     Raises:
-        TeleopError: The device cannot drive this robot (a hand tracker on an arm, a controller on a hand).
+        TeleopError: The device cannot drive this robot (a hand tracker on an arm, a controller on a hand), or
+            a calibration is given for a device or robot that is not driven by a controller pose.
     """
     from teleop.backends import HAND, POSE, RATE, get_backend
 
@@ -157,12 +163,23 @@ def make_controller(spec: RobotSpec, device: str = "scripted") -> Controller:
         if commands in (POSE,) or (commands == RATE and device != "keyboard"):
             raise TeleopError(f"{device} gives no hand keypoints: drive the {spec.name} hand with a hand tracker "
                               "(webcam-hands, openxr-hands), the keyboard or the scripted operator")
+        _refuse_calibration(calibration, f"the {spec.name} hand follows hand keypoints, not a controller pose")
         return HandController(spec)
     if commands == HAND:
         raise TeleopError(f"{device} tracks a hand: use it with the allegro robot, or drive the {spec.name} arm "
                           "with a controller (vive, openxr), a gamepad or the keyboard")
     preset = RATE_PRESETS.get(device)
-    return ArmController(spec, mapping=preset() if preset else None)
+    if preset is not None:
+        _refuse_calibration(calibration, f"{device} commands end-effector velocity in the robot base frame")
+        return ArmController(spec, mapping=preset())
+    mapping = MappingConfig() if calibration is None else calibration.apply(MappingConfig())
+    return ArmController(spec, mapping=mapping)
+
+
+def _refuse_calibration(calibration: Calibration | None, why: str) -> None:
+    if calibration is not None:
+        raise TeleopError(f"a calibration rotates a VR controller's pose, but {why}: leave out the calibration "
+                          "(--calibration), or use a controller (vive, openxr)")
 
 
 def _backend_names() -> tuple[str, ...]:

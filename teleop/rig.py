@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from devices.base import Clock, Device
+from kinematics.calibration import load_calibration
 from kinematics.robots import get_robot
 from recorder.cameras import CameraSource
 from teleop.backends import DeviceContext, get_backend, source_device
@@ -29,6 +31,8 @@ class RigConfig:
         session: Loop settings.
         seed: Seed of the operator's randomness (episode seeds are passed to reset()).
         device_arg: The device backend's one option (see teleop.backends.DeviceContext), None for its default.
+        calibration: File with R_base_device for a VR controller's pose mapping (made by `teleop calibrate`);
+            None keeps the identity. Only for devices that give a pose, driving an arm.
     """
 
     robot: str = "franka"
@@ -38,6 +42,7 @@ class RigConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     seed: int = 0
     device_arg: str | None = None
+    calibration: Path | None = None
 
     @property
     def task_name(self) -> str:
@@ -64,6 +69,10 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
 
     `clock` and `sleep` drive the session and the device (inject a simulated clock to run faster than real time).
     `cameras` are real cameras recorded beside the simulator's (started by the caller).
+
+    Raises:
+        TeleopError: unknown names, a device that cannot drive the robot, a missing or corrupt calibration file,
+            or a calibration for a device that gives no pose.
     """
     spec = get_robot(config.robot)
     task = make_task(config.task_name)
@@ -71,7 +80,8 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
         valid = [name for name, robot in _task_robots().items() if robot == spec.name]
         raise UnknownNameError(f"task for robot {spec.name!r}", config.task_name, valid)
     backend = get_backend(config.device)
-    controller = make_controller(spec, source_device(config.device, config.device_arg))
+    calibration = None if config.calibration is None else load_calibration(config.calibration)
+    controller = make_controller(spec, source_device(config.device, config.device_arg), calibration)
     sim = PybulletSim(spec, config.sim, base_pose=task.base_pose())
     try:
         task.build(sim)
