@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from devices.base import Clock, Device
 from devices.trace import ReplayDevice, read_trace
 from teleop.errors import TeleopError, UnknownNameError
@@ -75,7 +77,7 @@ def _scripted(ctx: DeviceContext) -> Device:
     if isinstance(controller, ArmController) and isinstance(controller.mapping_config, MappingConfig):
         mapping = controller.mapping_config
         return ScriptedArmOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
-                                   mapping.R_base_device, mapping.pos_scale, style, ctx.clock)
+                                   np.asarray(mapping.R_base_device), mapping.pos_scale, style, ctx.clock)
     if isinstance(controller, HandController):
         return ScriptedHandOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
                                     controller.retargeter.robot_to_human, style, ctx.clock)

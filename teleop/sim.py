@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import pkgutil
+import importlib.util
 import threading
 import time
 from dataclasses import dataclass
@@ -135,10 +135,10 @@ class PybulletSim:
 
     def _load_renderer(self, choice: str) -> str:
         if choice in ("auto", "egl"):
-            loader = pkgutil.get_loader("eglRenderer")
+            spec = importlib.util.find_spec("eglRenderer")  # the plugin pybullet's wheel ships
             plugin = -1
-            if loader is not None:
-                plugin = pb.loadPlugin(loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
+            if spec is not None and spec.origin:
+                plugin = pb.loadPlugin(spec.origin, "_eglRendererPlugin", physicsClientId=self.client)
             if plugin >= 0:
                 return "egl"
             if choice == "egl":
