@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # Small matrices in a real-time loop: OpenBLAS threads only add jitter (p99 IK 0.1 ms -> 0.5 ms here).
@@ -164,16 +165,38 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from teleop.rig import build_rig
 
     config = _rig_config(args, args.device, max_duration_s=args.seconds)
+    if args.device == "keyboard":
+        from devices.terminal_keys import terminal_fd
+
+        terminal_fd(sys.stdin)  # before the slow build: the keys come from this terminal
     rig = build_rig(config)
     try:
         print(f"{config.task_name} on {config.robot} with {args.device}: '{rig.task.language_instruction()}'; "
               f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
-        summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print, trace=args.trace)
+        with _terminal_keys(rig.device if args.device == "keyboard" else None):
+            summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
+                                      trace=args.trace)
     finally:
         rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
           f"success rate {summary.success_rate:.0%} -> {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _terminal_keys(device: object) -> Iterator[None]:
+    """While recording with the keyboard: print the key map and feed this terminal's keys to `device`."""
+    if device is None:
+        yield
+        return
+    from devices.keyboard import KeyboardDevice
+    from devices.terminal_keys import TerminalKeys, key_map_text
+
+    if not isinstance(device, KeyboardDevice):
+        raise TeleopError(f"terminal keys drive a keyboard device, not {type(device).__name__}")
+    print("keys (hold to move; the terminal repeats a held key):\n" + key_map_text(), flush=True)
+    with TerminalKeys(device, sys.stdin):
+        yield
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
