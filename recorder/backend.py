@@ -31,7 +31,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from recorder.step import CameraInfo, EpisodeMeta, Step
+from recorder.cameras import DepthFrame
+from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop import __version__
 from teleop.deps import require
 from teleop.errors import EpisodeError, UnknownNameError
@@ -67,6 +68,7 @@ META_ATTRS = (
 )
 CLOSE_ATTRS = ("num_steps", "success", "duration_s")
 CAMERA_ATTRS = ("width", "height", "K", "T_world_camera", "mount")
+DEPTH_SCALE_ATTR = "depth_scale_m"  # camera group attribute of cameras recorded with depth [m per unit]
 BASE_DATASETS = (
     "timestamp",
     "observation/joint_pos",
@@ -175,12 +177,34 @@ def step_rows(step: Step) -> dict[str, np.ndarray]:
         rows[f"cameras/{cam}/rgb"] = np.asarray(frame.rgb)
         rows[f"cameras/{cam}/timestamp"] = np.asarray(frame.t, dtype=np.float64)
         rows[f"cameras/{cam}/seq"] = np.asarray(frame.seq, dtype=np.int64)
+        depth = frame_depth(frame)
+        if depth is not None:
+            rows[f"cameras/{cam}/depth"] = np.asarray(depth)
     return rows
 
 
+def frame_depth(frame: CameraFrame) -> np.ndarray | None:
+    """The (H, W) depth image of a DepthFrame that carries one, else None."""
+    return frame.depth if isinstance(frame, DepthFrame) else None
+
+
+def depth_scales(step: Step) -> dict[str, float]:
+    """Camera name -> metres per depth unit, for the cameras whose frame carries depth."""
+    return {
+        cam: float(frame.depth_scale_m)
+        for cam, frame in step.frames.items()
+        if isinstance(frame, DepthFrame) and frame.depth is not None
+    }
+
+
 def is_image(name: str) -> bool:
-    """True for camera frame arrays, which are stored one frame per chunk."""
-    return name.endswith("/rgb")
+    """True for camera frame arrays (colour and depth), which are stored one frame per chunk."""
+    return name.startswith("cameras/") and name.endswith(("/rgb", "/depth"))
+
+
+def is_depth(name: str) -> bool:
+    """True for camera depth arrays, (N, H, W) uint16."""
+    return name.startswith("cameras/") and name.endswith("/depth")
 
 
 def rows_per_chunk(row: np.ndarray) -> int:
@@ -230,6 +254,22 @@ def check_first_step(path: Path, meta: EpisodeMeta, step: Step, rows: Mapping[st
     for cam in cams:
         if rows[f"cameras/{cam}/rgb"].dtype != np.uint8:
             raise fail(path, f"camera {cam!r} frames are {rows[f'cameras/{cam}/rgb'].dtype}", "pass uint8 RGB")
+    _check_depth(path, meta, step, rows)
+
+
+def _check_depth(path: Path, meta: EpisodeMeta, step: Step, rows: Mapping[str, np.ndarray]) -> None:
+    """Depth images: (H, W) uint16 on the colour image's grid, with a positive scale."""
+    for cam, scale in depth_scales(step).items():
+        depth = rows[f"cameras/{cam}/depth"]
+        info = meta.cameras[cam]
+        if depth.shape != (info.height, info.width) or depth.dtype != np.uint16:
+            raise fail(
+                path,
+                f"camera {cam!r} depth is {depth.dtype} {depth.shape}",
+                f"pass uint16 depth of shape {(info.height, info.width)}, registered to the colour image",
+            )
+        if not scale > 0:
+            raise fail(path, f"camera {cam!r} depth has depth_scale_m {scale}", "pass the metres per depth unit")
 
 
 def empty_rows(meta: EpisodeMeta) -> dict[str, np.ndarray]:
@@ -315,6 +355,7 @@ class EpisodeWriter(abc.ABC):
         self._first_t: float | None = None
         self._last_t: float | None = None
         self._last_frames: dict[str, tuple[int, float]] = {}
+        self._depth_scales: dict[str, float] = {}
         self._last_flush = 0.0
         self._opened = False
         self._finished = False
@@ -329,6 +370,11 @@ class EpisodeWriter(abc.ABC):
     @abc.abstractmethod
     def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
         """Create one empty, growable array per row name, for rows like these."""
+
+    def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
+        """Add attributes to an existing group (a camera's depth scale), before the arrays are created."""
+        raise fail(self.partial, f"the {type(self).__name__} backend cannot store attributes of {group}",
+                   "record without depth, or use the hdf5 or zarr format")
 
     @abc.abstractmethod
     def _grow(self, rows: int) -> None:
@@ -392,10 +438,14 @@ class EpisodeWriter(abc.ABC):
             check_first_step(self.partial, self.meta, step, rows)
             self._row_bytes = sum(row.nbytes for row in rows.values())
             self._check_space()
+            self._depth_scales = depth_scales(step)
+            for cam, scale in self._depth_scales.items():
+                self._storage(self._add_group_attrs, f"cameras/{cam}", {DEPTH_SCALE_ATTR: scale})
             self._storage(self._create_arrays, rows)
             self._remember_layout(rows)
         else:
             self._check_layout(rows)
+            self._check_depth_scales(step)
             self._check_space()
         if self._num_steps == self._capacity:
             self._storage(self._grow, self._capacity + self.row_block)
@@ -578,13 +628,26 @@ class EpisodeWriter(abc.ABC):
                     "every step must have the same dtypes",
                 )
 
+    def _check_depth_scales(self, step: Step) -> None:
+        """Every step's depth must have the first step's scale (the layout check covers its presence)."""
+        scales = depth_scales(step)
+        if scales != self._depth_scales:
+            raise fail(
+                self.partial,
+                f"step {self._num_steps} has depth scales {scales} but the first step's were {self._depth_scales}",
+                "keep each camera's depth_scale_m fixed for the episode",
+            )
+
     def _repeated_frames(self, step: Step) -> frozenset[str]:
-        """Image arrays whose frame this step is the previous row's (same source counter and time)."""
-        return frozenset(
-            f"cameras/{cam}/rgb"
+        """Image arrays (colour and depth) whose frame this step is the previous row's (same seq and time)."""
+        repeated = [
+            cam
             for cam, frame in step.frames.items()
             if frame.seq >= 0 and self._last_frames.get(cam) == (frame.seq, frame.t)
-        )
+        ]
+        names = [f"cameras/{cam}/rgb" for cam in repeated]
+        names += [f"cameras/{cam}/depth" for cam in repeated if cam in self._depth_scales]
+        return frozenset(names)
 
     def _check_extra_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         reserved = sorted(set(attrs) & set(META_ATTRS + CLOSE_ATTRS))
@@ -683,7 +746,8 @@ class EpisodeReader(abc.ABC):
         if missing:
             raise fail(self.path, f"missing attributes {missing}", "the episode is not complete")
         for cam in self.camera_names:
-            lacking = [k for k in CAMERA_ATTRS if k not in self._group_attrs(f"cameras/{cam}")]
+            wanted = CAMERA_ATTRS + ((DEPTH_SCALE_ATTR,) if self.has_depth(cam) else ())
+            lacking = [k for k in wanted if k not in self._group_attrs(f"cameras/{cam}")]
             if lacking:
                 raise fail(self.path, f"camera {cam!r} lacks attributes {lacking}")
         for key in JSON_ATTRS:
@@ -697,6 +761,8 @@ class EpisodeReader(abc.ABC):
             names += [f"cameras/{cam}/rgb", f"cameras/{cam}/timestamp"]
             if self._length(f"cameras/{cam}/seq") is not None:  # absent in episodes of earlier versions
                 names.append(f"cameras/{cam}/seq")
+            if self.has_depth(cam):
+                names.append(f"cameras/{cam}/depth")
         return names
 
     def _validate_arrays(self) -> None:
@@ -885,6 +951,36 @@ class EpisodeReader(abc.ABC):
         """Yield the frames of a camera one at a time, (H, W, 3) uint8 each."""
         for i in range(self.num_steps):
             yield self.frame(cam, i)
+
+    def has_depth(self, cam: str) -> bool:
+        """Whether a camera was recorded with depth (its frames were DepthFrames)."""
+        return self._length(f"cameras/{cam}/depth") is not None
+
+    def _depth_camera(self, cam: str) -> None:
+        self._camera(cam)
+        if not self.has_depth(cam):
+            with_depth = [c for c in self.camera_names if self.has_depth(c)]
+            raise fail(self.path, f"camera {cam!r} was recorded without depth",
+                       f"cameras with depth: {with_depth}; check has_depth(cam) first")
+
+    def depth_scale_m(self, cam: str) -> float:
+        """Metres per depth unit of a camera recorded with depth."""
+        self._depth_camera(cam)
+        return float(decode_attr(self._group_attrs(f"cameras/{cam}")[DEPTH_SCALE_ATTR]))
+
+    def camera_depth(self, cam: str, i: int) -> np.ndarray:
+        """Depth image i of a camera, (H, W) uint16 in units of depth_scale_m(cam), 0 = no reading;
+        negative i counts from the end."""
+        self._depth_camera(cam)
+        n = self.num_steps
+        if not -n <= i < n:
+            raise IndexError(f"depth image {i} is out of range for {n} frames of camera {cam!r} in {self.path}")
+        return self._read(f"cameras/{cam}/depth", i % n)
+
+    def depths(self, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Depth images start..stop-1 of a camera, (stop - start, H, W) uint16 in units of depth_scale_m(cam)."""
+        self._depth_camera(cam)
+        return self._read(f"cameras/{cam}/depth", slice(start, stop))
 
 
 # --------------------------------------------------------------------------------------------- repair

@@ -13,8 +13,12 @@ Layout (format "teleop-episode", version 1). Every step-aligned dataset shares a
     /cameras/<cam>/timestamp   (N,)          float64  monotonic capture time of each frame [s]
     /cameras/<cam>/seq         (N,)          int64    the source's frame counter (CameraFrame.seq), -1 if none;
                                              absent in files written before it was stored
+    /cameras/<cam>/depth       (N, H, W)     uint16   depth registered to rgb, in units of the camera's
+                                             depth_scale_m, 0 = no reading; one frame per chunk, byte shuffle +
+                                             lzf (lossless); only for cameras whose frames are DepthFrames
 
-Camera groups carry the attributes width, height, K (3, 3), T_world_camera (4, 4) and mount. Root attributes:
+Camera groups carry the attributes width, height, K (3, 3), T_world_camera (4, 4) and mount, and with depth
+depth_scale_m (metres per depth unit). Root attributes:
 format, format_version, robot, task, instruction, control_rate_hz, operator_device, joint_names and
 action_names (JSON lists), start_time (Unix time [s]), seed (-1 when not seeded), initial_state (JSON),
 software_version; num_steps (rewritten at every flush); written at close: success (int8: 1 succeeded,
@@ -75,6 +79,7 @@ from recorder.backend import (
     decode_attr,
     fail,
     fsync_path,
+    is_depth,
     is_image,
     meta_attrs,
     partial_path,
@@ -98,20 +103,22 @@ __all__ = [
 ]
 
 IMAGE_COMPRESSION = "lzf"
+DEPTH_FILTERS: dict[str, Any] = {"compression": "lzf", "shuffle": True}  # lossless; see the module docstring
 LIBVER = ("v110", "v110")  # SWMR needs the 1.10 format; pinned so files stay readable by HDF5 1.10 - 1.14
 
 
 def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Dataset:
     """A resizable, chunked, checksummed dataset for rows like `row`; images get one frame per chunk."""
     if is_image(name):
+        filters = DEPTH_FILTERS if is_depth(name) else {"compression": IMAGE_COMPRESSION}
         return group.create_dataset(
             name,
             shape=(0, *row.shape),
             maxshape=(None, *row.shape),
-            dtype=np.uint8,
+            dtype=row.dtype,
             chunks=(1, *row.shape),
-            compression=IMAGE_COMPRESSION,
             fletcher32=True,
+            **filters,
         )
     return group.create_dataset(
         name,
@@ -184,6 +191,9 @@ class Hdf5EpisodeWriter(_BaseWriter):
         for cam, info in self.meta.cameras.items():
             file.create_group(f"cameras/{cam}").attrs.update(camera_attrs(info))
         file.flush()
+
+    def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
+        self._open_file()[group].attrs.update(attrs)  # before SWMR mode, which allows no new attributes
 
     def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
         file = self._open_file()

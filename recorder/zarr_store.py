@@ -6,6 +6,8 @@
         cameras/<cam>/                      group with the camera attributes (K and T_world_camera as lists)
         cameras/<cam>/rgb                   (N, H, W, 3) uint8, one frame per chunk
         cameras/<cam>/timestamp, seq        (N,) float64 capture times [s], int64 source frame counters
+        cameras/<cam>/depth                 (N, H, W) uint16 depth in units of the group attribute depth_scale_m,
+                                            one frame per chunk, Blosc zstd 1 bitshuffle (only with DepthFrames)
 
 Chunk keys use "." (c.<row>.0.0.0), so each array is one flat directory. Every chunk ends in a CRC-32C
 checksum, so a damaged or truncated chunk fails on read instead of returning wrong numbers.
@@ -57,6 +59,7 @@ from recorder.backend import (
     decode_attr,
     fail,
     fsync_path,
+    is_depth,
     is_image,
     meta_attrs,
     rows_per_chunk,
@@ -65,6 +68,7 @@ from recorder.backend import EpisodeReader as _BaseReader
 from recorder.backend import EpisodeWriter as _BaseWriter
 
 IMAGE_CODECS = (ZstdCodec(level=1), Crc32cCodec())
+DEPTH_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec())
 DATA_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
 CHUNK_KEYS = DefaultChunkKeyEncoding(separator=".")
 ROOT_METADATA = "zarr.json"
@@ -101,6 +105,13 @@ def _sync_files(paths: set[Path]) -> None:
         fsync_path(path)
     for directory in {path.parent for path in paths}:
         fsync_path(directory)
+
+
+def _codecs(name: str) -> tuple[Any, ...]:
+    """Compressors (and checksum) of an array: colour frames, depth frames or small rows."""
+    if is_depth(name):
+        return DEPTH_CODECS
+    return IMAGE_CODECS if is_image(name) else DATA_CODECS
 
 
 class ZarrEpisodeWriter(_BaseWriter):
@@ -140,6 +151,13 @@ class ZarrEpisodeWriter(_BaseWriter):
             root.create_group(f"cameras/{cam}", attributes=_json_attrs(camera_attrs(info)))
         self._unsynced.add(self.partial / ROOT_METADATA)
 
+    def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
+        node = self._group()[group]
+        if not isinstance(node, zarr.Group):
+            raise fail(self.partial, f"{group} is not a group")
+        node.attrs.update(_json_attrs(attrs))
+        self._unsynced.add(self.partial / group / ROOT_METADATA)
+
     def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
         root = self._group()
         for name, row in rows.items():
@@ -149,7 +167,7 @@ class ZarrEpisodeWriter(_BaseWriter):
                 shape=(0, *row.shape),
                 chunks=(1 if image else rows_per_chunk(row), *row.shape),
                 dtype=row.dtype,
-                compressors=IMAGE_CODECS if image else DATA_CODECS,
+                compressors=_codecs(name),
                 fill_value=0,
                 chunk_key_encoding=CHUNK_KEYS,
                 config={"write_empty_chunks": True},  # skips a full-frame comparison with the fill value

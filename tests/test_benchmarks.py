@@ -14,12 +14,20 @@ IK_FIELDS = {"p50_ms", "p99_ms", "pos_err_mm", "rot_err_deg", "limit_violations"
 IK_SCENARIOS = ("random", "random_full_range", "unreachable", "jump")
 
 
-@pytest.fixture(scope="module")
-def kinematics_result() -> dict:
-    pytest.importorskip("ikpy")
-    pytest.importorskip("pybullet")
+RECORDING_FIELDS = {
+    "steps", "loop_jitter_p50_ms", "loop_jitter_p99_ms", "late_ticks", "dropped_frames", "dropped_frames_sync",
+    "frames_produced", "frames_stored", "duplicated_steps", "duplicated_fraction", "rss_mb", "peak_rss_mb",
+    "rss_slope_mb_per_min", "cpu_s", "load_avg",
+}
+EPISODE_FIELDS = {
+    "stop_to_readable_s", "close_s", "mb_per_minute", "write_mb_s", "disk_mb_s", "frame_errors", "unknown_seqs",
+}
+
+
+def run_benchmark(*args: str) -> dict:
+    """Run a benchmark script; the JSON object on its last stdout line."""
     done = subprocess.run(
-        [sys.executable, "benchmarks/kinematics.py", "--quick", "--seed", "1"],
+        [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,6 +38,13 @@ def kinematics_result() -> dict:
     lines = done.stdout.strip().splitlines()
     assert lines, "the benchmark printed nothing on stdout"
     return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def kinematics_result() -> dict:
+    pytest.importorskip("ikpy")
+    pytest.importorskip("pybullet")
+    return run_benchmark("benchmarks/kinematics.py", "--quick", "--seed", "1")
 
 
 def test_kinematics_benchmark_reports_every_solver_and_scenario(kinematics_result: dict) -> None:
@@ -87,3 +102,36 @@ def test_devices_benchmark_reports_every_backend_or_why_it_was_skipped() -> None
         assert {"p50_ms", "p99_ms", "max_ms", "peer_p50_ms"} <= set(result["openxr"]["hand"])
     if "gamepad" in measured:
         assert {"p50_ms", "p99_ms", "peer_p50_ms"} <= set(result["gamepad"]["tight_poll"])
+
+
+@pytest.fixture(scope="module")
+def recording_result() -> dict:
+    pytest.importorskip("zarr")
+    return run_benchmark("benchmarks/recording.py", "--quick", "--seconds", "1")
+
+
+def test_recording_benchmark_reports_ours_and_both_peers(recording_result: dict) -> None:
+    assert set(recording_result) == {"hdf5", "zarr", "baseline_no_recording", "inline_writer", "machine"}
+    assert set(recording_result["inline_writer"]) == {"hdf5", "zarr"}
+    assert RECORDING_FIELDS <= set(recording_result["baseline_no_recording"])
+    for figures in (recording_result["hdf5"], recording_result["zarr"], *recording_result["inline_writer"].values()):
+        assert RECORDING_FIELDS | EPISODE_FIELDS <= set(figures)
+        assert set(figures["peak_rss_mb"]) == {"25", "50", "75", "100"}
+    assert "max_queued_steps" in recording_result["hdf5"] and "max_queued_steps" in recording_result["zarr"]
+
+
+def test_recording_benchmark_reads_back_what_the_cameras_produced(recording_result: dict) -> None:
+    for figures in (recording_result["hdf5"], recording_result["zarr"], *recording_result["inline_writer"].values()):
+        assert figures["steps"] > 0 and figures["frames_produced"] > 0
+        assert figures["frame_errors"] == 0 and figures["unknown_seqs"] == 0  # stored frames are the cameras'
+        assert 0 <= figures["dropped_frames"] <= figures["frames_produced"]
+        assert figures["disk_mb_s"] > 0 and figures["stop_to_readable_s"] >= figures["close_s"] >= 0
+
+
+def test_depth_codec_measurement_is_lossless_for_every_codec() -> None:
+    pytest.importorskip("zarr")
+    result = run_benchmark("benchmarks/recording.py", "--depth-codecs", "--quick")
+    codecs = result["depth_codecs"]
+    assert {"hdf5 shuffle+lzf", "zarr blosc zstd 1 bitshuffle"} <= set(codecs)
+    for figures in codecs.values():
+        assert {"write_ms", "read_ms", "kb", "ratio"} <= set(figures) and figures["ratio"] > 0

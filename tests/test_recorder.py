@@ -3,7 +3,10 @@ listing. HDF5-specific checks run on .h5 files only; zarr-specific ones are in t
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,6 +15,7 @@ import pytest
 
 from devices.base import DeviceSample
 from recorder.backend import BACKENDS, create_writer, open_episode
+from recorder.cameras import DepthFrame
 from recorder.episodes import (
     EpisodeProblem,
     EpisodeSummary,
@@ -20,6 +24,7 @@ from recorder.episodes import (
     scan_episodes,
 )
 from recorder.hdf5 import UNFINISHED, EpisodeReader, EpisodeWriter, partial_path
+from recorder.repair import repair_partial
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import EpisodeError, UnknownNameError
 
@@ -533,3 +538,111 @@ def test_scan_lists_zarr_episodes_and_marks_incomplete_ones(tmp_path: Path) -> N
     assert "teleop episodes repair" in items[2].message
     table = format_episode_table(items).splitlines()
     assert table[2].endswith("? (incomplete)") and table[1].endswith("yes")
+
+
+# ------------------------------------------------------------------------------------------------ depth
+
+DEPTH_SCALE_M = 0.001
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def depth_image(seq: int) -> np.ndarray:
+    """(H, W) uint16 depth [mm]: a receding floor, a box that moves with `seq`, sensor noise and holes."""
+    rng = np.random.default_rng(seq)
+    y, x = np.mgrid[0:H, 0:W]
+    z = 600.0 + 1900.0 * (1.0 - y / H) ** 1.5
+    z[(abs(x - 10 - seq) < 8) & (abs(y - 24) < 6)] = 900.0
+    z += rng.normal(size=z.shape) * 2.5e-6 * z**2
+    depth = np.round(z).astype(np.uint16)
+    depth[rng.random(depth.shape) < 0.02] = 0
+    return depth
+
+
+def depth_steps(n: int) -> list[Step]:
+    """Steps whose front camera also gives depth, at half the control rate (each depth frame stored twice)."""
+    steps = make_steps(n)
+    out = []
+    for i, step in enumerate(steps):
+        seq = i // 2
+        rgb = steps[2 * seq].frames["front"].rgb
+        front = DepthFrame(rgb, steps[2 * seq].t - 0.002, seq, depth_image(seq), DEPTH_SCALE_M)
+        out.append(Step(**{**step.__dict__, "frames": {**step.frames, "front": front}}))
+    return out
+
+
+def assert_depth_round_trip(path: Path, steps: list[Step]) -> None:
+    expected = np.stack([s.frames["front"].depth for s in steps])  # type: ignore[attr-defined]
+    with open_episode(path) as reader:
+        assert reader.has_depth("front") and not reader.has_depth("wrist")
+        assert reader.depth_scale_m("front") == DEPTH_SCALE_M
+        depths = reader.depths("front")
+        assert depths.dtype == np.uint16 and depths.shape == (len(steps), H, W)
+        np.testing.assert_array_equal(depths, expected)  # lossless, repeats included
+        np.testing.assert_array_equal(reader.depths("front", 3, 7), expected[3:7])
+        np.testing.assert_array_equal(reader.camera_depth("front", 5), expected[5])
+        np.testing.assert_array_equal(reader.camera_depth("front", -1), expected[-1])
+        np.testing.assert_array_equal(reader.frames("front"), np.stack([s.frames["front"].rgb for s in steps]))
+        np.testing.assert_array_equal(reader.camera_seq("front"), [s.frames["front"].seq for s in steps])
+        with pytest.raises(EpisodeError, match="'wrist' was recorded without depth"):
+            reader.camera_depth("wrist", 0)
+        with pytest.raises(IndexError):
+            reader.camera_depth("front", len(steps))
+
+
+def test_depth_round_trips_losslessly_with_its_scale(tmp_path: Path, fmt: str) -> None:
+    steps = depth_steps(24)
+    path = write_episode(tmp_path / episode_name(fmt), steps)
+    assert_depth_round_trip(path, steps)
+    if fmt == "hdf5":
+        with h5py.File(path, "r") as f:
+            depth = f["cameras/front/depth"]
+            assert depth.chunks == (1, H, W) and depth.compression == "lzf" and depth.shuffle
+            assert f["cameras/front"].attrs["depth_scale_m"] == DEPTH_SCALE_M
+
+
+def test_episodes_without_depth_say_so(episode: Path) -> None:
+    with open_episode(episode) as reader:
+        assert not any(reader.has_depth(cam) for cam in CAMERAS)
+        with pytest.raises(EpisodeError, match="recorded without depth"):
+            reader.depths("front")
+
+
+def test_depth_must_be_uint16_on_the_colour_grid_with_a_fixed_scale(tmp_path: Path, fmt: str) -> None:
+    steps = depth_steps(4)
+    front = steps[0].frames["front"]
+    for bad, message in (
+        (DepthFrame(front.rgb, front.t, 0, np.zeros((H, W), np.float32), DEPTH_SCALE_M), "depth is float32"),
+        (DepthFrame(front.rgb, front.t, 0, np.zeros((H // 2, W), np.uint16), DEPTH_SCALE_M), "depth is uint16"),
+        (DepthFrame(front.rgb, front.t, 0, np.zeros((H, W), np.uint16), 0.0), "depth_scale_m 0.0"),
+    ):
+        writer = create_writer(tmp_path / episode_name(fmt), make_meta(), fmt)
+        with pytest.raises(EpisodeError, match=message):
+            writer.append(Step(**{**steps[0].__dict__, "frames": {**steps[0].frames, "front": bad}}))
+        writer.discard()
+    writer = create_writer(tmp_path / episode_name(fmt), make_meta(), fmt)
+    writer.append(steps[0])
+    rescaled = DepthFrame(front.rgb, front.t + 1, 1, depth_image(1), 2 * DEPTH_SCALE_M)
+    with pytest.raises(EpisodeError, match="depth scales"):
+        writer.append(Step(**{**steps[1].__dict__, "frames": {**steps[1].frames, "front": rescaled}}))
+    writer.discard()
+
+
+def write_depth_partial(directory: Path, fmt: str, flushed: int, unflushed: int) -> None:
+    """Record depth steps, flush after `flushed` of them, append `unflushed` more and die without closing."""
+    writer = create_writer(directory, make_meta(), fmt, flush_interval_s=3600.0, min_free_bytes=0)
+    steps = depth_steps(flushed + unflushed)
+    for step in steps[:flushed]:
+        writer.append(step)
+    writer.flush()
+    for step in steps[flushed:]:
+        writer.append(step)
+    os._exit(0)  # like a killed process: no close, no clean-up
+
+
+def test_repair_keeps_depth(tmp_path: Path, fmt: str) -> None:
+    code = f"from test_recorder import write_depth_partial; write_depth_partial({str(tmp_path)!r}, {fmt!r}, 16, 5)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+    repaired = repair_partial(partial_path(tmp_path / episode_name(fmt)), min_age_s=0.0)
+    assert repaired.num_steps == 16
+    assert_depth_round_trip(repaired.path, depth_steps(16))

@@ -11,11 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from test_recorder import CAMERAS, FakeClock, H, W, make_meta, make_steps, write_episode
+from test_recorder import (
+    CAMERAS,
+    FakeClock,
+    H,
+    W,
+    assert_depth_round_trip,
+    depth_steps,
+    make_meta,
+    make_steps,
+    write_episode,
+)
 
 from recorder.backend import open_episode, partial_path
 from recorder.step import CameraFrame, Step
-from recorder.zarr_store import ZarrEpisodeWriter
+from recorder.zarr_store import DEPTH_CODECS, ZarrEpisodeWriter
 
 
 def array(root: zarr.Group, name: str) -> zarr.Array:
@@ -112,3 +122,16 @@ def test_a_zero_step_zarr_episode_opens(tmp_path: Path) -> None:
     with open_episode(path) as episode:
         assert episode.num_steps == 0 and episode.frames("wrist").shape == (0, H, W, 3)
         assert episode.camera_seq("front").shape == (0,)
+
+
+def test_depth_is_stored_one_frame_per_chunk_with_the_depth_codecs(tmp_path: Path) -> None:
+    steps = depth_steps(10)
+    path = write_episode(tmp_path / "episode_000000.zarr", steps)
+    assert_depth_round_trip(path, steps)
+    root = zarr.open_group(path, mode="r", zarr_format=3)
+    depth = array(root, "cameras/front/depth")
+    assert depth.chunks == (1, H, W) and depth.dtype == np.uint16
+    assert [type(c) for c in depth.compressors] == [type(c) for c in DEPTH_CODECS]
+    assert root["cameras/front"].attrs["depth_scale_m"] == 0.001
+    assert not (path / "cameras/wrist/depth").exists()
+    assert (path / "cameras/front/depth/c.3.0.0").read_bytes() == (path / "cameras/front/depth/c.2.0.0").read_bytes()
