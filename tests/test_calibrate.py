@@ -201,6 +201,6 @@ def test_record_with_a_missing_or_corrupt_calibration_names_the_file(
 
 def test_a_calibration_for_a_velocity_device_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     calibration = save_calibration(Calibration(R_BASE_DEVICE, "still_pose", ""), tmp_path / "calibration.json")
-    assert main(["record", "--device", "keyboard", "--calibration", str(calibration),
+    assert main(["record", "--device", "gamepad", "--calibration", str(calibration),
                  "--out", str(tmp_path / "ep")]) == 2
     assert "leave out the calibration" in capsys.readouterr().err
