@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,6 +171,7 @@ class BackgroundWriter:
     # ---- the writer thread
 
     def _run(self) -> None:
+        _lower_thread_priority()
         poll_s = max(0.01, self.writer.flush_interval_s / 10)
         while True:
             try:
@@ -223,3 +227,15 @@ def _as_episode_error(exc: BaseException, partial: Path) -> EpisodeError:
         f"{partial}: writing the episode failed ({type(exc).__name__}: {exc}); the episode so far is kept as "
         f"{partial}, earlier episodes are intact"
     )
+
+
+def _lower_thread_priority(niceness: int = 10) -> None:
+    """Let the control loop win the CPU over this thread (measured: loop p99 lateness 0.7-1.6 ms -> 0.1-0.2 ms).
+
+    Linux only, where a thread has its own nice value (os.setpriority with the thread's id); elsewhere the id
+    would name a process, so nothing is done. Needs no privileges (raising niceness always is allowed).
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
