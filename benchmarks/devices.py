@@ -80,12 +80,13 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
 from devices.base import DeviceSample  # noqa: E402
 from devices.gamepad import Gamepad  # noqa: E402
 from devices.keyboard import KeyboardDevice  # noqa: E402
@@ -121,22 +122,8 @@ class BenchConfig:
                    rounds=2)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def c_stdout_to_stderr() -> Iterator[None]:
-    """Send what C libraries print on stdout (MediaPipe, TFLite) to stderr, so stdout holds only the JSON line."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # ------------------------------------------------------------------------------------------------ measuring

@@ -78,18 +78,17 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _ROOT / "benchmarks":
     sys.path[0] = str(_ROOT)
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any, NamedTuple, Protocol  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pinocchio as pin  # noqa: E402
 
+from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
 from devices.human_hand import HumanHand  # noqa: E402
 from kinematics.arm_ik import ArmIKConfig  # noqa: E402
 from kinematics.hand_retarget import HUMAN_TIPS, HandRetargetConfig, HandRetargeter, to_hand_frame  # noqa: E402
@@ -126,23 +125,8 @@ class BenchConfig:
         return cls(seed, 2.5, 1, 4, 100, 2, 150, 1, 60, 2, 50, 1, 2.0)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def c_stdout_to_stderr() -> Iterator[None]:
-    """Send what C libraries print on stdout (pybullet's banner and URDF warnings) to stderr, so that
-    stdout holds only the JSON line; their buffered output is flushed before stdout is given back."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # ----------------------------------------------------------------------------------------------- arm solvers

@@ -76,7 +76,6 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _ROOT / "benchmarks":
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -84,12 +83,13 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
 from recorder.backend import EpisodeWriter, create_writer, open_episode, remove_episode_path, step_rows  # noqa: E402
 from recorder.background import BackgroundWriter  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera, synthetic_gradient, synthetic_image  # noqa: E402
@@ -107,22 +107,8 @@ FIRST_FRAME_TIMEOUT_S = 5.0
 Clock = Callable[[], float]
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def c_stdout_to_stderr() -> Iterator[None]:
-    """Send what C libraries print on stdout (pybullet's banner, imported with teleop.session) to stderr."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 with c_stdout_to_stderr():
