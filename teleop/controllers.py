@@ -156,11 +156,12 @@ def make_controller(spec: RobotSpec, device: str = "scripted", calibration: Cali
         TeleopError: The device cannot drive this robot (a hand tracker on an arm, a controller on a hand), or
             a calibration is given for a device or robot that is not driven by a controller pose.
     """
-    from teleop.backends import HAND, POSE, RATE, get_backend
+    from teleop.backends import BACKENDS, HAND, POSE, RATE
 
-    commands = get_backend(device).commands if device in _backend_names() else POSE
+    backend = BACKENDS.get(device)  # a trace recorded by an unknown device: treat its samples as poses
+    commands = backend.commands if backend else POSE
     if spec.kind != "arm":
-        if commands in (POSE,) or (commands == RATE and device != "keyboard"):
+        if commands == POSE or (commands == RATE and device != "keyboard"):  # the keyboard also curls fingers
             raise TeleopError(f"{device} gives no hand keypoints: drive the {spec.name} hand with a hand tracker "
                               "(webcam-hands, openxr-hands), the keyboard or the scripted operator")
         _refuse_calibration(calibration, f"the {spec.name} hand follows hand keypoints, not a controller pose")
@@ -180,9 +181,3 @@ def _refuse_calibration(calibration: Calibration | None, why: str) -> None:
     if calibration is not None:
         raise TeleopError(f"a calibration rotates a VR controller's pose, but {why}: leave out the calibration "
                           "(--calibration), or use a controller (vive, openxr)")
-
-
-def _backend_names() -> tuple[str, ...]:
-    from teleop.backends import BACKENDS
-
-    return tuple(BACKENDS)
