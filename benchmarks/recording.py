@@ -4,6 +4,7 @@
                                    [--noise-bits B] [diagnostics: --nice-others N, --switch-interval-ms MS,
                                     --gc-freeze, --skip-peers]
     python benchmarks/recording.py --depth-codecs [--quick]
+    python benchmarks/recording.py --image-codecs [--quick] [--video PATH]
 
 Progress goes to stderr; the last stdout line is one JSON object:
 {"hdf5": {...}, "zarr": {...}, "baseline_no_recording": {...}, "inline_writer": {"hdf5": {...}, "zarr": {...}},
@@ -15,7 +16,8 @@ tick the newest frame of each camera captured at or before the tick, and a Step 
 15 + joint_vel 15), a 7-d ee pose and a 15-d action, on a fixed 100 Hz grid kept with the app's
 `precise_sleep` on time.monotonic (as teleop.session.Session does: a tick more than one period late is counted
 and the grid skips ahead). What the loop does with the step:
-* ours ("hdf5", "zarr"): BackgroundWriter(create_writer(DIR, meta, backend)).append(step);
+* ours ("hdf5", "zarr"): BackgroundWriter(create_writer(DIR, meta, backend, image_codec=C)).append(step), with
+  C from --image-codec (default lossless; jpeg stores quality-90 JPEG files);
 * inline_writer (peer): the same backend's writer called in the loop, writer.append(step);
 * baseline_no_recording (peer): nothing: the jitter that the machine, the cameras and the loop alone produce.
 
@@ -25,7 +27,7 @@ Figures per configuration:
   (for the baseline, among the seqs the steps used); every camera logs each frame it publishes, so this is
   measured, not assumed. dropped_frames_sync is the synchronizer's own count (seq gaps). frame_errors counts
   stored frames whose pixels differ from the synthetic image of their seq (every distinct stored frame is
-  read back and compared);
+  read back and compared; with jpeg, against that image's JPEG file decoded);
 * duplicated_steps: steps that reuse the previous step's frame (summed over cameras; expected ~70 % at
   100 Hz against 30 fps), duplicated_fraction = duplicated_steps / (steps x cameras);
 * loop_jitter_p50/p99/max_ms: tick start lateness against the grid; late_ticks: ticks more than a period
@@ -53,6 +55,12 @@ SyntheticCamera's clean gradient). Diagnostics, off by default: --nice-others N 
 loop's the nice value N (capture, writer and zarr threads; threads started later inherit it);
 --switch-interval-ms sets sys.setswitchinterval (Python's default is 5 ms); --gc-freeze calls gc.freeze()
 first, so full collections skip the objects of the imports; --skip-peers runs only ours (long memory runs).
+
+--image-codecs measures colour codecs instead, on 640x480 frames of a real camera video (default: the hand
+video of the shared data folder, --video to pick another; the SyntheticCamera's noisy frames where there is
+none): lossless lzf (h5py) and zstd 1 (zarr) against JPEG through Pillow at quality 75 / 90 / 95 and, where
+installed, OpenCV and simplejpeg at 90; encode and decode time, size and PSNR per frame, the median of 3
+rounds of 60 frames (--quick: 1 round of 12): {"image_codecs": {codec: {encode_ms, decode_ms, kb, psnr_db}}}.
 
 --depth-codecs measures lossless codecs for (H, W) uint16 depth instead, one 640x480 frame per chunk through
 h5py and zarr, on a synthetic scene (a floor receding to a wall, a moving box and sphere) with noise growing
@@ -94,6 +102,7 @@ from recorder.backend import EpisodeWriter, create_writer, open_episode, remove_
 from recorder.background import BackgroundWriter  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera, synthetic_gradient, synthetic_image  # noqa: E402
 from recorder.episodes import EpisodeSummary, scan_episodes  # noqa: E402
+from recorder.jpeg import decode_jpeg, encode_jpeg  # noqa: E402
 from recorder.step import CameraFrame, EpisodeMeta, Step  # noqa: E402
 from recorder.sync import FrameSynchronizer  # noqa: E402
 
@@ -413,13 +422,16 @@ def produced_in_episode(camera: LoggedCamera, first_seq: int, last_tick_t: float
 
 
 def frame_errors(reader: Any, cam: str, seqs: np.ndarray, camera: LoggedCamera) -> int:
-    """Distinct stored frames whose pixels differ from the image the camera published with their seq."""
+    """Distinct stored frames whose pixels differ from the image the camera published with their seq (as its
+    JPEG file decodes, for JPEG frames)."""
     gradient = synthetic_gradient(WIDTH, HEIGHT)
     _, first_rows = np.unique(seqs, return_index=True)
-    return sum(
-        int(not np.array_equal(reader.frame(cam, int(i)), camera.expected_image(int(seqs[i]), gradient)))
-        for i in first_rows
-    )
+
+    def expected(seq: int) -> np.ndarray:
+        image = camera.expected_image(seq, gradient)
+        return decode_jpeg(encode_jpeg(image), image.shape[:2]) if reader.is_jpeg(cam) else image
+
+    return sum(int(not np.array_equal(reader.frame(cam, int(i)), expected(int(seqs[i])))) for i in first_rows)
 
 
 def verify_frames(stored: dict[str, np.ndarray], cameras: dict[str, LoggedCamera],
@@ -462,6 +474,7 @@ class Config:
     mode: str
     backend: str = ""
     noise_bits: int = 0
+    image_codec: str = "lossless"
 
     @property
     def label(self) -> str:
@@ -478,7 +491,7 @@ def start_cameras(noise_bits: int) -> dict[str, LoggedCamera]:
 def open_sink(cfg: Config, directory: Path, meta: EpisodeMeta) -> EpisodeWriter | BackgroundWriter | None:
     if cfg.mode == "baseline":
         return None
-    writer = create_writer(directory, meta, cfg.backend)
+    writer = create_writer(directory, meta, cfg.backend, image_codec=cfg.image_codec)
     return BackgroundWriter(writer).open() if cfg.mode == "background" else writer.open()
 
 
@@ -563,11 +576,13 @@ def episode_figures(cfg: Config, sink: EpisodeWriter | BackgroundWriter, rec: Lo
     with open_episode(path) as reader:
         stored = {cam: reader.camera_seq(cam) for cam in CAMERAS}
         errors = sum(frame_errors(reader, cam, seqs, cameras[cam]) for cam, seqs in stored.items())
+        frames_on_disk = sum(reader.num_frames(cam) for cam in CAMERAS)
         episode_s = reader.duration_s + PERIOD_S
     remove_episode_path(path)  # a minute of noisy frames takes gigabytes
     figures: dict[str, Any] = {**verify_frames(stored, cameras, rec.last_tick_t)}
     figures.update({
         "frame_errors": errors,
+        "frame_rows_stored": frames_on_disk,
         "close_s": round(close_s, 4),
         "stop_to_readable_s": round(readable_s, 4),
         "disk_mb": round(size / 1e6, 2),
@@ -625,11 +640,12 @@ def summary_line(f: dict[str, Any]) -> str:
 
 
 def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: int = 0,
-        nice: int | None = None, peers: bool = True) -> dict[str, Any]:
+        nice: int | None = None, peers: bool = True, image_codec: str = "lossless") -> dict[str, Any]:
     """Every configuration in turn: the baseline, then each backend through the background writer, then inline."""
-    configs = [Config("background", b, noise_bits) for b in backends]
+    configs = [Config("background", b, noise_bits, image_codec) for b in backends]
     if peers:
-        configs = [Config("baseline", "", noise_bits), *configs, *(Config("inline", b, noise_bits) for b in backends)]
+        inline = [Config("inline", b, noise_bits, image_codec) for b in backends]
+        configs = [Config("baseline", "", noise_bits), *configs, *inline]
     result: dict[str, Any] = {"inline_writer": {}}
     for cfg in configs:
         figures = run_config(cfg, seconds, directory, nice)
@@ -639,7 +655,8 @@ def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: in
             result[cfg.backend] = figures
         else:
             result["inline_writer"][cfg.backend] = figures
-    result["machine"] = {**machine(noise_bits), "other_threads_nice": nice, "gc_frozen_objects": gc.get_freeze_count()}
+    result["machine"] = {**machine(noise_bits), "other_threads_nice": nice, "gc_frozen_objects": gc.get_freeze_count(),
+                         "image_codec": image_codec}
     return result
 
 
@@ -674,11 +691,11 @@ def time_hdf5(frames: list[np.ndarray], options: dict[str, Any], directory: Path
     """Write then read frames one per chunk through h5py: (write s, read s, bytes) per frame."""
     import h5py
 
-    path = directory / "depth.h5"
+    path = directory / "frames.h5"
     n, shape = len(frames), frames[0].shape
     start = time.perf_counter()
     with h5py.File(path, "w", libver=("v110", "v110")) as f:
-        ds = f.create_dataset("d", shape=(n, *shape), dtype=np.uint16, chunks=(1, *shape), fletcher32=True,
+        ds = f.create_dataset("d", shape=(n, *shape), dtype=frames[0].dtype, chunks=(1, *shape), fletcher32=True,
                               **options)
         for i, frame in enumerate(frames):
             ds[i] = frame
@@ -696,11 +713,11 @@ def time_zarr(frames: list[np.ndarray], codecs: tuple[Any, ...], directory: Path
     """Write then read frames one per chunk through zarr v3: (write s, read s, bytes) per frame."""
     import zarr
 
-    path = directory / "depth.zarr"
+    path = directory / "frames.zarr"
     n, shape = len(frames), frames[0].shape
     start = time.perf_counter()
     root = zarr.create_group(store=zarr.storage.LocalStore(path), zarr_format=3)
-    array = root.create_array("d", shape=(n, *shape), chunks=(1, *shape), dtype=np.uint16, compressors=codecs,
+    array = root.create_array("d", shape=(n, *shape), chunks=(1, *shape), dtype=frames[0].dtype, compressors=codecs,
                               fill_value=0, config={"write_empty_chunks": True})
     for i, frame in enumerate(frames):
         array[i] = frame
@@ -758,6 +775,103 @@ def run_depth_codecs(frames_n: int, rounds: int) -> dict[str, Any]:
     return {"depth_codecs": out, "frames": frames_n, "rounds": rounds, "raw_kb": raw / 1e3}
 
 
+# ------------------------------------------------------------------------------------------------ image codecs
+
+SHARED_VIDEO = _ROOT.parent / "shared" / "data" / "hands" / "human_hand_video.mp4"
+
+
+def camera_frames(n: int, video: Path | None) -> tuple[list[np.ndarray], str]:
+    """n 640x480 RGB frames of a camera video (every frame, from the start), or noisy synthetic ones."""
+    source = video or SHARED_VIDEO
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    frames: list[np.ndarray] = []
+    if cv2 is not None and source.is_file():
+        capture = cv2.VideoCapture(str(source))
+        while len(frames) < n:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            small = cv2.resize(bgr, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+            frames.append(np.ascontiguousarray(small[..., ::-1]))
+        capture.release()
+    if len(frames) == n:
+        return frames, str(source)
+    if video is not None:
+        raise SystemExit(f"{video}: cannot read {n} frames (needs pip install 'teleop[cameras]')")
+    gradient, noise = synthetic_gradient(WIDTH, HEIGHT), noise_patterns(3)
+    return [synthetic_image(k, gradient) ^ noise[k % len(noise)] for k in range(n)], "synthetic, 3 noise bits"
+
+
+def jpeg_candidates() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]]:
+    """name -> (encode, decode) for the JPEG libraries installed."""
+    shape = (HEIGHT, WIDTH)
+    out: dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]] = {
+        f"pillow q{q}": (lambda rgb, q=q: encode_jpeg(rgb, q), lambda data: decode_jpeg(data, shape))
+        for q in (75, 90, 95)
+    }
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        out["opencv q90"] = (
+            lambda rgb: cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes(),
+            lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1],
+        )
+    with contextlib.suppress(ImportError):
+        import simplejpeg
+
+        out["simplejpeg q90"] = (
+            lambda rgb: simplejpeg.encode_jpeg(rgb, quality=90, colorspace="RGB"),
+            lambda data: simplejpeg.decode_jpeg(data, colorspace="RGB"),
+        )
+    return out
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def time_jpeg(frames: list[np.ndarray], encode: Callable[[np.ndarray], bytes],
+              decode: Callable[[bytes], np.ndarray]) -> tuple[float, float, float, float]:
+    """(encode s, decode s, bytes, PSNR dB) per frame, after one untimed frame (the library's first call)."""
+    decode(encode(frames[0]))
+    start = time.perf_counter()
+    files = [encode(frame) for frame in frames]
+    encode_s = (time.perf_counter() - start) / len(frames)
+    start = time.perf_counter()
+    back = [decode(data) for data in files]
+    decode_s = (time.perf_counter() - start) / len(frames)
+    psnr = float(np.mean([psnr_db(a, b) for a, b in zip(frames, back, strict=True)]))
+    return encode_s, decode_s, float(np.mean([len(data) for data in files])), psnr
+
+
+def run_image_codecs(frames_n: int, rounds: int, video: Path | None) -> dict[str, Any]:
+    """Median over `rounds` of each colour codec's encode / decode time, size and PSNR per 640x480 frame."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    frames, source = camera_frames(frames_n, video)
+    runs: dict[str, list[tuple[float, float, float, float]]] = {}
+    for r in range(rounds):
+        log(f"image codecs: round {r + 1} of {rounds}")
+        with tempfile.TemporaryDirectory(prefix="image-codecs-") as tmp:
+            write, read, size = time_hdf5(frames, {"compression": "lzf"}, Path(tmp))
+            runs.setdefault("lossless hdf5 lzf", []).append((write, read, size, float("inf")))
+            write, read, size = time_zarr(frames, (ZstdCodec(level=1), Crc32cCodec()), Path(tmp))
+            runs.setdefault("lossless zarr zstd 1", []).append((write, read, size, float("inf")))
+        for name, (encode, decode) in jpeg_candidates().items():
+            runs.setdefault(name, []).append(time_jpeg(frames, encode, decode))
+    out = {}
+    for name, values in runs.items():
+        encode_s, decode_s, size, psnr = np.median(np.array(values), axis=0)
+        out[name] = {"encode_ms": round(encode_s * 1e3, 2), "decode_ms": round(decode_s * 1e3, 2),
+                     "kb": round(size / 1e3, 1), "psnr_db": round(psnr, 1) if np.isfinite(psnr) else None}
+    return {"image_codecs": out, "frames": frames_n, "rounds": rounds, "source": source,
+            "raw_kb": frames[0].nbytes / 1e3}
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 
@@ -768,6 +882,10 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     parser.add_argument("--quick", action="store_true", help="3 s per configuration (a smoke test, not for figures)")
     parser.add_argument("--dir", type=Path, default=None, help="where episodes are written (default: a temp dir)")
     parser.add_argument("--depth-codecs", action="store_true", help="measure lossless depth codecs instead")
+    parser.add_argument("--image-codecs", action="store_true", help="measure colour frame codecs instead")
+    parser.add_argument("--video", type=Path, default=None, help="camera video for --image-codecs")
+    parser.add_argument("--image-codec", choices=("lossless", "jpeg"), default="lossless",
+                        help="how the recordings store colour frames (default lossless)")
     parser.add_argument("--noise-bits", type=int, default=0, choices=range(0, 9), metavar="0..8",
                         help="XOR the frames' low bits with random patterns (sensor-like noise; default 0)")
     parser.add_argument("--switch-interval-ms", type=float, default=None,
@@ -784,6 +902,9 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     if args.depth_codecs:
         emit(json.dumps(run_depth_codecs(12 if args.quick else 60, 1 if args.quick else 3)))
         return
+    if args.image_codecs:
+        emit(json.dumps(run_image_codecs(12 if args.quick else 60, 1 if args.quick else 3, args.video)))
+        return
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 60.0)
     backends = ("hdf5", "zarr") if args.backend == "both" else (args.backend,)
     directory = Path(tempfile.mkdtemp(prefix="recording-bench-", dir=args.dir))
@@ -791,7 +912,8 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
         if args.gc_freeze:
             gc.collect()
             gc.freeze()
-        result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers)
+        result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers,
+                     args.image_codec)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     emit(json.dumps(result))

@@ -1,15 +1,20 @@
 """The episode contract every storage backend implements, the layout they share, and the backend registry.
 
-An episode holds one row per control step in arrays that share axis 0, plus per-camera frame arrays (layout in
-recorder/hdf5.py; recorder/zarr_store.py stores the same names as a zarr v3 directory). Backends:
+An episode holds one row per control step in step-aligned arrays that share axis 0 (N steps), and per camera
+the distinct frames it delivered in frame arrays (axis 0 = F frames, F <= N): a 30 fps camera in a 100 Hz loop
+stores each frame once, and the step-aligned `cameras/<cam>/frame_index` names the frame of every step.
+Colour frames are stored lossless (`rgb`) or, with image_codec="jpeg", as JPEG files (`rgb_jpeg`, one
+variable-length byte string per frame, with its CRC-32 in `rgb_jpeg_crc32`; see recorder.jpeg). Layout in
+recorder/hdf5.py; recorder/zarr_store.py stores the same names as a zarr v3 directory. Backends:
 
     "hdf5"  one file        episode_000003.h5     recorder.hdf5
     "zarr"  one directory   episode_000003.zarr   recorder.zarr_store (needs `pip install 'teleop[zarr]'`)
 
-Both write to `<name>.partial` while recording, flush at least every `flush_interval_s` (storing the row count
-`num_steps` with each flush, so a killed recording can be repaired up to its last flush, see recorder.repair)
-and rename to `<name>` when closed. `create_writer` and `open_episode` pick the backend; a new backend is one
-module with a `BACKEND` entry plus one line in `BACKENDS`.
+Both write to `<name>.partial` while recording, flush at least every `flush_interval_s` (storing the step
+count `num_steps` with each flush, so a killed recording can be repaired up to its last flush, see
+recorder.repair) and rename to `<name>` when closed. `create_writer` and `open_episode` pick the backend; a
+new backend is one module with a `BACKEND` entry plus one line in `BACKENDS`. Episodes of format version 1
+(one frame row per step, no frame_index) are still read.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from recorder import jpeg
 from recorder.cameras import DepthFrame
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop import __version__
@@ -43,7 +50,8 @@ R = TypeVar("R", bound="EpisodeReader")
 P = TypeVar("P", bound="PartialEpisode")
 
 FORMAT = "teleop-episode"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: frame arrays were step-aligned (one stored frame per step)
 PARTIAL_SUFFIX = ".partial"
 UNFINISHED = "unfinished recording (the recording process stopped before it finished)"
 ROW_BLOCK = 64  # rows added per resize; arrays are trimmed to the step count at close
@@ -69,6 +77,8 @@ META_ATTRS = (
 CLOSE_ATTRS = ("num_steps", "success", "duration_s")
 CAMERA_ATTRS = ("width", "height", "K", "T_world_camera", "mount")
 DEPTH_SCALE_ATTR = "depth_scale_m"  # camera group attribute of cameras recorded with depth [m per unit]
+IMAGE_CODECS = ("lossless", "jpeg")
+FRAME_ARRAYS = ("rgb", "rgb_jpeg", "rgb_jpeg_crc32", "depth")  # a camera's arrays with one row per frame
 BASE_DATASETS = (
     "timestamp",
     "observation/joint_pos",
@@ -198,13 +208,33 @@ def depth_scales(step: Step) -> dict[str, float]:
 
 
 def is_image(name: str) -> bool:
-    """True for camera frame arrays (colour and depth), which are stored one frame per chunk."""
-    return name.startswith("cameras/") and name.endswith(("/rgb", "/depth"))
+    """True for camera frame arrays (colour, JPEG and depth), which are stored one frame per chunk."""
+    return name.startswith("cameras/") and name.endswith(("/rgb", "/rgb_jpeg", "/depth"))
 
 
 def is_depth(name: str) -> bool:
-    """True for camera depth arrays, (N, H, W) uint16."""
+    """True for camera depth arrays, (F, H, W) uint16."""
     return name.startswith("cameras/") and name.endswith("/depth")
+
+
+def is_jpeg(name: str) -> bool:
+    """True for JPEG frame arrays, (F,) variable-length uint8 byte strings."""
+    return name.startswith("cameras/") and name.endswith("/rgb_jpeg")
+
+
+def is_frame_array(name: str) -> bool:
+    """True for a camera's frame arrays, whose axis 0 counts distinct frames rather than steps."""
+    return name.startswith("cameras/") and name.rsplit("/", 1)[-1] in FRAME_ARRAYS
+
+
+def camera_of(name: str) -> str:
+    """The camera of an array named cameras/<cam>/..."""
+    return name.split("/")[1]
+
+
+def jpeg_crc(data: bytes | np.ndarray) -> np.uint32:
+    """CRC-32 of a stored JPEG file (stored next to it: HDF5 has no checksum filter for variable-length data)."""
+    return np.uint32(zlib.crc32(data.tobytes() if isinstance(data, np.ndarray) else data))
 
 
 def rows_per_chunk(row: np.ndarray) -> int:
@@ -314,8 +344,8 @@ class EpisodeWriter(abc.ABC):
 
     Every `flush_interval_s` (checked at each append) the rows so far and their count `num_steps` reach the
     operating system, so a killed process loses at most that interval (recorder.repair recovers the rest).
-    A frame whose source counter `seq` (>= 0) and time equal the previous row's of the same camera is a
-    repeat: its stored chunk is copied instead of encoded again.
+    A camera frame is stored once: a frame whose source counter `seq` (>= 0) and time equal the previous
+    step's of the same camera adds no frame row, its step's `frame_index` names the stored one.
 
     A full disk stops the recording before the storage library sees it: when less than `min_free_bytes`
     plus four steps' raw size is free, append() flushes and raises EpisodeError ("disk full ..."), and every
@@ -330,15 +360,19 @@ class EpisodeWriter(abc.ABC):
         flush_interval_s: Longest time between flushes [s].
         clock: Monotonic clock [s] (inject one in tests).
         min_free_bytes: Free space a recording leaves on the disk [bytes]; 0 turns the check off.
+        image_codec: "lossless" (the backend's lossless compressor) or "jpeg" (lossy, needs
+            `pip install 'teleop[jpeg]'`); depth is always lossless.
+        jpeg_quality: JPEG quality, 1..100, for image_codec="jpeg".
     """
 
     suffix: ClassVar[str]
     row_block: ClassVar[int] = ROW_BLOCK
+    frame_block: ClassVar[int] = ROW_BLOCK
     storage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
 
     def __init__(
         self, path: Path, meta: EpisodeMeta, flush_interval_s: float = 1.0, clock: Clock = time.monotonic,
-        min_free_bytes: int = MIN_FREE_BYTES,
+        min_free_bytes: int = MIN_FREE_BYTES, image_codec: str = "lossless", jpeg_quality: int = jpeg.DEFAULT_QUALITY,
     ) -> None:
         self.path = Path(path)
         self.partial = partial_path(self.path)
@@ -346,12 +380,21 @@ class EpisodeWriter(abc.ABC):
         self.flush_interval_s = float(flush_interval_s)
         self.clock = clock
         self.min_free_bytes = int(min_free_bytes)
+        if image_codec not in IMAGE_CODECS:
+            raise UnknownNameError("image codec", image_codec, list(IMAGE_CODECS))
+        self.image_codec = image_codec
+        self.jpeg_quality = jpeg.check_quality(jpeg_quality)
+        if image_codec == "jpeg":
+            jpeg.pillow()  # a missing Pillow fails here, before anything is recorded
         self._row_bytes = 0
         self._out_of_space: EpisodeError | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._dtypes: dict[str, np.dtype] = {}
+        self._stored_arrays: list[str] = []
         self._num_steps = 0
         self._capacity = 0
+        self._frames: dict[str, int] = {}  # camera -> distinct frames stored
+        self._frame_capacity: dict[str, int] = {}
         self._first_t: float | None = None
         self._last_t: float | None = None
         self._last_frames: dict[str, tuple[int, float]] = {}
@@ -365,11 +408,13 @@ class EpisodeWriter(abc.ABC):
 
     @abc.abstractmethod
     def _create_storage(self) -> None:
-        """Create the partial episode and write the metadata attributes."""
+        """Create the partial episode, write the metadata attributes and the camera groups with
+        `camera_group_attrs`."""
 
     @abc.abstractmethod
     def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
-        """Create one empty, growable array per row name, for rows like these."""
+        """Create one empty, growable array per row name, for rows like these; JPEG arrays (is_jpeg) hold
+        variable-length uint8 rows (their template row is empty)."""
 
     def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
         """Add attributes to an existing group (a camera's depth scale), before the arrays are created."""
@@ -377,24 +422,35 @@ class EpisodeWriter(abc.ABC):
                    "record without depth, or use the hdf5 or zarr format")
 
     @abc.abstractmethod
-    def _grow(self, rows: int) -> None:
-        """Make every array `rows` long."""
+    def _grow(self, names: Collection[str], rows: int) -> None:
+        """Make the named arrays `rows` long."""
 
     @abc.abstractmethod
-    def _write_row(self, i: int, rows: Mapping[str, np.ndarray], repeated: frozenset[str]) -> None:
-        """Store row i of every array; names in `repeated` copy row i - 1's stored chunk instead."""
+    def _write_step(self, i: int, rows: Mapping[str, np.ndarray]) -> None:
+        """Store row i of every step-aligned array."""
+
+    @abc.abstractmethod
+    def _write_frame(self, j: int, rows: Mapping[str, np.ndarray]) -> None:
+        """Store row j of one camera's frame arrays (written before the step rows that refer to it)."""
 
     @abc.abstractmethod
     def _flush_storage(self, num_steps: int) -> None:
         """Write everything buffered and `num_steps` to the disk."""
 
     @abc.abstractmethod
-    def _finish(self, num_steps: int, attrs: Mapping[str, Any]) -> None:
-        """Trim the arrays to `num_steps`, write `attrs`, make the partial durable and close it."""
+    def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
+        """Trim every array to its length in `lengths`, write `attrs`, make the partial durable and close it."""
 
     @abc.abstractmethod
     def _close_storage(self) -> None:
         """Release the open partial without finishing it; must not raise."""
+
+    def camera_group_attrs(self, info: CameraInfo) -> dict[str, Any]:
+        """Attributes of a camera group: the camera's, and how its colour frames are stored."""
+        attrs = {**camera_attrs(info), "image_codec": self.image_codec}
+        if self.image_codec == "jpeg":
+            attrs["jpeg_quality"] = self.jpeg_quality
+        return attrs
 
     # ---- public API
 
@@ -424,7 +480,7 @@ class EpisodeWriter(abc.ABC):
         return self
 
     def append(self, step: Step) -> None:
-        """Write one row into every array; opens the episode on the first call.
+        """Write one step (and the camera frames that are new); opens the episode on the first call.
 
         Raises:
             EpisodeError: The step's arrays or shapes differ from the first step's, the writer is closed, or
@@ -441,17 +497,19 @@ class EpisodeWriter(abc.ABC):
             self._depth_scales = depth_scales(step)
             for cam, scale in self._depth_scales.items():
                 self._storage(self._add_group_attrs, f"cameras/{cam}", {DEPTH_SCALE_ATTR: scale})
-            self._storage(self._create_arrays, rows)
-            self._remember_layout(rows)
+            self._create_layout(rows)
         else:
             self._check_layout(rows)
             self._check_depth_scales(step)
             self._check_space()
+        for cam, frame in step.frames.items():
+            if frame.seq < 0 or self._last_frames.get(cam) != (frame.seq, frame.t):
+                self._store_frame(cam, rows)
+            rows[f"cameras/{cam}/frame_index"] = np.asarray(self._frames[cam] - 1, dtype=np.int64)
         if self._num_steps == self._capacity:
-            self._storage(self._grow, self._capacity + self.row_block)
+            self._storage(self._grow, self._step_arrays(), self._capacity + self.row_block)
             self._capacity += self.row_block
-        repeated = self._repeated_frames(step)
-        self._storage(self._write_row, self._num_steps, rows, repeated)
+        self._storage(self._write_step, self._num_steps, {n: r for n, r in rows.items() if not is_frame_array(n)})
         self._num_steps += 1
         self._last_frames = {cam: (frame.seq, frame.t) for cam, frame in step.frames.items()}
         self._first_t = step.t if self._first_t is None else self._first_t
@@ -488,10 +546,12 @@ class EpisodeWriter(abc.ABC):
         extra = self._check_extra_attrs(attrs or {})
         self._ensure_open()
         if not self._shapes:
-            rows = empty_rows(self.meta)
-            self._storage(self._create_arrays, rows)
-            self._remember_layout(rows)
-        self._storage(self._finish, self._num_steps, {**self._close_attrs(success), **extra})
+            self._create_layout(empty_rows(self.meta))
+        lengths = {
+            name: self._frames[camera_of(name)] if is_frame_array(name) else self._num_steps
+            for name in self._stored_arrays
+        }
+        self._storage(self._finish, lengths, {**self._close_attrs(success), **extra})
         self._finished = True
         if self.path.exists():  # created by someone else while this episode was recorded
             raise fail(self.path, f"already exists; this episode is kept finished as {self.partial}", "rename it")
@@ -547,6 +607,47 @@ class EpisodeWriter(abc.ABC):
             ) from exc
         self._last_flush = self.clock()
 
+    def _create_layout(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Remember the first step's row shapes and create the stored arrays: for every camera its
+        frame_index, and its colour frames as given (lossless) or as JPEG byte strings with their CRC-32."""
+        self._shapes = {name: row.shape for name, row in rows.items()}
+        self._dtypes = {name: row.dtype for name, row in rows.items()}
+        arrays = {name: row for name, row in rows.items() if not name.endswith("/rgb")}
+        for cam in self.meta.cameras:
+            arrays[f"cameras/{cam}/frame_index"] = np.zeros((), np.int64)
+            if self.image_codec == "jpeg":
+                arrays[f"cameras/{cam}/rgb_jpeg"] = np.zeros(0, np.uint8)
+                arrays[f"cameras/{cam}/rgb_jpeg_crc32"] = np.zeros((), np.uint32)
+            else:
+                arrays[f"cameras/{cam}/rgb"] = rows[f"cameras/{cam}/rgb"]
+            self._frames[cam] = self._frame_capacity[cam] = 0
+        self._storage(self._create_arrays, arrays)
+        self._stored_arrays = list(arrays)
+
+    def _step_arrays(self) -> list[str]:
+        return [name for name in self._stored_arrays if not is_frame_array(name)]
+
+    def _store_frame(self, cam: str, rows: Mapping[str, np.ndarray]) -> None:
+        """Encode a camera's new frame and store it as that camera's next frame row."""
+        prefix = f"cameras/{cam}/"
+        frame: dict[str, np.ndarray] = {}
+        rgb = rows[prefix + "rgb"]
+        if self.image_codec == "jpeg":
+            data = jpeg.encode_jpeg(rgb, self.jpeg_quality)
+            frame[prefix + "rgb_jpeg"] = np.frombuffer(data, np.uint8)
+            frame[prefix + "rgb_jpeg_crc32"] = np.asarray(jpeg_crc(data))
+        else:
+            frame[prefix + "rgb"] = rgb
+        if prefix + "depth" in rows:
+            frame[prefix + "depth"] = rows[prefix + "depth"]
+        j = self._frames[cam]
+        if j == self._frame_capacity[cam]:
+            self._frame_capacity[cam] += self.frame_block
+            names = [name for name in self._stored_arrays if name.startswith(prefix) and is_frame_array(name)]
+            self._storage(self._grow, names, self._frame_capacity[cam])
+        self._storage(self._write_frame, j, frame)
+        self._frames[cam] = j + 1
+
     def _check_free(self) -> None:
         """Refuse to overwrite an episode or a recording in progress."""
         if not self.path.parent.is_dir():
@@ -599,10 +700,6 @@ class EpisodeWriter(abc.ABC):
         if self._failure is not None:
             raise self._failure
 
-    def _remember_layout(self, rows: Mapping[str, np.ndarray]) -> None:
-        self._shapes = {name: row.shape for name, row in rows.items()}
-        self._dtypes = {name: row.dtype for name, row in rows.items()}
-
     def _check_layout(self, rows: Mapping[str, np.ndarray]) -> None:
         """Every step must have the first step's arrays, row shapes and dtypes."""
         if rows.keys() != self._shapes.keys():
@@ -638,17 +735,6 @@ class EpisodeWriter(abc.ABC):
                 "keep each camera's depth_scale_m fixed for the episode",
             )
 
-    def _repeated_frames(self, step: Step) -> frozenset[str]:
-        """Image arrays (colour and depth) whose frame this step is the previous row's (same seq and time)."""
-        repeated = [
-            cam
-            for cam, frame in step.frames.items()
-            if frame.seq >= 0 and self._last_frames.get(cam) == (frame.seq, frame.t)
-        ]
-        names = [f"cameras/{cam}/rgb" for cam in repeated]
-        names += [f"cameras/{cam}/depth" for cam in repeated if cam in self._depth_scales]
-        return frozenset(names)
-
     def _check_extra_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         reserved = sorted(set(attrs) & set(META_ATTRS + CLOSE_ATTRS))
         if reserved:
@@ -683,6 +769,7 @@ class EpisodeReader(abc.ABC):
                 UNFINISHED,
                 f"run `teleop episodes repair {self.path.parent}` to keep what it holds, or delete it",
             )
+        self._frame_index: dict[str, np.ndarray] = {}
         self._open()
         try:
             self._validate()
@@ -735,11 +822,11 @@ class EpisodeReader(abc.ABC):
         attrs = self._root_attrs()
         if "format" not in attrs or decode_attr(attrs["format"]) != FORMAT:
             raise fail(self.path, f"not a {FORMAT!r} episode (format attribute is {attrs.get('format')!r})")
-        version = int(attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
+        version = self.format_version = int(attrs.get("format_version", -1))
+        if version not in READABLE_VERSIONS:
             raise fail(
                 self.path,
-                f"format_version {version}, this reader reads {FORMAT_VERSION}",
+                f"format_version {version}, this reader reads {list(READABLE_VERSIONS)}",
                 "use the software version that wrote it",
             )
         missing = [k for k in META_ATTRS + CLOSE_ATTRS if k not in attrs]
@@ -758,20 +845,28 @@ class EpisodeReader(abc.ABC):
         for group in ("device", "extras"):
             names += [f"{group}/{k}" for k in self._members(group)]
         for cam in self.camera_names:
-            names += [f"cameras/{cam}/rgb", f"cameras/{cam}/timestamp"]
+            names.append(f"cameras/{cam}/timestamp")
             if self._length(f"cameras/{cam}/seq") is not None:  # absent in episodes of earlier versions
                 names.append(f"cameras/{cam}/seq")
-            if self.has_depth(cam):
-                names.append(f"cameras/{cam}/depth")
+            if self.format_version >= 2:  # version 1 stored one frame per step
+                names.append(f"cameras/{cam}/frame_index")
         return names
 
+    def _frame_array_names(self, cam: str) -> list[str]:
+        """A camera's frame arrays: lossless colour or JPEG with its checksums, and depth where recorded."""
+        jpeg_names = [f"cameras/{cam}/rgb_jpeg", f"cameras/{cam}/rgb_jpeg_crc32"]
+        names = jpeg_names if self.is_jpeg(cam) else [f"cameras/{cam}/rgb"]
+        return names + ([f"cameras/{cam}/depth"] if self.has_depth(cam) else [])
+
     def _validate_arrays(self) -> None:
-        names = self._step_array_names()
-        lengths = {name: self._length(name) for name in names}
+        n = self.num_steps
+        lengths = {name: self._length(name) for name in self._step_array_names()}
+        frame_lengths = {cam: {name: self._length(name) for name in self._frame_array_names(cam)}
+                         for cam in self.camera_names}
         missing = [name for name, length in lengths.items() if length is None]
+        missing += [name for cams in frame_lengths.values() for name, length in cams.items() if length is None]
         if missing:
             raise fail(self.path, f"missing datasets {missing}", "the episode is not complete")
-        n = self.num_steps
         wrong = {name: length for name, length in lengths.items() if length != n}
         if wrong:
             raise fail(
@@ -779,6 +874,16 @@ class EpisodeReader(abc.ABC):
                 f"num_steps is {n} but these datasets have other lengths: {wrong}",
                 "the episode was altered or damaged",
             )
+        for cam, cam_lengths in frame_lengths.items():
+            f = self.num_frames(cam)
+            wrong = {name: length for name, length in cam_lengths.items() if length != f}
+            if wrong:
+                raise fail(self.path, f"camera {cam!r} has {f} frames but these datasets have other lengths: "
+                           f"{wrong}", "the episode was altered or damaged")
+            index = self.frame_indices(cam)
+            if n and (index.min() < 0 or index.max() >= f):
+                raise fail(self.path, f"cameras/{cam}/frame_index points outside the {f} stored frames",
+                           "the episode was altered or damaged")
 
     # ---- lifecycle
 
@@ -934,23 +1039,85 @@ class EpisodeReader(abc.ABC):
             return np.full(self.num_steps, -1, dtype=np.int64)
         return self._read(f"cameras/{cam}/seq")
 
-    def frame(self, cam: str, i: int) -> np.ndarray:
-        """Frame i of a camera, (H, W, 3) uint8; negative i counts from the end."""
+    def is_jpeg(self, cam: str) -> bool:
+        """Whether a camera's colour frames are stored as JPEG (lossy) rather than lossless."""
+        return self._length(f"cameras/{cam}/rgb_jpeg") is not None
+
+    def num_frames(self, cam: str) -> int:
+        """Distinct frames stored for a camera (at most num_steps: a repeated frame is stored once)."""
         self._camera(cam)
+        name = f"cameras/{cam}/rgb_jpeg" if self.is_jpeg(cam) else f"cameras/{cam}/rgb"
+        return int(self._length(name) or 0)
+
+    def frame_indices(self, cam: str) -> np.ndarray:
+        """For every step the row of its frame among the camera's stored frames, (N,) int64, non-decreasing.
+
+        Version 1 episodes stored one frame per step: there it is 0..N-1."""
+        self._camera(cam)
+        if cam not in self._frame_index:
+            name = f"cameras/{cam}/frame_index"
+            stored = self._length(name) is not None
+            self._frame_index[cam] = (
+                self._read(name).astype(np.int64) if stored else np.arange(self.num_steps, dtype=np.int64)
+            )
+        return self._frame_index[cam]
+
+    def _step_index(self, what: str, cam: str, i: int) -> int:
         n = self.num_steps
         if not -n <= i < n:
-            raise IndexError(f"frame {i} is out of range for {n} frames of camera {cam!r} in {self.path}")
-        return self._read(f"cameras/{cam}/rgb", i % n)
+            raise IndexError(f"{what} {i} is out of range for {n} steps of camera {cam!r} in {self.path}")
+        return int(self.frame_indices(cam)[i % n])
+
+    def _read_frames(self, cam: str, rows: slice) -> np.ndarray:
+        """Stored colour frames rows.start..rows.stop-1 of a camera, decoded, (k, H, W, 3) uint8."""
+        if not self.is_jpeg(cam):
+            return self._read(f"cameras/{cam}/rgb", rows)
+        info = self.camera_info(cam)
+        data = self._read(f"cameras/{cam}/rgb_jpeg", rows)
+        crcs = self._read(f"cameras/{cam}/rgb_jpeg_crc32", rows)
+        out = np.empty((len(data), info.height, info.width, 3), np.uint8)
+        for k, (blob, crc) in enumerate(zip(data, crcs, strict=True)):
+            blob = np.frombuffer(blob, np.uint8) if isinstance(blob, bytes) else np.asarray(blob, np.uint8)
+            j = rows.start + k
+            if jpeg_crc(blob) != crc:
+                raise fail(self.path, f"frame {j} of camera {cam!r} fails its CRC-32 check, the episode is damaged",
+                           "restore it from a copy or delete it")
+            try:
+                out[k] = jpeg.decode_jpeg(blob, (info.height, info.width))
+            except ValueError as exc:
+                raise fail(self.path, f"frame {j} of camera {cam!r}: {exc}", "restore it from a copy") from exc
+        return out
+
+    def frame(self, cam: str, i: int) -> np.ndarray:
+        """The colour frame of step i of a camera, (H, W, 3) uint8; negative i counts from the end."""
+        self._camera(cam)
+        j = self._step_index("frame", cam, i)
+        return self._read_frames(cam, slice(j, j + 1))[0]
 
     def frames(self, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Frames start..stop-1 of a camera, (stop - start, H, W, 3) uint8."""
+        """The colour frames of steps start..stop-1 of a camera, (stop - start, H, W, 3) uint8; a frame
+        that several steps share is read (and decoded) once."""
+        return self._expand(cam, start, stop, self._read_frames)
+
+    def _expand(self, cam: str, start: int, stop: int | None,
+                read: Callable[[str, slice], np.ndarray]) -> np.ndarray:
+        """Rows of a frame array for steps start..stop-1, reading each stored frame once."""
         self._camera(cam)
-        return self._read(f"cameras/{cam}/rgb", slice(start, stop))
+        index = self.frame_indices(cam)[start:stop]
+        if len(index) == 0:
+            return read(cam, slice(0, 0))
+        lo, hi = int(index.min()), int(index.max()) + 1
+        return read(cam, slice(lo, hi))[index - lo]
 
     def iter_frames(self, cam: str) -> Iterator[np.ndarray]:
-        """Yield the frames of a camera one at a time, (H, W, 3) uint8 each."""
-        for i in range(self.num_steps):
-            yield self.frame(cam, i)
+        """Yield the colour frames of a camera step by step, (H, W, 3) uint8 each; each stored frame is read
+        once."""
+        self._camera(cam)
+        last, rgb = -1, np.empty(0)
+        for j in self.frame_indices(cam):
+            if j != last:
+                last, rgb = int(j), self._read_frames(cam, slice(int(j), int(j) + 1))[0]
+            yield rgb
 
     def has_depth(self, cam: str) -> bool:
         """Whether a camera was recorded with depth (its frames were DepthFrames)."""
@@ -968,19 +1135,21 @@ class EpisodeReader(abc.ABC):
         self._depth_camera(cam)
         return float(decode_attr(self._group_attrs(f"cameras/{cam}")[DEPTH_SCALE_ATTR]))
 
+    def _read_depths(self, cam: str, rows: slice) -> np.ndarray:
+        return self._read(f"cameras/{cam}/depth", rows)
+
     def camera_depth(self, cam: str, i: int) -> np.ndarray:
-        """Depth image i of a camera, (H, W) uint16 in units of depth_scale_m(cam), 0 = no reading;
-        negative i counts from the end."""
+        """The depth image of step i of a camera, (H, W) uint16 in units of depth_scale_m(cam), 0 = no
+        reading; negative i counts from the end."""
         self._depth_camera(cam)
-        n = self.num_steps
-        if not -n <= i < n:
-            raise IndexError(f"depth image {i} is out of range for {n} frames of camera {cam!r} in {self.path}")
-        return self._read(f"cameras/{cam}/depth", i % n)
+        j = self._step_index("depth image", cam, i)
+        return self._read_depths(cam, slice(j, j + 1))[0]
 
     def depths(self, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Depth images start..stop-1 of a camera, (stop - start, H, W) uint16 in units of depth_scale_m(cam)."""
+        """The depth images of steps start..stop-1 of a camera, (stop - start, H, W) uint16 in units of
+        depth_scale_m(cam)."""
         self._depth_camera(cam)
-        return self._read(f"cameras/{cam}/depth", slice(start, stop))
+        return self._expand(cam, start, stop, self._read_depths)
 
 
 # --------------------------------------------------------------------------------------------- repair
@@ -1000,7 +1169,7 @@ class PartialEpisode(abc.ABC):
 
     @abc.abstractmethod
     def array_names(self) -> list[str]:
-        """Every step-aligned array of the partial episode."""
+        """Every array of the partial episode (step-aligned and frame arrays)."""
 
     @abc.abstractmethod
     def length(self, name: str) -> int:
@@ -1019,9 +1188,9 @@ class PartialEpisode(abc.ABC):
         """Rows start..stop-1 of an array; may raise the backend's own errors for damaged chunks."""
 
     @abc.abstractmethod
-    def finish(self, num_steps: int, attrs: Mapping[str, Any], target: Path) -> None:
-        """Store the first `num_steps` rows with the root attributes updated by `attrs` as episode `target`,
-        atomically, and remove the partial episode once `target` is durable."""
+    def finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any], target: Path) -> None:
+        """Store the leading rows of every array (`lengths`: name -> rows) with the root attributes updated by
+        `attrs` as episode `target`, atomically, and remove the partial episode once `target` is durable."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -1133,7 +1302,8 @@ def next_episode_path(directory: Path, format: str = "hdf5") -> Path:
 
 def create_writer(
     path_or_dir: Path, meta: EpisodeMeta, format: str = "hdf5", flush_interval_s: float = 1.0,
-    clock: Clock = time.monotonic, min_free_bytes: int = MIN_FREE_BYTES,
+    clock: Clock = time.monotonic, min_free_bytes: int = MIN_FREE_BYTES, image_codec: str = "lossless",
+    jpeg_quality: int = jpeg.DEFAULT_QUALITY,
 ) -> EpisodeWriter:
     """A writer of the given format, for the next free episode name when given a directory.
 
@@ -1150,7 +1320,7 @@ def create_writer(
     elif not path.name.endswith(backend.suffix):
         raise fail(path, f"a {format} episode must be named *{backend.suffix}", "rename it or pick another format")
     return backend.load().writer(path, meta, flush_interval_s=flush_interval_s, clock=clock,
-                                 min_free_bytes=min_free_bytes)
+                                 min_free_bytes=min_free_bytes, image_codec=image_codec, jpeg_quality=jpeg_quality)
 
 
 def open_episode(path: Path) -> EpisodeReader:

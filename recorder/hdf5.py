@@ -1,6 +1,7 @@
 """Episode files in HDF5: an incremental, crash-consistent, atomically finalised writer and a lazy reader.
 
-Layout (format "teleop-episode", version 1). Every step-aligned dataset shares axis 0 = N control steps:
+Layout (format "teleop-episode", version 2). Every step-aligned dataset shares axis 0 = N control steps; a
+camera's frame datasets share axis 0 = F distinct frames of that camera:
 
     /timestamp                 (N,)          float64  monotonic step time [s]
     /observation/joint_pos     (N, n)        measured joint positions [rad] or [m]
@@ -9,32 +10,37 @@ Layout (format "teleop-episode", version 1). Every step-aligned dataset shares a
     /action                    (N, A)        command sent each step
     /device/<key>              (N, ...)      the device sample (DeviceSample.to_record())
     /extras/<key>              (N, ...)      other per-step arrays
-    /cameras/<cam>/rgb         (N, H, W, 3)  uint8, one frame per chunk, lzf-compressed
-    /cameras/<cam>/timestamp   (N,)          float64  monotonic capture time of each frame [s]
+    /cameras/<cam>/timestamp   (N,)          float64  monotonic capture time of each step's frame [s]
     /cameras/<cam>/seq         (N,)          int64    the source's frame counter (CameraFrame.seq), -1 if none;
                                              absent in files written before it was stored
-    /cameras/<cam>/depth       (N, H, W)     uint16   depth registered to rgb, in units of the camera's
+    /cameras/<cam>/frame_index (N,)          int64    row of each step's frame in the frame datasets below
+                                             (non-decreasing; absent in version 1, where F = N)
+    /cameras/<cam>/rgb         (F, H, W, 3)  uint8, one frame per chunk, lzf-compressed (image_codec lossless)
+    /cameras/<cam>/rgb_jpeg    (F,)          variable-length uint8: one JPEG file per frame (image_codec jpeg)
+    /cameras/<cam>/rgb_jpeg_crc32 (F,)       uint32   CRC-32 of each JPEG file (HDF5 refuses Fletcher-32 on
+                                             variable-length data)
+    /cameras/<cam>/depth       (F, H, W)     uint16   depth registered to rgb, in units of the camera's
                                              depth_scale_m, 0 = no reading; one frame per chunk, byte shuffle +
                                              lzf (lossless); only for cameras whose frames are DepthFrames
 
-Camera groups carry the attributes width, height, K (3, 3), T_world_camera (4, 4) and mount, and with depth
-depth_scale_m (metres per depth unit). Root attributes:
+Camera groups carry the attributes width, height, K (3, 3), T_world_camera (4, 4), mount, image_codec
+("lossless" or "jpeg", with jpeg_quality) and with depth depth_scale_m (metres per depth unit). Root attributes:
 format, format_version, robot, task, instruction, control_rate_hz, operator_device, joint_names and
 action_names (JSON lists), start_time (Unix time [s]), seed (-1 when not seeded), initial_state (JSON),
 software_version; num_steps (rewritten at every flush); written at close: success (int8: 1 succeeded,
 0 failed, -1 unknown), duration_s (last step time minus first, 0 for fewer than two steps) and any extra
 attributes (a repaired episode has incomplete=True and repaired_from, see recorder.repair).
 
-Every dataset carries a Fletcher-32 checksum per chunk, so a damaged chunk fails on read instead of
-returning wrong numbers.
+Every dataset but rgb_jpeg carries a Fletcher-32 checksum per chunk, and every JPEG file its CRC-32, so a
+damaged chunk fails on read instead of returning wrong numbers.
 
 Image compression, measured on 224x224 frames rendered by pybullet (table, Panda, tray) and on noisy
 synthetic frames, one frame per chunk, cost per frame amortised over 100 frames including close:
 none 0.29 ms and 150 656 B; lzf 0.83 ms and 66 527 B (rendered), 1.6 ms and 143 641 B (noisy);
 gzip level 1 1.5 ms and 54 090 B (rendered), 3.3 ms and 122 678 B (noisy). lzf keeps the write near 1 ms
 inside a 20 Hz loop and halves rendered frames; gzip saves another 18 % at twice the time. At 640x480 lzf
-takes about 2 ms a frame, so a repeated frame (same CameraFrame.seq and time as the row before, e.g. a 30 fps
-camera in a 100 Hz loop) is stored by copying the previous row's compressed chunk (about 0.3 ms).
+takes 2-4 ms a frame; a frame is stored once however many steps use it (a 30 fps camera in a 100 Hz loop
+stores 3 frames per 10 steps). JPEG (recorder.jpeg) is the lossy choice: 0.8 ms and ~29 kB a 640x480 frame.
 
 Depth compression (lossless; `python benchmarks/recording.py --depth-codecs`: 640x480 uint16 depth in mm of a
 floor, a wall, a moving box and sphere, noise growing with z^2 from 1 mm at 0.6 m to 10 mm at 2 m, 5 % holes;
@@ -68,7 +74,7 @@ unless another program fills it faster than the recording checks.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +86,16 @@ from recorder.backend import (
     FORMAT,
     FORMAT_VERSION,
     PARTIAL_SUFFIX,
+    ROW_BLOCK,
     UNFINISHED,
     BackendClasses,
     PartialEpisode,
-    camera_attrs,
     decode_attr,
     fail,
     fsync_path,
     is_depth,
     is_image,
+    is_jpeg,
     meta_attrs,
     partial_path,
     rows_per_chunk,
@@ -116,7 +123,12 @@ LIBVER = ("v110", "v110")  # SWMR needs the 1.10 format; pinned so files stay re
 
 
 def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Dataset:
-    """A resizable, chunked, checksummed dataset for rows like `row`; images get one frame per chunk."""
+    """A resizable, chunked, checksummed dataset for rows like `row`; images get one frame per chunk, JPEG
+    files one variable-length uint8 row each."""
+    if is_jpeg(name):
+        return group.create_dataset(
+            name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(ROW_BLOCK,)
+        )
     if is_image(name):
         filters = DEPTH_FILTERS if is_depth(name) else {"compression": IMAGE_COMPRESSION}
         return group.create_dataset(
@@ -146,7 +158,6 @@ class _RowWriter:
         self.row_shape: tuple[int, ...] = dataset.shape[1:]
         self._memory = h5s.create_simple((1, *self.row_shape))
         self._file_space = dataset.id.get_space()
-        self._stored_chunk: tuple[int, bytes] | None = None  # (filter mask, bytes) of the last row written
 
     def resize(self, rows: int) -> None:
         """Grow or trim axis 0 to `rows`."""
@@ -155,20 +166,12 @@ class _RowWriter:
 
     def write(self, i: int, row: np.ndarray) -> None:
         """Write `row` (shape row_shape) at index i of axis 0."""
+        if self.dataset.dtype.kind == "O":  # variable-length: h5py converts the row itself
+            self.dataset[i] = row
+            return
         self._file_space.select_hyperslab((i, *(0,) * len(self.row_shape)), (1, *self.row_shape))
         data = np.ascontiguousarray(row, dtype=self.dataset.dtype).reshape(1, *self.row_shape)
         self.dataset.id.write(self._memory, self._file_space, data)
-        self._stored_chunk = None
-
-    def copy_previous(self, i: int) -> None:
-        """Store row i as the compressed chunk of row i - 1 (one row per chunk), without encoding it again."""
-        zeros = (0,) * len(self.row_shape)
-        if self._stored_chunk is None:
-            # Read once per run of repeats: HDF5 2.0 reports a wrong filter mask when reading back a chunk
-            # written directly in the same session.
-            self._stored_chunk = self.dataset.id.read_direct_chunk((i - 1, *zeros))
-        mask, chunk = self._stored_chunk
-        self.dataset.id.write_direct_chunk((i, *zeros), chunk, filter_mask=mask)
 
 
 class Hdf5EpisodeWriter(_BaseWriter):
@@ -197,7 +200,7 @@ class Hdf5EpisodeWriter(_BaseWriter):
         file.attrs.update(meta_attrs(self.meta))
         file.attrs["num_steps"] = 0
         for cam, info in self.meta.cameras.items():
-            file.create_group(f"cameras/{cam}").attrs.update(camera_attrs(info))
+            file.create_group(f"cameras/{cam}").attrs.update(self.camera_group_attrs(info))
         file.flush()
 
     def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
@@ -210,16 +213,17 @@ class Hdf5EpisodeWriter(_BaseWriter):
         file.swmr_mode = True  # from here on the file on disk is consistent at every instant
         file.flush()
 
-    def _grow(self, rows: int) -> None:
-        for writer in self._datasets.values():
-            writer.resize(rows)
+    def _grow(self, names: Collection[str], rows: int) -> None:
+        for name in names:
+            self._datasets[name].resize(rows)
 
-    def _write_row(self, i: int, rows: Mapping[str, np.ndarray], repeated: frozenset[str]) -> None:
+    def _write_step(self, i: int, rows: Mapping[str, np.ndarray]) -> None:
         for name, row in rows.items():
-            if name in repeated:
-                self._datasets[name].copy_previous(i)
-            else:
-                self._datasets[name].write(i, row)
+            self._datasets[name].write(i, row)
+
+    def _write_frame(self, j: int, rows: Mapping[str, np.ndarray]) -> None:
+        for name, row in rows.items():
+            self._datasets[name].write(j, row)
 
     def _flush_storage(self, num_steps: int) -> None:
         file = self._open_file()
@@ -227,8 +231,9 @@ class Hdf5EpisodeWriter(_BaseWriter):
         file.flush()
         os.fsync(file.id.get_vfd_handle())
 
-    def _finish(self, num_steps: int, attrs: Mapping[str, Any]) -> None:
-        self._grow(num_steps)
+    def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
+        for name, rows in lengths.items():
+            self._datasets[name].resize(rows)
         self._open_file().close()
         self._file = None
         with h5py.File(self.partial, "r+", libver=LIBVER) as file:  # out of SWMR mode: attributes may be added
@@ -337,12 +342,12 @@ class Hdf5PartialEpisode(PartialEpisode):
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._file[name][start:stop])
 
-    def finish(self, num_steps: int, attrs: Mapping[str, Any], target: Path) -> None:
+    def finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any], target: Path) -> None:
         """Copy every group and dataset (compressed chunks as they are), trim, then rename into place."""
         scratch = target.with_name(target.name + ".repairing")
         scratch.unlink(missing_ok=True)
         try:
-            self._copy_to(scratch, num_steps, attrs)
+            self._copy_to(scratch, lengths, attrs)
         except BaseException:
             scratch.unlink(missing_ok=True)
             raise
@@ -352,13 +357,13 @@ class Hdf5PartialEpisode(PartialEpisode):
         self.path.unlink()
         fsync_path(target.parent)
 
-    def _copy_to(self, scratch: Path, num_steps: int, attrs: Mapping[str, Any]) -> None:
+    def _copy_to(self, scratch: Path, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
         with h5py.File(scratch, "w", libver=LIBVER) as out:
             out.attrs.update(dict(self._file.attrs))
             for name in self._file:
                 self._file.copy(self._file[name], out, name=name)
             for name in self._names:
-                out[name].resize(num_steps, axis=0)
+                out[name].resize(lengths[name], axis=0)
             out.attrs.update(attrs)
         fsync_path(scratch)
 

@@ -2,8 +2,9 @@
 
 A recording that stops without close() (killed, crashed, power cut) leaves `episode_NNNNNN.<suffix>.partial`.
 The writer stored the row count `num_steps` with every flush (at least once a second) after the rows it counts,
-so the partial holds every step up to its last flush. Repair keeps the first N steps, where N is that count
-lowered to the rows every array holds intact (chunks present, checksums good), then stores the episode under
+so the partial holds every step up to its last flush (camera frames are written before the steps that use
+them). Repair keeps the first N steps, where N is that count lowered to the rows every array holds intact
+(chunks present, checksums good) and to the steps whose camera frames are intact, then stores the episode under
 its final name with `num_steps` = N, success unknown (-1), `duration_s`, `incomplete` = True and
 `repaired_from` = the partial's name. HDF5 partials are copied (compressed chunks as they are) and removed
 once the copy is durable; zarr partials are trimmed in place and renamed.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.backend import BASE_DATASETS, PartialEpisode, fail, final_path, open_partial
+from recorder.backend import BASE_DATASETS, PartialEpisode, camera_of, fail, final_path, is_frame_array, open_partial
 from recorder.episodes import find_partials
 from teleop.errors import TeleopError
 
@@ -62,8 +63,12 @@ def _last_write(partial: Path) -> float:
     return max(stamps)
 
 
-def _intact_steps(partial: Path, episode: PartialEpisode) -> int:
-    """The flushed step count, lowered to the rows every array holds intact; EpisodeError when none."""
+def _intact_lengths(partial: Path, episode: PartialEpisode) -> dict[str, int]:
+    """Rows to keep of every array: the flushed step count lowered to the steps whose rows, and whose camera
+    frames, every array holds intact; EpisodeError when no step is.
+
+    Frame arrays hold each camera's distinct frames, and a step's frame row is in its camera's frame_index
+    (episodes of version 1 have none: there frame arrays are step-aligned)."""
     flushed = episode.flushed_steps
     names = episode.array_names()
     missing = [name for name in BASE_DATASETS if name not in names]
@@ -71,14 +76,26 @@ def _intact_steps(partial: Path, episode: PartialEpisode) -> int:
         raise fail(partial, f"missing arrays {missing}", "it is not a complete episode layout")
     n = 0 if missing else flushed
     for name in names:
-        n = episode.valid_rows(name, n)
+        if not is_frame_array(name):
+            n = episode.valid_rows(name, n)
+    indices: dict[str, np.ndarray] = {}
+    for cam in sorted({camera_of(name) for name in names if is_frame_array(name)}):
+        frame_names = [name for name in names if is_frame_array(name) and camera_of(name) == cam]
+        index_name = f"cameras/{cam}/frame_index"
+        index = episode.read(index_name, 0, n) if index_name in names else np.arange(n)
+        needed = int(index.max()) + 1 if n else 0
+        good = min(episode.valid_rows(name, needed) for name in frame_names)
+        if good < needed:
+            n = int(np.argmax(index >= good))  # the first step whose frame is damaged or missing
+        indices[cam] = index
     if n == 0:
         raise fail(
             partial,
             f"no intact step to recover ({flushed} flushed)",
             "delete it if you do not need it",
         )
-    return n
+    frames = {cam: int(index[:n].max()) + 1 for cam, index in indices.items()}
+    return {name: frames[camera_of(name)] if is_frame_array(name) else n for name in names}
 
 
 def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisode:
@@ -104,7 +121,8 @@ def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisod
         )
     try:
         with open_partial(partial) as episode:
-            n = _intact_steps(partial, episode)
+            lengths = _intact_lengths(partial, episode)
+            n = lengths["timestamp"]
             t = episode.read("timestamp", 0, n)
             attrs = {
                 "num_steps": n,
@@ -114,7 +132,7 @@ def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisod
                 "repaired_from": partial.name,
             }
             flushed = episode.flushed_steps
-            episode.finish(n, attrs, target)
+            episode.finish(lengths, attrs, target)
     except STORAGE_ERRORS as exc:
         raise fail(
             partial,

@@ -4,19 +4,23 @@
         zarr.json                           root group; its attributes are the HDF5 file's root attributes
         timestamp/ observation/* action/ device/* extras/*    step-aligned arrays, (N, ...)
         cameras/<cam>/                      group with the camera attributes (K and T_world_camera as lists)
-        cameras/<cam>/rgb                   (N, H, W, 3) uint8, one frame per chunk
         cameras/<cam>/timestamp, seq        (N,) float64 capture times [s], int64 source frame counters
-        cameras/<cam>/depth                 (N, H, W) uint16 depth in units of the group attribute depth_scale_m,
+        cameras/<cam>/frame_index           (N,) int64 row of each step's frame in the frame arrays below
+        cameras/<cam>/rgb                   (F, H, W, 3) uint8, one frame per chunk (image_codec lossless)
+        cameras/<cam>/rgb_jpeg              (F,) variable-length bytes, one JPEG file per chunk (image_codec
+                                            jpeg; zarr-python's VariableLengthBytes data type, which has no
+                                            zarr v3 specification yet), with rgb_jpeg_crc32 (F,) uint32
+        cameras/<cam>/depth                 (F, H, W) uint16 depth in units of the group attribute depth_scale_m,
                                             one frame per chunk, Blosc zstd 1 bitshuffle (only with DepthFrames)
 
 Chunk keys use "." (c.<row>.0.0.0), so each array is one flat directory. Every chunk ends in a CRC-32C
 checksum, so a damaged or truncated chunk fails on read instead of returning wrong numbers.
 
-Writing: frames are encoded and stored as they arrive (a repeated frame, same CameraFrame.seq and time as the
-row before, copies the previous chunk file); the small per-step rows are buffered and written at each flush
-(at least once a second), followed by the root attribute `num_steps`. zarr writes every file to a temporary
+Writing: a camera's new frames are encoded and stored as they arrive (a frame is stored once however many
+steps use it); the small rows (per step, and the JPEG checksums per frame) are buffered and written at each
+flush (at least once a second), followed by the root attribute `num_steps`. zarr writes every file to a temporary
 name and renames it, so a killed recording leaves whole files only, and every row below `num_steps` is on
-disk. Arrays grow by blocks of ROW_BLOCK rows and are trimmed at close, which then renames the directory.
+disk. Arrays grow by blocks of rows and are trimmed at close, which then renames the directory.
 
 Image compression, measured through zarr 3.1 (Array.__setitem__, one 640x480 frame per chunk, CRC-32C on,
 single-threaded Blosc, median of 3 runs of 84 frames, 2 shared cores) on frames rendered by pybullet (Panda,
@@ -59,7 +63,8 @@ the pick where write time matters more (22 % faster, 14 % larger).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,18 +72,20 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+from zarr.core.dtype import VariableLengthBytes
+from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import LocalStore
 
 from recorder.backend import (
     FORMAT,
     BackendClasses,
     PartialEpisode,
-    camera_attrs,
     decode_attr,
     fail,
     fsync_path,
     is_depth,
     is_image,
+    is_jpeg,
     meta_attrs,
     rows_per_chunk,
 )
@@ -90,6 +97,10 @@ DEPTH_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32c
 DATA_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
 CHUNK_KEYS = DefaultChunkKeyEncoding(separator=".")
 ROOT_METADATA = "zarr.json"
+VLEN_WARNING = r"The data type \(VariableLengthBytes\(\)\) does not have a Zarr V3 specification"
+
+# zarr warns each time it writes the metadata of a JPEG array; the module docstring states the caveat once.
+warnings.filterwarnings("ignore", VLEN_WARNING, UnstableSpecificationWarning)
 
 
 def _json_value(value: Any) -> Any:
@@ -129,6 +140,8 @@ def _codecs(name: str) -> tuple[Any, ...]:
     """Compressors (and checksum) of an array: colour frames, depth frames or small rows."""
     if is_depth(name):
         return DEPTH_CODECS
+    if is_jpeg(name):
+        return (Crc32cCodec(),)  # JPEG files do not compress further
     return IMAGE_CODECS if is_image(name) else DATA_CODECS
 
 
@@ -146,8 +159,8 @@ class ZarrEpisodeWriter(_BaseWriter):
         super().__init__(*args, **kwargs)
         self._root: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
-        self._pending: dict[str, list[np.ndarray]] = {}
-        self._stored_rows = 0  # rows of the small arrays already on disk
+        self._pending: dict[str, list[np.ndarray]] = {}  # small arrays: rows not yet stored
+        self._stored: dict[str, int] = {}  # small arrays: rows already stored
         self._unsynced: set[Path] = set()
 
     def _group(self) -> zarr.Group:
@@ -166,7 +179,7 @@ class ZarrEpisodeWriter(_BaseWriter):
         root = zarr.create_group(store=LocalStore(self.partial), zarr_format=3, attributes=attrs)
         self._root = root
         for cam, info in self.meta.cameras.items():
-            root.create_group(f"cameras/{cam}", attributes=_json_attrs(camera_attrs(info)))
+            root.create_group(f"cameras/{cam}", attributes=_json_attrs(self.camera_group_attrs(info)))
         self._unsynced.add(self.partial / ROOT_METADATA)
 
     def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
@@ -180,52 +193,61 @@ class ZarrEpisodeWriter(_BaseWriter):
         root = self._group()
         for name, row in rows.items():
             image = is_image(name)
+            shape = () if is_jpeg(name) else row.shape
             self._arrays[name] = root.create_array(
                 name,
-                shape=(0, *row.shape),
-                chunks=(1 if image else rows_per_chunk(row), *row.shape),
-                dtype=row.dtype,
+                shape=(0, *shape),
+                chunks=(1 if image else rows_per_chunk(row), *shape),
+                dtype=VariableLengthBytes() if is_jpeg(name) else row.dtype,
                 compressors=_codecs(name),
-                fill_value=0,
+                fill_value=b"" if is_jpeg(name) else 0,
                 chunk_key_encoding=CHUNK_KEYS,
                 config={"write_empty_chunks": True},  # skips a full-frame comparison with the fill value
             )
             if not image:
                 self._pending[name] = []
+                self._stored[name] = 0
             self._unsynced.add(self.partial / name / ROOT_METADATA)
 
-    def _grow(self, rows: int) -> None:
-        for name, array in self._arrays.items():
+    def _grow(self, names: Collection[str], rows: int) -> None:
+        for name in names:
+            array = self._arrays[name]
             array.resize((rows, *array.shape[1:]))
             self._unsynced.add(self.partial / name / ROOT_METADATA)
 
-    def _write_row(self, i: int, rows: Mapping[str, np.ndarray], repeated: frozenset[str]) -> None:
+    def _write_step(self, i: int, rows: Mapping[str, np.ndarray]) -> None:
+        for name, row in rows.items():
+            self._pending[name].append(np.array(row, dtype=self._arrays[name].dtype))
+
+    def _write_frame(self, j: int, rows: Mapping[str, np.ndarray]) -> None:
         for name, row in rows.items():
             if name in self._pending:
                 self._pending[name].append(np.array(row, dtype=self._arrays[name].dtype))
-            elif name in repeated:
-                _write_file(self._chunk_path(name, i), self._chunk_path(name, i - 1).read_bytes())
-                self._unsynced.add(self._chunk_path(name, i))
+                continue
+            if is_jpeg(name):
+                value = np.empty(1, dtype=object)
+                value[0] = row.tobytes()
+                self._arrays[name][j : j + 1] = value
             else:
-                self._arrays[name][i] = row
-                self._unsynced.add(self._chunk_path(name, i))
+                self._arrays[name][j] = row
+            self._unsynced.add(self._chunk_path(name, j))
 
-    def _write_pending(self, num_steps: int) -> None:
-        """Store the buffered rows of the small arrays (rows stored_rows..num_steps-1)."""
-        start = self._stored_rows
-        if start == num_steps:
-            return
+    def _write_pending(self) -> None:
+        """Store the buffered rows of the small arrays."""
         for name, rows in self._pending.items():
-            array = self._arrays[name]
-            array[start:num_steps] = np.stack(rows)
+            if not rows:
+                continue
+            array, start = self._arrays[name], self._stored[name]
+            stop = start + len(rows)
+            array[start:stop] = np.stack(rows)
             per_chunk = array.chunks[0]
-            for chunk in range(start // per_chunk, (num_steps - 1) // per_chunk + 1):
+            for chunk in range(start // per_chunk, (stop - 1) // per_chunk + 1):
                 self._unsynced.add(self._chunk_path(name, chunk))
             rows.clear()
-        self._stored_rows = num_steps
+            self._stored[name] = stop
 
     def _flush_storage(self, num_steps: int) -> None:
-        self._write_pending(num_steps)
+        self._write_pending()
         self._group().attrs["num_steps"] = num_steps  # after the rows it counts
         self._unsynced.add(self.partial / ROOT_METADATA)
         self._sync()
@@ -234,10 +256,10 @@ class ZarrEpisodeWriter(_BaseWriter):
         _sync_files(self._unsynced)
         self._unsynced.clear()
 
-    def _finish(self, num_steps: int, attrs: Mapping[str, Any]) -> None:
-        self._write_pending(num_steps)
+    def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
+        self._write_pending()
         for name, array in self._arrays.items():
-            array.resize((num_steps, *array.shape[1:]))
+            array.resize((lengths[name], *array.shape[1:]))
             self._unsynced.add(self.partial / name / ROOT_METADATA)
         self._group().attrs.update(_json_attrs(attrs))
         self._unsynced.add(self.partial / ROOT_METADATA)
@@ -340,10 +362,10 @@ class ZarrPartialEpisode(PartialEpisode):
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._arrays[name][start:stop])
 
-    def finish(self, num_steps: int, attrs: Mapping[str, Any], target: Path) -> None:
-        """Trim every array to `num_steps`, update the attributes, fsync the tree and rename it to `target`."""
-        for array in self._arrays.values():
-            array.resize((num_steps, *array.shape[1:]))
+    def finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any], target: Path) -> None:
+        """Trim every array to its length, update the attributes, fsync the tree and rename it to `target`."""
+        for name, array in self._arrays.items():
+            array.resize((lengths[name], *array.shape[1:]))
         self._root.attrs.update(_json_attrs(attrs))
         _sync_files({Path(d) / f for d, _, files in os.walk(self.path) for f in files})
         os.replace(self.path, target)

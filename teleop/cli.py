@@ -37,8 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("episodes"))
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"],
-                      help="episode storage: one .h5 file or one .zarr directory per episode (default hdf5)")
+    _add_storage_arguments(demo)
     demo.add_argument("--train", action="store_true", help="then train a policy on them and evaluate it")
     demo.add_argument("--train-steps", type=int, default=2000, help="training steps with --train")
     demo.add_argument("--eval-episodes", type=int, default=5, help="evaluation rollouts with --train")
@@ -59,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--episodes", type=int, default=1)
     record.add_argument("--out", type=Path, default=Path("episodes"))
     record.add_argument("--seed", type=int, default=0)
-    record.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"])
+    _add_storage_arguments(record)
     record.add_argument("--seconds", type=float, default=60.0, help="episode length cap [s] (default 60)")
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
     record.add_argument("--calibration", type=Path, default=None,
@@ -138,6 +137,16 @@ def _rig_config(args: argparse.Namespace, device: str, **session: object):  # no
                      calibration=getattr(args, "calibration", None))
 
 
+def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"],
+                        help="episode storage: one .h5 file or one .zarr directory per episode (default hdf5)")
+    parser.add_argument("--image-codec", default="lossless", choices=["lossless", "jpeg"],
+                        help="colour frames: lossless, or JPEG (about 10x smaller; needs "
+                             "pip install 'teleop[jpeg]') (default lossless)")
+    parser.add_argument("--jpeg-quality", type=int, default=90, choices=range(1, 101), metavar="1-100",
+                        help="JPEG quality with --image-codec jpeg (default 90)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from teleop.recording import record_episodes
     from teleop.rig import build_rig
@@ -147,7 +156,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         print(f"{config.task_name} on {config.robot}: '{rig.task.instruction}', {config.session.rate_hz:g} Hz, "
               f"cameras {', '.join(rig.sim.cameras)} ({rig.sim.renderer_name}), {args.format} episodes")
-        summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print)
+        summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
+                                  image_codec=args.image_codec, jpeg_quality=args.jpeg_quality)
     finally:
         rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
@@ -175,7 +185,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
               f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
         with _terminal_keys(rig.device if args.device == "keyboard" else None):
             summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
-                                      trace=args.trace)
+                                      trace=args.trace, image_codec=args.image_codec, jpeg_quality=args.jpeg_quality)
     finally:
         rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devices.trace import RecordingDevice, TraceRecorder
+from recorder import jpeg
 from recorder.backend import create_writer
 from recorder.background import BackgroundWriter
 from recorder.episodes import unfinished_warning
@@ -53,11 +54,13 @@ def _warn(message: str) -> None:
 
 def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[], bool] | None = None,
                    on_step: Callable[[Step, EpisodeResult], None] | None = None, format: str = "hdf5",
-                   warn: Callable[[str], None] = _warn, trace: bool = False) -> RecordedEpisode:
+                   warn: Callable[[str], None] = _warn, trace: bool = False, image_codec: str = "lossless",
+                   jpeg_quality: int = jpeg.DEFAULT_QUALITY) -> RecordedEpisode:
     """Reset the task with `seed`, run one episode with the rig's device and write it to `out_dir`.
 
     The episode is written by a background thread (the control loop only queues each step) in `format`
-    ("hdf5" or "zarr"), flushed at least once a second. It appears under its final name only once it is
+    ("hdf5" or "zarr") with colour frames stored by `image_codec` ("lossless", or "jpeg" at `jpeg_quality`),
+    flushed at least once a second. It appears under its final name only once it is
     complete; if the loop fails, what was recorded so far is kept, marked incomplete, and the error propagates
     (a full disk stops the recording with an EpisodeError that says so; the partial episode stays for
     `teleop episodes repair`). Unfinished recordings already in `out_dir` are reported through `warn`
@@ -71,7 +74,8 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
     state = rig.session.reset(seed)
     meta = episode_meta(rig, seed, state)
     queued = max(16, round(QUEUE_S * meta.control_rate_hz))
-    writer = BackgroundWriter(create_writer(out_dir, meta, format), max_queued_steps=queued)
+    writer = create_writer(out_dir, meta, format, image_codec=image_codec, jpeg_quality=jpeg_quality)
+    writer = BackgroundWriter(writer, max_queued_steps=queued)
     recorder = TraceRecorder(trace_path(writer.path), rig.config.device) if trace else None
     rig.session.device = RecordingDevice(rig.device, recorder) if recorder else rig.device
     rig.session.device.connect()
@@ -109,10 +113,12 @@ def _keep_what_was_recorded(writer: BackgroundWriter, exc: BaseException) -> Non
 
 
 def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, format: str = "hdf5",
-                    progress: Callable[[str], None] = print, trace: bool = False) -> RecordingSummary:
+                    progress: Callable[[str], None] = print, trace: bool = False, image_codec: str = "lossless",
+                    jpeg_quality: int = jpeg.DEFAULT_QUALITY) -> RecordingSummary:
     """Record `episodes` episodes with seeds seed, seed + 1, ... into `out_dir`, one progress line each.
 
-    Unfinished recordings found in `out_dir` are reported once through `progress`.
+    Unfinished recordings found in `out_dir` are reported once through `progress`. See record_episode for the
+    storage arguments.
     """
     summary = RecordingSummary()
     reported: set[str] = set()
@@ -123,7 +129,8 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
             progress(f"warning: {message}")
 
     for i in range(episodes):
-        episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once, trace=trace)
+        episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once, trace=trace,
+                                 image_codec=image_codec, jpeg_quality=jpeg_quality)
         summary.episodes.append(episode)
         r = episode.result
         progress(f"[{i + 1}/{episodes}] {episode.path.name}: {'success' if r.success else 'failure'}, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ class MemoryWriter(EpisodeWriter):
     """An episode writer that keeps the step times in memory; it can hold or fail the writer thread.
 
     Args:
-        gate: _write_row waits for it (a closed gate is a disk that stopped).
+        gate: _write_step waits for it (a closed gate is a disk that stopped).
         fail_at: Row index whose write raises `error`.
     """
 
@@ -45,10 +45,10 @@ class MemoryWriter(EpisodeWriter):
     def _create_arrays(self, rows: Mapping[str, np.ndarray]) -> None:
         pass
 
-    def _grow(self, rows: int) -> None:
+    def _grow(self, names: Collection[str], rows: int) -> None:
         pass
 
-    def _write_row(self, i: int, rows: Mapping[str, np.ndarray], repeated: frozenset[str]) -> None:
+    def _write_step(self, i: int, rows: Mapping[str, np.ndarray]) -> None:
         if self.gate is not None:
             self.gate.wait()
         if i == self.fail_at and self.error is not None:
@@ -56,10 +56,13 @@ class MemoryWriter(EpisodeWriter):
         self.times.append(float(rows["timestamp"]))
         self.threads.add(threading.get_ident())
 
+    def _write_frame(self, j: int, rows: Mapping[str, np.ndarray]) -> None:
+        pass
+
     def _flush_storage(self, num_steps: int) -> None:
         self.flushes.append(num_steps)
 
-    def _finish(self, num_steps: int, attrs: Mapping[str, Any]) -> None:
+    def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
         self.final_attrs = dict(attrs)
 
     def _close_storage(self) -> None:

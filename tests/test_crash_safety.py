@@ -26,6 +26,7 @@ import pytest
 from recorder.backend import BACKENDS, MIN_FREE_BYTES, create_writer, open_episode
 from recorder.background import BackgroundWriter
 from recorder.episodes import EpisodeProblem, EpisodeSummary, scan_episodes
+from recorder.jpeg import decode_jpeg, encode_jpeg
 from recorder.repair import RepairedEpisode, RepairProblem, format_repair_report, repair_directory, repair_partial
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import EpisodeError
@@ -77,9 +78,11 @@ def crash_step(i: int, rate_hz: float = RATE_HZ, size: int = 24, noisy: bool = F
     )
 
 
-def _child(command: str, directory: Path, fmt: str, rate_hz: float, size: int, noisy: bool, min_free: int) -> None:
+def _child(command: str, directory: Path, fmt: str, rate_hz: float, size: int, noisy: bool, min_free: int,
+           codec: str) -> None:
     """The recording process: record crash steps at rate_hz until killed or stopped by an EpisodeError."""
-    writer = BackgroundWriter(create_writer(directory, crash_meta(size), fmt, min_free_bytes=min_free)).open()
+    writer = create_writer(directory, crash_meta(size), fmt, min_free_bytes=min_free, image_codec=codec)
+    writer = BackgroundWriter(writer).open()
     print(f"partial {writer.partial}", flush=True)
     if command == "open":
         time.sleep(600)  # killed before its first step
@@ -101,15 +104,19 @@ def _child(command: str, directory: Path, fmt: str, rate_hz: float, size: int, n
 
 def start_child(command: str, directory: Path, fmt: str, rate_hz: float = RATE_HZ, size: int = 24,
                 noisy: bool = False, min_free: int = MIN_FREE_BYTES,
-                preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
-    args = [command, str(directory), fmt, str(rate_hz), str(size), str(int(noisy)), str(min_free)]
+                preexec_fn: Callable[[], None] | None = None, codec: str = "lossless") -> subprocess.Popen[str]:
+    args = [command, str(directory), fmt, str(rate_hz), str(size), str(int(noisy)), str(min_free), codec]
     return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
                             preexec_fn=preexec_fn)
 
 
-def assert_steps_equal(path: Path, first: int, count: int, **step_args: object) -> None:
-    """The episode at `path` holds exactly crash steps first..first+count-1."""
+def assert_steps_equal(path: Path, first: int, count: int, jpeg: bool = False, **step_args: object) -> None:
+    """The episode at `path` holds exactly crash steps first..first+count-1 (frames as JPEG stores them)."""
     steps = [crash_step(i, **step_args) for i in range(first, first + count)]  # type: ignore[arg-type]
+
+    def stored(rgb: np.ndarray) -> np.ndarray:
+        return decode_jpeg(encode_jpeg(rgb), rgb.shape[:2]) if jpeg else rgb
+
     with open_episode(path) as episode:
         assert episode.num_steps == count
         np.testing.assert_array_equal(episode.timestamps, [s.t for s in steps])
@@ -121,7 +128,7 @@ def assert_steps_equal(path: Path, first: int, count: int, **step_args: object) 
             np.testing.assert_array_equal(episode.device(key), np.stack([s.device[key] for s in steps]))
         np.testing.assert_array_equal(episode.extras("phase"), np.stack([s.extras["phase"] for s in steps]))
         for cam in ("front", "wrist"):
-            np.testing.assert_array_equal(episode.frames(cam), np.stack([s.frames[cam].rgb for s in steps]))
+            np.testing.assert_array_equal(episode.frames(cam), np.stack([stored(s.frames[cam].rgb) for s in steps]))
             np.testing.assert_array_equal(episode.camera_timestamps(cam), [s.frames[cam].t for s in steps])
             np.testing.assert_array_equal(episode.camera_seq(cam), [s.frames[cam].seq for s in steps])
 
@@ -155,10 +162,11 @@ def fmt(request: pytest.FixtureRequest) -> str:
 # --------------------------------------------------------------------------------------------- SIGKILL
 
 
-def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("codec", ["lossless", "jpeg"])
+def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt: str, codec: str) -> None:
     from teleop.cli import main
 
-    child = start_child("record", tmp_path, fmt)
+    child = start_child("record", tmp_path, fmt, codec=codec)
     assert child.stdout is not None
     appended: list[float] = []
     partial = Path(child.stdout.readline().split(" ", 1)[1].strip())
@@ -184,7 +192,7 @@ def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt
     assert flushed_before <= n <= len(appended)
     assert attrs["incomplete"] is True and attrs["repaired_from"] == partial.name and attrs["success"] is None
     assert attrs["duration_s"] == pytest.approx((n - 1) / RATE_HZ)
-    assert_steps_equal(path, 0, n)
+    assert_steps_equal(path, 0, n, jpeg=codec == "jpeg")
 
 
 def test_a_recording_killed_before_its_first_step_is_left_untouched(tmp_path: Path, fmt: str) -> None:
@@ -377,7 +385,7 @@ def test_a_damaged_zarr_episode_is_named_and_its_neighbours_stay_readable(tmp_pa
 def test_a_truncated_zarr_chunk_fails_on_read_naming_file_and_array(tmp_path: Path, array: str,
                                                                     read: Callable) -> None:
     path = write_crash_episode(tmp_path, "zarr", 10)
-    _halve(path / array / ("c.3.0.0.0" if array.endswith("rgb") else "c.0"))
+    _halve(path / array / ("c.1.0.0.0" if array.endswith("rgb") else "c.0"))  # step 3 shows front frame 1
     with open_episode(path) as episode:  # the metadata is intact, so it opens
         np.testing.assert_array_equal(episode.frame("wrist", 3), crash_step(3).frames["wrist"].rgb)
         with pytest.raises(EpisodeError, match=array) as err:
@@ -386,5 +394,5 @@ def test_a_truncated_zarr_chunk_fails_on_read_naming_file_and_array(tmp_path: Pa
 
 
 if __name__ == "__main__":
-    _command, _directory, _fmt, _rate, _size, _noisy, _min_free = sys.argv[1:8]
-    _child(_command, Path(_directory), _fmt, float(_rate), int(_size), _noisy == "1", int(_min_free))
+    _command, _directory, _fmt, _rate, _size, _noisy, _min_free, _codec = sys.argv[1:9]
+    _child(_command, Path(_directory), _fmt, float(_rate), int(_size), _noisy == "1", int(_min_free), _codec)

@@ -199,7 +199,7 @@ def test_timestamps_monotonic_and_step_aligned_lengths_equal(episode: Path) -> N
 def test_root_attributes(episode: Path) -> None:
     with open_episode(episode) as reader:
         attrs = reader.attrs
-    assert attrs["format"] == "teleop-episode" and attrs["format_version"] == 1
+    assert attrs["format"] == "teleop-episode" and attrs["format_version"] == 2
     assert attrs["joint_names"] == list(make_meta().joint_names)
     assert attrs["seed"] == 7 and attrs["success"] is True
     assert attrs["achieved_rate_hz"] == pytest.approx(19.8) and attrs["late_ticks"] == 2
@@ -420,18 +420,43 @@ def test_files_written_before_the_frame_counter_still_open(h5_episode: Path, ste
         np.testing.assert_array_equal(reader.frame("front", 3), steps[3].frames["front"].rgb)
 
 
-def test_a_repeated_frame_reads_back_and_is_not_encoded_again(tmp_path: Path, steps: list[Step], fmt: str) -> None:
+def test_a_repeated_frame_is_stored_once_and_read_back_for_every_step(
+    tmp_path: Path, steps: list[Step], fmt: str
+) -> None:
     slow = CameraFrame(steps[0].frames["front"].rgb, steps[0].frames["front"].t, 0)  # a camera slower than the loop
     repeated = [Step(**{**s.__dict__, "frames": {**s.frames, "front": slow}}) for s in steps[:4]]
     path = write_episode(tmp_path / episode_name(fmt), repeated + steps[4:6])
     with open_episode(path) as reader:
         expected = [slow.rgb] * 4 + [s.frames["front"].rgb for s in steps[4:6]]
         np.testing.assert_array_equal(reader.frames("front"), np.stack(expected))
+        np.testing.assert_array_equal(reader.frames("front", 2, 5), np.stack(expected[2:5]))
+        np.testing.assert_array_equal(np.stack(list(reader.iter_frames("front"))), np.stack(expected))
+        np.testing.assert_array_equal(reader.frame("front", -3), expected[-3])
         np.testing.assert_array_equal(reader.camera_seq("front"), [0, 0, 0, 0, 4, 5])
-    if fmt == "hdf5":  # the same compressed chunk, copied
+        np.testing.assert_array_equal(reader.frame_indices("front"), [0, 0, 0, 0, 1, 2])
+        assert reader.num_frames("front") == 3 and reader.num_frames("wrist") == 6
+    if fmt == "hdf5":
         with h5py.File(path, "r") as f:
-            chunks = [f["cameras/front/rgb"].id.read_direct_chunk((i, 0, 0, 0)) for i in range(4)]
-        assert all(chunk == chunks[0] for chunk in chunks)
+            assert f["cameras/front/rgb"].shape[0] == 3 and f["cameras/front/frame_index"].shape == (6,)
+
+
+def test_a_version_1_episode_with_one_frame_per_step_still_reads(tmp_path: Path, steps: list[Step]) -> None:
+    path = write_episode(tmp_path / episode_name("hdf5"), steps[:5])
+    with h5py.File(path, "r+") as f:  # the layout version 1 wrote: no frame_index, frames step-aligned
+        f.attrs["format_version"] = 1
+        for cam in CAMERAS:
+            del f[f"cameras/{cam}/frame_index"]
+    with EpisodeReader(path) as reader:
+        np.testing.assert_array_equal(reader.frame_indices("front"), np.arange(5))
+        np.testing.assert_array_equal(reader.frames("wrist"), np.stack([s.frames["wrist"].rgb for s in steps[:5]]))
+
+
+def test_a_frame_index_pointing_past_the_stored_frames_is_damage(tmp_path: Path, steps: list[Step]) -> None:
+    path = write_episode(tmp_path / episode_name("hdf5"), steps[:5])
+    with h5py.File(path, "r+") as f:
+        f["cameras/front/frame_index"][4] = 5
+    with pytest.raises(EpisodeError, match="frame_index points outside the 5 stored frames"):
+        EpisodeReader(path)
 
 
 def test_open_episode_picks_the_backend_by_name(tmp_path: Path) -> None:
