@@ -20,6 +20,7 @@ from PyQt6.QtCore import Qt  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
+from recorder.backend import open_episode  # noqa: E402
 from recorder.hdf5 import EpisodeReader  # noqa: E402
 from teleop.errors import MissingDependencyError  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
@@ -111,6 +112,20 @@ def test_scripted_recording_ends_by_itself_and_discard_deletes_it(
     QTest.mouseClick(window.discard_button, LEFT)
     assert episode_files(window) == []
     assert window.episode_table.rowCount() == 0
+
+
+def test_the_picked_format_and_frame_codec_are_used(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    window.format_combo.setCurrentText("zarr")
+    window.codec_combo.setCurrentIndex(window.codec_combo.findData("jpeg"))
+    QTest.mouseClick(window.record_button, LEFT)
+    assert not window.codec_combo.isEnabled()
+    wait_until(lambda: not window.recording, 30)
+    [path] = sorted(window.out_dir.glob("episode_*.zarr"))
+    with open_episode(path) as reader:
+        assert all(reader.is_jpeg(cam) for cam in reader.camera_names)
+        assert reader.frame(reader.camera_names[0], -1).dtype == np.uint8
+    assert window.episode_table.names() == [path.name]
 
 
 def test_discard_while_recording_keeps_nothing(make_window: Callable[..., MainWindow]) -> None:

@@ -55,7 +55,7 @@ def tasks_of(robot: str) -> list[str]:
 
 
 class MainWindow(QMainWindow):
-    """Records demonstrations into `out_dir`, one HDF5 file per episode.
+    """Records demonstrations into `out_dir`, one HDF5 file (or zarr directory) per episode.
 
     The rig lives on a RigWorker thread (built, previewed and recorded there); the UI sends it requests
     through queued signals and shows the RigInfo and LiveState snapshots it sends back. With the keyboard
@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
 
     _build_requested = pyqtSignal(object)
     _preview_requested = pyqtSignal(int)
-    _record_requested = pyqtSignal(int)
+    _record_requested = pyqtSignal(int, str, str)  # seed, episode format, image codec
 
     def __init__(self, out_dir: Path, robot: str = "franka", task: str | None = None,
                  device: str = "scripted") -> None:
@@ -128,6 +128,15 @@ class MainWindow(QMainWindow):
         self.task_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
         self.device_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
         self.seed_spin.valueChanged.connect(self._request_preview)
+        self.format_combo = QComboBox()
+        self.format_combo.addItems(["hdf5", "zarr"])
+        self.format_combo.setToolTip("One .h5 file or one .zarr directory per episode (zarr needs the zarr extra)")
+        self.codec_combo = QComboBox()
+        self.codec_combo.addItem("lossless", "lossless")
+        self.codec_combo.addItem("JPEG (about 10x smaller)", "jpeg")
+        self.codec_combo.setToolTip("How colour frames are stored; JPEG needs pip install 'teleop[jpeg]'")
+        form.addRow("Format", self.format_combo)
+        form.addRow("Frames", self.codec_combo)
         return box
 
     def _record_box(self) -> QGroupBox:
@@ -331,7 +340,8 @@ class MainWindow(QMainWindow):
             self.joint_plot.clear_history()
         self._set_status(f"recording (seed {self.seed_spin.value()}) ...")
         self._update_buttons()
-        self._record_requested.emit(self.seed_spin.value())
+        self._record_requested.emit(self.seed_spin.value(), self.format_combo.currentText(),
+                                    self.codec_combo.currentData())
 
     def stop(self) -> None:
         """End the running episode; it is finalised on the worker thread and then listed."""
@@ -397,7 +407,8 @@ class MainWindow(QMainWindow):
         self.stop_button.setEnabled(self.recording)
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
-        for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin):
+        for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin, self.format_combo,
+                       self.codec_combo):
             widget.setEnabled(not self.recording)
 
     def _set_status(self, text: str, error: bool = False) -> None:

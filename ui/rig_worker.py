@@ -145,9 +145,10 @@ class RigWorker(QObject):
         self.rig.session.reset(seed)
         self.previewed.emit(preview_state(self.rig, self.rig.session.clock()))
 
-    @pyqtSlot(int)
-    def record(self, seed: int) -> None:
-        """Record one episode into `out_dir` (blocks this thread until it ends)."""
+    @pyqtSlot(int, str, str)
+    def record(self, seed: int, format: str = "hdf5", image_codec: str = "lossless") -> None:
+        """Record one episode into `out_dir` in `format` with colour frames stored by `image_codec` (blocks this
+        thread until it ends)."""
         if self.rig is None:
             self.failed.emit("no rig: pick a robot, task and device first")
             return
@@ -155,7 +156,7 @@ class RigWorker(QObject):
         self._t_first, self._t_emitted = None, -np.inf
         try:
             episode = record_episode(self.rig, self.out_dir, seed, should_stop=self._stop.is_set,
-                                     on_step=self._on_step)
+                                     on_step=self._on_step, format=format, image_codec=image_codec)
         except Exception as exc:  # reported to the operator; the worker must stay usable
             self.failed.emit(f"{type(exc).__name__}: {exc}")
             return
