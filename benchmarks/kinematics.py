@@ -23,9 +23,11 @@ T_base_inertial from `getDynamicsInfo(body, -1)`; without this the Panda misses 
 Timing: a `time.perf_counter_ns` pair around each call gives p50_ms and p99_ms (wall); `time.thread_time_ns`
 around that gives p99_cpu_ms, the call's own CPU time (wall minus the time the thread was preempted by other
 jobs: when p99_ms is far above p99_cpu_ms, the tail is the machine's, not the solver's). For ours and ikpy
-the clock covers `solve` (validation, solve, limits, the error report); for pybullet, the call with its
-seeding and the read-back of the joints, the target's frame change and quaternion being prepared before the
-clock (in pybullet's favour).
+the clock covers `solve` (validation, solve, limits); the error report of their `JointTarget` (one forward
+kinematics pass) is computed when first read, which a teleop loop does not do and neither does this loop
+(pybullet reports no error either). For pybullet, the clock covers the call with its seeding and the
+read-back of the joints, the target's frame change and quaternion being prepared before the clock (in
+pybullet's favour).
 Errors are measured afterwards with pinocchio FK of the returned joints, for every solver alike. Each solver
 runs a whole sequence on its own, as a real loop runs one solver, and the solvers take turns (the first one
 going round) so that load drift from other jobs is spread over all of them. (Interleaving them call by call

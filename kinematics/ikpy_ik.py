@@ -119,6 +119,8 @@ class IkpyIK:
             q_current: Measured joint positions (n,) [rad]; ikpy's seed.
             T_base_target: Target end-effector pose in the base frame (4, 4).
             dt: Control period [s]; bounds the joint step to speed * dt.
+        Returns:
+            The command; its errors are computed (one forward kinematics pass) when first read.
         Raises:
             UnsafeInputError: q, the target or dt is non-finite or has the wrong shape.
         """
@@ -129,8 +131,15 @@ class IkpyIK:
         full = self.chain.inverse_kinematics_frame(T_target, initial_position=seed, **self._options)
         q_ik = np.asarray(full, dtype=float)[self._index]
         q = np.clip(q0 + _scaled_step(q_ik - q0, self.speed * dt), lower, upper)
+        # As ArmIK: the errors (one forward kinematics pass) are computed when first read, of q and the
+        # target as they are now.
+        q_reported, T_reported = q.copy(), T_target.copy()
+        return JointTarget(q, errors=lambda: self._errors_at(q_reported, T_reported))
+
+    def _errors_at(self, q: np.ndarray, T_target: np.ndarray) -> tuple[float, float]:
+        """Position [m] and rotation [rad] errors at q from T_target (4, 4), with ikpy's forward kinematics."""
         T = self.fk(q)
-        return JointTarget(q, float(np.linalg.norm(T_target[:3, 3] - T[:3, 3])), _angle(T_target[:3, :3], T[:3, :3]))
+        return float(np.linalg.norm(T_target[:3, 3] - T[:3, 3])), _angle(T_target[:3, :3], T[:3, :3])
 
     def _to_full(self, q: np.ndarray) -> np.ndarray:
         if q.shape != (self.n,):

@@ -100,10 +100,22 @@ class RobotModel:
         self, q: np.ndarray, frame: str | int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """T_base_frame (4, 4) and its LOCAL_WORLD_ALIGNED Jacobian (6, n) from one kinematics pass."""
-        fid = self.resolve_frame(frame)
-        pin.computeJointJacobians(self.model, self.data, self._to_pin(q))
-        T = pin.updateFramePlacement(self.model, self.data, fid).homogeneous
-        J = pin.getFrameJacobian(self.model, self.data, fid, _LWA)
+        return self.pose_and_jacobian_of_id(self._checked(q), self.resolve_frame(frame))
+
+    def pose_and_jacobian_of_id(self, q: np.ndarray, frame_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """pose_and_jacobian for a solver's inner loop, without its checks and conversions.
+
+        Args:
+            q: Joint positions, a float array of shape (n,) that the caller has validated.
+            frame_id: A frame id (from frame_id or resolve_frame).
+        """
+        model, data = self.model, self.data
+        if not self._ordered:
+            self._q_pin[self._idx_q] = q
+            q = self._q_pin
+        pin.computeJointJacobians(model, data, q)
+        T = pin.updateFramePlacement(model, data, frame_id).homogeneous
+        J = pin.getFrameJacobian(model, data, frame_id, _LWA)
         return T, J if self._ordered else J[:, self._idx_v]
 
     def frame_positions(self, q: np.ndarray, frames: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -131,12 +143,17 @@ class RobotModel:
         return tips, jacs
 
     # ---------------------------------------------------------------------------------------- internals
-    def _to_pin(self, q: np.ndarray) -> np.ndarray:
+    def _checked(self, q: np.ndarray) -> np.ndarray:
+        """q as a float array of shape (n,), in the spec's order; UnsafeInputError for another shape."""
         q = np.asarray(q, dtype=float)
         if q.shape != (self.n,):
             raise UnsafeInputError(
                 f"joint vector of {self.spec.name} must have shape ({self.n},), got {q.shape}"
             )
+        return q
+
+    def _to_pin(self, q: np.ndarray) -> np.ndarray:
+        q = self._checked(q)
         if self._ordered:
             return q
         self._q_pin[self._idx_q] = q

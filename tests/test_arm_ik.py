@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kinematics.arm_ik import ArmIK, ArmIKConfig, JointTarget
+from kinematics.arm_ik import ArmIK, ArmIKConfig, JointTarget, _solve_weighted
 from kinematics.robot_model import load_model
 from teleop.errors import TeleopError, UnsafeInputError
 
@@ -70,6 +70,52 @@ def test_reported_error_is_the_error_at_the_returned_q(name: str) -> None:
     result = ik.solve(ik.model.home, T_goal, DT)
     reached = ik.model.fk(result.q)
     assert result.pos_err_m == pytest.approx(np.linalg.norm(reached[:3, 3] - T_goal[:3, 3]), abs=1e-12)
+
+
+def test_errors_are_of_the_returned_q_and_target_whenever_they_are_read() -> None:
+    """The errors are computed on first read: later solves, and changes to q or T after solve, leave them."""
+    ik = _build("xarm7")
+    T_goal = ik.model.fk(ik.model.home)
+    T_goal[:3, 3] += [0.05, -0.03, 0.1]
+    T_goal[:3, :3] = Rotation.from_rotvec([0.1, -0.2, 0.05]).as_matrix() @ T_goal[:3, :3]
+    result = ik.solve(ik.model.home, T_goal, DT)
+    reached = ik.model.fk(result.q)
+    expected_pos = np.linalg.norm(reached[:3, 3] - T_goal[:3, 3])
+    expected_rot = np.linalg.norm(Rotation.from_matrix(T_goal[:3, :3] @ reached[:3, :3].T).as_rotvec())
+    ik.solve(result.q, T_goal, DT)  # another tick in between: the model's scratch data is reused
+    q_sent = result.q.copy()
+    result.q[:] = 0.0  # the caller reuses the command buffer
+    T_goal[:3, 3] = 0.0  # ... and the target buffer
+    assert result.rot_err_rad == pytest.approx(expected_rot, abs=1e-12)
+    assert result.pos_err_m == pytest.approx(expected_pos, abs=1e-12)
+    q, pos, rot = JointTarget(q_sent, 1.0, 2.0)
+    assert (pos, rot) == (1.0, 2.0) and q is q_sent
+
+
+@pytest.mark.parametrize("orientation_weight", [0.5, 2.0])
+def test_weights_only_shape_the_damping(orientation_weight: float) -> None:
+    """The solve equals damped least squares on the weighted task: dq = J+ e + (I - J+ J) posture with
+    J+ = (W J)^T (W J J^T W + d I)^-1 W."""
+    rng = np.random.default_rng(3)
+    J, err, posture = rng.normal(size=(6, 7)), rng.normal(size=6), rng.normal(size=7)
+    w = np.array([1.0] * 3 + [orientation_weight] * 3)
+    damping = 0.3
+    Jw = w[:, None] * J
+    J_pinv = Jw.T @ np.linalg.inv(Jw @ Jw.T + damping * np.eye(6)) @ np.diag(w)
+    expected = J_pinv @ err + (np.eye(7) - J_pinv @ J) @ posture
+    dq = _solve_weighted(J, err, posture, damping * np.diag(1.0 / w**2))
+    np.testing.assert_allclose(dq, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ARMS)
+def test_a_zero_orientation_weight_tracks_the_position_only(name: str) -> None:
+    ik = _build(name, orientation_weight=0.0)
+    T_goal = ik.model.fk(ik.model.home)
+    T_goal[:3, 3] += [0.08, 0.05, -0.05]
+    T_goal[:3, :3] = Rotation.from_rotvec([0.0, 1.0, 0.0]).as_matrix() @ T_goal[:3, :3]
+    qs, result = _run(ik, ik.model.home, T_goal, 100)
+    assert result.pos_err_m < 1e-4
+    _assert_within_limits(ik, qs)
 
 
 @pytest.mark.parametrize("name", ARMS)

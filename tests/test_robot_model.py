@@ -80,6 +80,21 @@ def test_jacobian_matches_finite_differences_of_fk(name: str) -> None:
             np.testing.assert_allclose(J, J_fd, atol=2e-5)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_pose_and_jacobian_of_id_agrees_with_fk_and_the_checked_query(name: str) -> None:
+    """The solver's unchecked query gives the same pose and Jacobian, also where the spec's joint order is not
+    pinocchio's (the Allegro)."""
+    model = load_model(name)
+    rng = np.random.default_rng(11)
+    for frame in [model.spec.ee_frame, *model.spec.fingertip_frames]:
+        q = _random_q(model, rng)
+        T, J = model.pose_and_jacobian_of_id(q, model.frame_id(frame))
+        T_checked, J_checked = model.pose_and_jacobian(q.tolist(), frame)
+        np.testing.assert_array_equal(T, T_checked)
+        np.testing.assert_array_equal(J, J_checked)
+        np.testing.assert_allclose(T, model.fk(q, frame), atol=1e-15)
+
+
 def test_fingertips_and_their_jacobians_agree_with_frame_queries() -> None:
     model = load_model("allegro")
     q = _random_q(model, np.random.default_rng(3))
