@@ -2,7 +2,7 @@
 
     python benchmarks/recording.py [--seconds S] [--backend hdf5|zarr|both] [--quick] [--dir DIR]
                                    [--noise-bits B] [diagnostics: --nice-others N, --switch-interval-ms MS,
-                                    --gc-freeze, --skip-peers]
+                                    --no-gc-freeze, --skip-peers]
     python benchmarks/recording.py --depth-codecs [--quick]
     python benchmarks/recording.py --image-codecs [--quick] [--video PATH]
 
@@ -53,8 +53,9 @@ Figures per configuration:
 about the entropy of Gaussian noise of 2 levels) that compresses like a real camera's frames (default 0: the
 SyntheticCamera's clean gradient). Diagnostics, off by default: --nice-others N gives every thread but the
 loop's the nice value N (capture, writer and zarr threads; threads started later inherit it);
---switch-interval-ms sets sys.setswitchinterval (Python's default is 5 ms); --gc-freeze calls gc.freeze()
-first, so full collections skip the objects of the imports; --skip-peers runs only ours (long memory runs).
+--switch-interval-ms sets sys.setswitchinterval (Python's default is 5 ms); --no-gc-freeze skips the
+gc.collect() + gc.freeze() each configuration starts with (as teleop.session.Session does for each episode,
+so full collections skip the objects of the imports); --skip-peers runs only ours (long memory runs).
 
 --image-codecs measures colour codecs instead, on 640x480 frames of a real camera video (default: the hand
 video of the shared data folder, --video to pick another; the SyntheticCamera's noisy frames where there is
@@ -600,7 +601,8 @@ def baseline_frames(rec: LoopRecord, cameras: dict[str, LoggedCamera]) -> dict[s
     return verify_frames(stored, cameras, rec.last_tick_t)
 
 
-def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = None) -> dict[str, Any]:
+def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = None,
+               gc_freeze: bool = True) -> dict[str, Any]:
     """Run one configuration with fresh cameras and a fresh episode; its figures."""
     log(f"{cfg.label}: {seconds:.0f} s ...")
     load_start = os.getloadavg()
@@ -610,6 +612,9 @@ def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = 
         sync.wait_for_first_frames(FIRST_FRAME_TIMEOUT_S)
         sink = open_sink(cfg, directory, bench_meta(cameras))
         renice = None if nice is None else renice_after_start(nice)
+        if gc_freeze:
+            gc.collect()
+            gc.freeze()
         reset_peak_rss()
         cpu_before, usage_before = thread_cpu_s(), os.times()
         with GcPauses() as gc_pauses:
@@ -620,6 +625,7 @@ def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = 
         cpu_total = (usage_after.user - usage_before.user) + (usage_after.system - usage_before.system)
         figures["process_cpu_percent"] = round(100 * cpu_total / rec.wall_s, 1)
     finally:
+        gc.unfreeze()
         for cam in cameras.values():
             cam.stop()
     if rec.error:
@@ -640,7 +646,8 @@ def summary_line(f: dict[str, Any]) -> str:
 
 
 def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: int = 0,
-        nice: int | None = None, peers: bool = True, image_codec: str = "lossless") -> dict[str, Any]:
+        nice: int | None = None, peers: bool = True, image_codec: str = "lossless",
+        gc_freeze: bool = True) -> dict[str, Any]:
     """Every configuration in turn: the baseline, then each backend through the background writer, then inline."""
     configs = [Config("background", b, noise_bits, image_codec) for b in backends]
     if peers:
@@ -648,14 +655,14 @@ def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: in
         configs = [Config("baseline", "", noise_bits), *configs, *inline]
     result: dict[str, Any] = {"inline_writer": {}}
     for cfg in configs:
-        figures = run_config(cfg, seconds, directory, nice)
+        figures = run_config(cfg, seconds, directory, nice, gc_freeze)
         if cfg.mode == "baseline":
             result["baseline_no_recording"] = figures
         elif cfg.mode == "background":
             result[cfg.backend] = figures
         else:
             result["inline_writer"][cfg.backend] = figures
-    result["machine"] = {**machine(noise_bits), "other_threads_nice": nice, "gc_frozen_objects": gc.get_freeze_count(),
+    result["machine"] = {**machine(noise_bits), "other_threads_nice": nice, "gc_freeze": gc_freeze,
                          "image_codec": image_codec}
     return result
 
@@ -890,8 +897,9 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
                         help="XOR the frames' low bits with random patterns (sensor-like noise; default 0)")
     parser.add_argument("--switch-interval-ms", type=float, default=None,
                         help="sys.setswitchinterval for a diagnostic run (default: Python's 5 ms)")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="diagnostic: gc.freeze() before the runs (full collections skip the startup heap)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="diagnostic: skip the gc.freeze() that, as in the app's session, moves the startup heap "
+                             "out of full collections before the runs")
     parser.add_argument("--skip-peers", action="store_true",
                         help="diagnostic: run only ours (e.g. a long run for the memory slope)")
     parser.add_argument("--nice-others", type=int, default=None, metavar="N",
@@ -909,11 +917,8 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     backends = ("hdf5", "zarr") if args.backend == "both" else (args.backend,)
     directory = Path(tempfile.mkdtemp(prefix="recording-bench-", dir=args.dir))
     try:
-        if args.gc_freeze:
-            gc.collect()
-            gc.freeze()
         result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers,
-                     args.image_codec)
+                     args.image_codec, not args.no_gc_freeze)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     emit(json.dumps(result))

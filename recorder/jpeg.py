@@ -1,18 +1,19 @@
 """Lossy colour frames: JPEG encoding and decoding through Pillow (`pip install 'teleop[jpeg]'`).
 
 Chosen by measurement (`python benchmarks/recording.py --image-codecs`: 60 frames of the real hand video
-scaled to 640x480, 2 shared cores; encode / decode time and size per frame, raw 921.6 kB):
+scaled to 640x480, median of 3 rounds, 2 shared cores; encode / decode time and size per frame, raw 921.6 kB):
 
     codec                         encode    decode    size      PSNR
-    lossless: h5py lzf            4.22 ms   -         322.0 kB  exact
-    Pillow q75 (4:2:0)            1.31 ms   2.05 ms    17.5 kB  43.6 dB
-    Pillow q90 (4:2:0)            0.79 ms   1.61 ms    28.7 kB  46.6 dB
-    Pillow q95 (4:2:0)            0.85 ms   1.73 ms    43.2 kB  48.2 dB
-    OpenCV imencode q90           2.01 ms   1.20 ms    28.7 kB  46.6 dB
-    simplejpeg q90 (4:4:4)        1.12 ms   1.33 ms    36.4 kB  47.5 dB
+    lossless: h5py lzf            6.72 ms   3.81 ms   336.6 kB  exact
+    lossless: zarr zstd 1         7.59 ms   2.59 ms   256.1 kB  exact
+    Pillow q75 (4:2:0)            1.06 ms   1.80 ms    17.4 kB  43.6 dB
+    Pillow q90 (4:2:0)            1.12 ms   1.95 ms    28.5 kB  46.7 dB
+    Pillow q95 (4:2:0)            1.17 ms   1.97 ms    42.9 kB  48.2 dB
+    OpenCV imencode q90           2.75 ms   1.46 ms    28.5 kB  46.7 dB
+    simplejpeg q90 (4:4:4)        1.34 ms   1.69 ms    36.3 kB  47.6 dB
 
 All three libraries wrap libjpeg-turbo; Pillow encodes fastest here and is the most common of them, so it is
-the one used. Quality 90 (the default) stores a camera frame 11x smaller than lossless and encodes it 5x
+the one used. Quality 90 (the default) stores a camera frame 9-12x smaller than lossless and encodes it 6x
 faster, at a PSNR (47 dB) far above what visual policies notice.
 """
 
