@@ -770,6 +770,7 @@ class EpisodeReader(abc.ABC):
                 f"run `teleop episodes repair {self.path.parent}` to keep what it holds, or delete it",
             )
         self._frame_index: dict[str, np.ndarray] = {}
+        self._frame_shape: dict[str, tuple[int, int]] = {}
         self._open()
         try:
             self._validate()
@@ -1072,10 +1073,13 @@ class EpisodeReader(abc.ABC):
         """Stored colour frames rows.start..rows.stop-1 of a camera, decoded, (k, H, W, 3) uint8."""
         if not self.is_jpeg(cam):
             return self._read(f"cameras/{cam}/rgb", rows)
-        info = self.camera_info(cam)
+        if cam not in self._frame_shape:  # read once: iter_frames decodes frame by frame
+            info = self.camera_info(cam)
+            self._frame_shape[cam] = (info.height, info.width)
+        shape = self._frame_shape[cam]
         data = self._read(f"cameras/{cam}/rgb_jpeg", rows)
         crcs = self._read(f"cameras/{cam}/rgb_jpeg_crc32", rows)
-        out = np.empty((len(data), info.height, info.width, 3), np.uint8)
+        out = np.empty((len(data), *shape, 3), np.uint8)
         for k, (blob, crc) in enumerate(zip(data, crcs, strict=True)):
             blob = np.frombuffer(blob, np.uint8) if isinstance(blob, bytes) else np.asarray(blob, np.uint8)
             j = rows.start + k
@@ -1083,7 +1087,7 @@ class EpisodeReader(abc.ABC):
                 raise fail(self.path, f"frame {j} of camera {cam!r} fails its CRC-32 check, the episode is damaged",
                            "restore it from a copy or delete it")
             try:
-                out[k] = jpeg.decode_jpeg(blob, (info.height, info.width))
+                out[k] = jpeg.decode_jpeg(blob, shape)
             except ValueError as exc:
                 raise fail(self.path, f"frame {j} of camera {cam!r}: {exc}", "restore it from a copy") from exc
         return out
