@@ -3,6 +3,7 @@ listing. HDF5-specific checks run on .h5 files only; zarr-specific ones are in t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -306,6 +307,39 @@ def test_datasets_are_trimmed_to_the_step_count(tmp_path: Path) -> None:
         assert f["action"].shape == (70, N_ACTIONS)
         assert f["cameras/wrist/rgb"].chunks == (1, H, W, 3)
         assert f["cameras/wrist/rgb"].compression == "lzf"
+
+
+def rss_mb() -> float:
+    """This process's resident memory [MB] (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status")
+def test_the_writers_memory_does_not_grow_with_the_episode(tmp_path: Path, fmt: str) -> None:
+    # 4 arrays of 128 floats a step fill 64 kB chunks; a chunk cache of HDF5 2.0's default size (8 MiB an
+    # array) would keep every chunk of the first ~8000 steps, +32 MB here.
+    clock = FakeClock()
+    meta = dataclasses.replace(make_meta(), cameras={})
+    wide = {f"wide{k}": np.linspace(0.0, 1.0, 128) + k for k in range(4)}
+    step = Step(t=0.0, joint_pos=np.zeros(N_JOINTS), joint_vel=np.zeros(N_JOINTS), ee_pose=np.zeros(7),
+                action=np.zeros(N_ACTIONS), extras=wide)
+    writer = create_writer(tmp_path / episode_name(fmt), meta, fmt, clock=clock)
+
+    def record(n: int) -> None:
+        for _ in range(n):
+            clock.now += 0.01
+            writer.append(dataclasses.replace(step, t=clock.now))
+
+    record(2_000)
+    before = rss_mb()
+    record(10_000)
+    grown = rss_mb() - before
+    path = writer.close()
+    assert grown < 6.0, f"{grown:.1f} MB more after 10 000 steps"
+    with open_episode(path) as reader:
+        assert reader.num_steps == 12_000
+        np.testing.assert_array_equal(reader.extras("wide3")[-1], wide["wide3"])
 
 
 def test_shape_change_raises(tmp_path: Path, steps: list[Step], fmt: str) -> None:
