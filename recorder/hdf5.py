@@ -126,6 +126,7 @@ LIBVER = ("v110", "v110")  # SWMR needs the 1.10 format; pinned so files stay re
 # Rows are appended in order, so the chunk being filled is all the writer touches again; room for two lets
 # the one just filled leave after the next has come in.
 WRITE_CHUNK_CACHE_CHUNKS = 2
+VLEN_REFERENCE_BYTES = 16  # a variable-length element in a chunk: its length and a global-heap id
 
 
 def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Dataset:
@@ -135,7 +136,7 @@ def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Datas
     if is_jpeg(name):
         return group.create_dataset(
             name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(ROW_BLOCK,),
-            **_write_chunk_cache(ROW_BLOCK * h5py.vlen_dtype(np.uint8).itemsize),
+            **_write_chunk_cache(ROW_BLOCK * VLEN_REFERENCE_BYTES),
         )
     if is_image(name):
         filters = DEPTH_FILTERS if is_depth(name) else {"compression": IMAGE_COMPRESSION}
