@@ -37,9 +37,12 @@ Figures per configuration:
   queue and finalises);
 * mb_per_minute: size on disk per minute of episode; write_mb_s: raw bytes handed to the writer per second
   of wall time (repeated frames included, as handed over); disk_mb_s: bytes on disk per second of wall time;
-* rss_mb / peak_rss_mb at 25, 50, 75 and 100 % of the run (VmRSS / VmHWM, the peak reset at the start of each
-  configuration through /proc/self/clear_refs) and rss_slope_mb_per_min, the least-squares slope of the
-  peaks over time (bounded memory: about 0); max_queued_steps of the background writer;
+* memory, read every second in the loop (VmRSS / VmHWM; the peak reset at the start of each configuration
+  through /proc/self/clear_refs): rss_mb / peak_rss_mb at 25, 50, 75 and 100 % of the run,
+  rss_slope_second_half_mb_per_min (least-squares slope of RSS over the run's second half, after the warm-up;
+  bounded memory: about 0), peak_rss_growth_second_half_mb, and rss_by_minute_mb for runs of 2 minutes or
+  more. The benchmark keeps its own per-tick records in preallocated arrays, so the baseline stays flat;
+  max_queued_steps of the background writer;
 * cpu_s: CPU seconds of the main loop, the capture threads, the writer thread and other threads (zarr's I/O
   pool) during the loop, from /proc/self/task/*/stat; load_avg at the start and end of the configuration;
 * where late ticks come from: wake_runqueue_p99_ms, the time the loop thread spent runnable but without a CPU
@@ -93,7 +96,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import InitVar, dataclass, field  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -112,7 +115,8 @@ PERIOD_S = 1.0 / RATE_HZ
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 CAMERAS = ("front", "wrist")
 N_JOINTS = 15
-CHECKPOINTS = (25, 50, 75, 100)  # per cent of the run at which memory is read
+CHECKPOINTS = (25, 50, 75, 100)  # per cent of the run at which memory is reported
+MEMORY_PERIOD_S = 1.0  # memory is read this often (8 times in runs shorter than 8 s)
 FIRST_FRAME_TIMEOUT_S = 5.0
 Clock = Callable[[], float]
 
@@ -263,6 +267,30 @@ def percentile_ms(values_s: Sequence[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(values_s), q)) * 1e3, 3) if len(values_s) else float("nan")
 
 
+class Series:
+    """A 1-d numeric record appended to in place: while its capacity lasts an append allocates nothing, so
+    the benchmark's own records do not count as the recording's memory growth (a list of floats grows
+    ~1.3 MB a minute at 100 Hz). Past its capacity it doubles."""
+
+    def __init__(self, capacity: int, dtype: type = np.float64) -> None:
+        self._data = np.empty(max(int(capacity), 16), dtype)
+        self._n = 0
+
+    def append(self, value: float) -> None:
+        if self._n == len(self._data):
+            self._data = np.concatenate([self._data, np.empty_like(self._data)])
+        self._data[self._n] = value
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def values(self) -> np.ndarray:
+        """What was appended, a view."""
+        return self._data[: self._n]
+
+
 # ----------------------------------------------------------------------------------------------- cameras
 
 
@@ -278,16 +306,18 @@ def noise_patterns(bits: int, seed: int = 0) -> list[np.ndarray]:
 
 
 class LoggedCamera(SyntheticCamera):
-    """A SyntheticCamera that logs (seq, capture time, publish time) of every frame it publishes [s].
+    """A SyntheticCamera that logs the seq, capture time and publish time [s] of every frame it publishes.
 
     With `noise` patterns, frame k has its low bits XORed with pattern k % len(noise): sensor-like noise
     (3 bits ~ Gaussian noise of 2 levels, by entropy) that compresses like a real camera's frames.
     """
 
-    def __init__(self, noise: list[np.ndarray], clock: Clock = time.monotonic) -> None:
+    def __init__(self, noise: list[np.ndarray], log_capacity: int = 4096, clock: Clock = time.monotonic) -> None:
         super().__init__(WIDTH, HEIGHT, FPS, clock)
         self.noise = noise
-        self.published: list[tuple[int, float, float]] = []
+        self.published_seq = Series(log_capacity, np.int64)
+        self.published_t = Series(log_capacity)
+        self.published_at = Series(log_capacity)
         self._made = 0
 
     def _read(self) -> Capture | None:
@@ -302,7 +332,9 @@ class LoggedCamera(SyntheticCamera):
         super()._publish(capture)
         frame = self.latest()  # the frame just published: only this thread publishes
         if frame is not None:
-            self.published.append((frame.seq, frame.t, self.clock()))
+            self.published_seq.append(frame.seq)
+            self.published_t.append(frame.t)
+            self.published_at.append(self.clock())
 
     def expected_image(self, seq: int, gradient: np.ndarray) -> np.ndarray:
         """The image this camera published as frame `seq` (every frame made is published, so k == seq)."""
@@ -340,33 +372,47 @@ def make_step(t: float, k: int, frames: dict[str, CameraFrame]) -> Step:
 
 @dataclass
 class LoopRecord:
-    """What one run of the loop measured."""
+    """What one run of the loop measured: per tick, and memory every MEMORY_PERIOD_S."""
 
-    tick_t: list[float] = field(default_factory=list)
-    lateness_s: list[float] = field(default_factory=list)
-    wake_runqueue_s: list[float] = field(default_factory=list)
-    work_s: list[float] = field(default_factory=list)
+    ticks: InitVar[int]
+    tick_t: Series = field(init=False)
+    lateness_s: Series = field(init=False)
+    wake_runqueue_s: Series = field(init=False)
+    work_s: Series = field(init=False)
+    used_seqs: dict[str, Series] = field(init=False)
+    memory_t: Series = field(init=False)  # seconds since the first tick
+    rss_mb: Series = field(init=False)
+    peak_rss_mb: Series = field(init=False)
     late_ticks: int = 0
     steps: int = 0
     wall_s: float = 0.0
     last_tick_t: float = 0.0
     last_append_done: float = 0.0
-    used_seqs: dict[str, list[int]] = field(default_factory=lambda: {cam: [] for cam in CAMERAS})
-    checkpoints: list[dict[str, float]] = field(default_factory=list)
     max_queued_steps: int = 0
     step_bytes: int = 0
     error: str = ""
 
+    def __post_init__(self, ticks: int) -> None:
+        self.tick_t, self.lateness_s, self.wake_runqueue_s, self.work_s = (Series(ticks) for _ in range(4))
+        self.used_seqs = {cam: Series(ticks, np.int64) for cam in CAMERAS}
+        samples = int(ticks / RATE_HZ / MEMORY_PERIOD_S) + 16
+        self.memory_t, self.rss_mb, self.peak_rss_mb = (Series(samples) for _ in range(3))
+
+    def sample_memory(self, t_s: float) -> None:
+        self.memory_t.append(t_s)
+        self.rss_mb.append(proc_status_mb("VmRSS"))
+        self.peak_rss_mb.append(proc_status_mb("VmHWM"))
+
 
 def run_loop(sync: FrameSynchronizer, append: Callable[[Step], None] | None, seconds: float,
              queued: Callable[[], int] | None = None, on_first_tick: Callable[[], None] | None = None) -> LoopRecord:
-    """Tick at RATE_HZ for `seconds`, appending each step; memory is read at the CHECKPOINTS.
+    """Tick at RATE_HZ for `seconds`, appending each step; memory is read every MEMORY_PERIOD_S.
 
     Around each sleep the loop thread's run-queue time is read too: how much of a late wake-up was spent
     waiting for a CPU (the machine's load, or our own threads on every core) rather than for the GIL.
     """
-    rec = LoopRecord()
-    marks = [(pc, seconds * pc / 100) for pc in CHECKPOINTS]
+    rec = LoopRecord(int(seconds * RATE_HZ) + 16)
+    memory_period, next_sample = min(MEMORY_PERIOD_S, seconds / 8), 0.0
     runqueue = RunQueueClock()
     t0 = next_tick = time.monotonic()
     before_sleep = runqueue()
@@ -397,21 +443,16 @@ def run_loop(sync: FrameSynchronizer, append: Callable[[Step], None] | None, sec
                 on_first_tick()
         if queued is not None:
             rec.max_queued_steps = max(rec.max_queued_steps, queued())
-        if marks and now - t0 >= marks[0][1] - PERIOD_S:  # the last tick of each quarter at the latest
-            rec.checkpoints.append(memory_checkpoint(marks.pop(0)[0], t0))
+        if now - t0 >= next_sample:
+            rec.sample_memory(now - t0)
+            next_sample += memory_period
         next_tick += PERIOD_S
         before_sleep = runqueue()
         precise_sleep(next_tick - time.monotonic())
     rec.wall_s = time.monotonic() - t0
-    rec.checkpoints += [memory_checkpoint(pc, t0) for pc, _ in marks]  # a run that ended early
+    rec.sample_memory(rec.wall_s)
     runqueue.close()
     return rec
-
-
-def memory_checkpoint(pc: int, t0: float) -> dict[str, float]:
-    """RSS and peak RSS now [MB], at `pc` per cent of the run, t_s seconds after its start."""
-    return {"pc": pc, "t_s": time.monotonic() - t0, "rss_mb": proc_status_mb("VmRSS"),
-            "peak_rss_mb": proc_status_mb("VmHWM")}
 
 
 # -------------------------------------------------------------------------------------------- verification
@@ -419,7 +460,8 @@ def memory_checkpoint(pc: int, t0: float) -> dict[str, float]:
 
 def produced_in_episode(camera: LoggedCamera, first_seq: int, last_tick_t: float) -> set[int]:
     """Seqs a camera published from `first_seq` up to the last tick (frames after it belong to no step)."""
-    return {seq for seq, _, published in camera.published if seq >= first_seq and published <= last_tick_t}
+    seqs = camera.published_seq.values
+    return set(seqs[(seqs >= first_seq) & (camera.published_at.values <= last_tick_t)].tolist())
 
 
 def frame_errors(reader: Any, cam: str, seqs: np.ndarray, camera: LoggedCamera) -> int:
@@ -447,7 +489,7 @@ def verify_frames(stored: dict[str, np.ndarray], cameras: dict[str, LoggedCamera
         produced += len(expected)
         dropped += len(expected - kept)
         distinct += len(kept)
-        invented += len(kept - {seq for seq, _, _ in cameras[cam].published})
+        invented += len(kept - set(cameras[cam].published_seq.values.tolist()))
     return {"frames_produced": produced, "frames_stored": distinct, "dropped_frames": dropped,
             "unknown_seqs": invented}
 
@@ -482,8 +524,9 @@ class Config:
         return self.mode if not self.backend else f"{self.mode} {self.backend}"
 
 
-def start_cameras(noise_bits: int) -> dict[str, LoggedCamera]:
-    cameras = {name: LoggedCamera(noise_patterns(noise_bits, seed=k)) for k, name in enumerate(CAMERAS)}
+def start_cameras(noise_bits: int, seconds: float) -> dict[str, LoggedCamera]:
+    log_capacity = int((seconds + 60) * FPS)  # the run, and the time to start and to stop
+    cameras = {name: LoggedCamera(noise_patterns(noise_bits, seed=k), log_capacity) for k, name in enumerate(CAMERAS)}
     for cam in cameras.values():
         cam.start()
     return cameras
@@ -507,19 +550,19 @@ def queue_length(sink: EpisodeWriter | BackgroundWriter | None) -> Callable[[], 
 def loop_figures(rec: LoopRecord, sync: FrameSynchronizer) -> dict[str, Any]:
     stats = sync.stats()
     duplicates = sum(s.duplicates for s in stats.values())
-    lateness = rec.lateness_s
+    lateness = rec.lateness_s.values
     return {
         "steps": rec.steps,
         "achieved_rate_hz": round((rec.steps - 1) / rec.wall_s, 3) if rec.steps > 1 else 0.0,
         "loop_jitter_p50_ms": percentile_ms(lateness, 50),
         "loop_jitter_p99_ms": percentile_ms(lateness, 99),
-        "loop_jitter_max_ms": round(max(lateness) * 1e3, 3) if lateness else float("nan"),
+        "loop_jitter_max_ms": round(float(lateness.max()) * 1e3, 3) if lateness.size else float("nan"),
         "late_ticks": rec.late_ticks,
-        "ticks_over_2ms": int(sum(x > 0.002 for x in lateness)),
+        "ticks_over_2ms": int((lateness > 0.002).sum()),
         **lateness_causes(rec),
-        "tick_work_p50_ms": percentile_ms(rec.work_s, 50),
-        "tick_work_p99_ms": percentile_ms(rec.work_s, 99),
-        "tick_work_max_ms": round(max(rec.work_s) * 1e3, 3) if rec.work_s else float("nan"),
+        "tick_work_p50_ms": percentile_ms(rec.work_s.values, 50),
+        "tick_work_p99_ms": percentile_ms(rec.work_s.values, 99),
+        "tick_work_max_ms": round(float(rec.work_s.values.max()) * 1e3, 3) if len(rec.work_s) else float("nan"),
         "dropped_frames_sync": sum(s.drops for s in stats.values()),
         "duplicated_steps": duplicates,
         "duplicated_fraction": round(duplicates / max(1, rec.steps * len(stats)), 4),
@@ -529,13 +572,13 @@ def loop_figures(rec: LoopRecord, sync: FrameSynchronizer) -> dict[str, Any]:
 
 def lateness_causes(rec: LoopRecord, over_s: float = 0.001) -> dict[str, Any]:
     """How much of the lateness of ticks later than `over_s` the loop thread spent waiting for a CPU."""
-    late = [(lateness, wait) for lateness, wait in zip(rec.lateness_s, rec.wake_runqueue_s, strict=True)
-            if lateness > over_s]
-    total = sum(lateness for lateness, _ in late)
-    waited = sum(min(wait, lateness) for lateness, wait in late)
+    lateness, wait = rec.lateness_s.values, rec.wake_runqueue_s.values
+    late = lateness > over_s
+    total = float(lateness[late].sum())
+    waited = float(np.minimum(wait[late], lateness[late]).sum())
     return {
-        "wake_runqueue_p99_ms": percentile_ms(rec.wake_runqueue_s, 99),
-        "ticks_over_1ms": len(late),
+        "wake_runqueue_p99_ms": percentile_ms(rec.wake_runqueue_s.values, 99),
+        "ticks_over_1ms": int(late.sum()),
         "late_share_waiting_for_cpu": round(waited / total, 3) if total > 0 else None,
     }
 
@@ -543,7 +586,9 @@ def lateness_causes(rec: LoopRecord, over_s: float = 0.001) -> dict[str, Any]:
 def gc_figures(rec: LoopRecord, gc_passes: list[tuple[float, float, int]], stall_s: float = 0.005) -> dict[str, Any]:
     """Garbage-collector passes during the loop, and the ticks later than `stall_s` that one overlapped."""
     durations = [end - start for start, end, _ in gc_passes]
-    stalls = [(t - lateness, t) for t, lateness in zip(rec.tick_t, rec.lateness_s, strict=True) if lateness > stall_s]
+    t, lateness = rec.tick_t.values, rec.lateness_s.values
+    late = lateness > stall_s
+    stalls = list(zip((t - lateness)[late].tolist(), t[late].tolist(), strict=True))  # (due, started)
     with_gc = sum(any(start < t and end > due for start, end, _ in gc_passes) for due, t in stalls)
     return {
         "gc_passes": len(gc_passes),
@@ -555,14 +600,26 @@ def gc_figures(rec: LoopRecord, gc_passes: list[tuple[float, float, int]], stall
 
 
 def memory_figures(rec: LoopRecord) -> dict[str, Any]:
-    points = rec.checkpoints
+    """RSS and peak RSS at the CHECKPOINTS (the last sample at or before each), the RSS slope over the run's
+    second half (warm-up excluded) and, for runs of two minutes or more, RSS at every whole minute."""
+    t, rss, peak = rec.memory_t.values, rec.rss_mb.values, rec.peak_rss_mb.values
+    if len(t) < 2:
+        return {}
+
+    def at(t_s: float) -> int:
+        return max(int(np.searchsorted(t, t_s + 1e-6)) - 1, 0)
+
+    end = t[-1]
     out: dict[str, Any] = {
-        "rss_mb": {str(p["pc"]): round(p["rss_mb"], 1) for p in points},
-        "peak_rss_mb": {str(p["pc"]): round(p["peak_rss_mb"], 1) for p in points},
+        "rss_mb": {str(pc): round(float(rss[at(end * pc / 100)]), 1) for pc in CHECKPOINTS},
+        "peak_rss_mb": {str(pc): round(float(peak[at(end * pc / 100)]), 1) for pc in CHECKPOINTS},
     }
-    if len(points) >= 2:
-        minutes = np.array([p["t_s"] for p in points]) / 60.0
-        out["rss_slope_mb_per_min"] = round(float(np.polyfit(minutes, [p["peak_rss_mb"] for p in points], 1)[0]), 2)
+    half = t >= end / 2
+    if half.sum() >= 2:
+        out["rss_slope_second_half_mb_per_min"] = round(float(np.polyfit(t[half] / 60.0, rss[half], 1)[0]), 2)
+    out["peak_rss_growth_second_half_mb"] = round(float(peak[-1] - peak[at(end / 2)]), 1)
+    if end >= 120:
+        out["rss_by_minute_mb"] = {str(m): round(float(rss[at(60.0 * m)]), 1) for m in range(int(end // 60) + 1)}
     return out
 
 
@@ -597,7 +654,7 @@ def episode_figures(cfg: Config, sink: EpisodeWriter | BackgroundWriter, rec: Lo
 
 
 def baseline_frames(rec: LoopRecord, cameras: dict[str, LoggedCamera]) -> dict[str, Any]:
-    stored = {cam: np.asarray(seqs, np.int64) for cam, seqs in rec.used_seqs.items()}
+    stored = {cam: seqs.values for cam, seqs in rec.used_seqs.items()}
     return verify_frames(stored, cameras, rec.last_tick_t)
 
 
@@ -606,7 +663,7 @@ def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = 
     """Run one configuration with fresh cameras and a fresh episode; its figures."""
     log(f"{cfg.label}: {seconds:.0f} s ...")
     load_start = os.getloadavg()
-    cameras = start_cameras(cfg.noise_bits)
+    cameras = start_cameras(cfg.noise_bits, seconds)
     try:
         sync = FrameSynchronizer(cameras, max_age_s=0.1)
         sync.wait_for_first_frames(FIRST_FRAME_TIMEOUT_S)
@@ -641,7 +698,7 @@ def run_config(cfg: Config, seconds: float, directory: Path, nice: int | None = 
 
 def summary_line(f: dict[str, Any]) -> str:
     keys = ("loop_jitter_p99_ms", "late_ticks", "dropped_frames", "duplicated_fraction", "stop_to_readable_s",
-            "mb_per_minute", "rss_slope_mb_per_min", "process_cpu_percent", "load_avg")
+            "mb_per_minute", "rss_slope_second_half_mb_per_min", "process_cpu_percent", "load_avg")
     return ", ".join(f"{k} {f[k]}" for k in keys if k in f)
 
 

@@ -17,7 +17,7 @@ IK_SCENARIOS = ("random", "random_full_range", "unreachable", "jump")
 RECORDING_FIELDS = {
     "steps", "loop_jitter_p50_ms", "loop_jitter_p99_ms", "late_ticks", "dropped_frames", "dropped_frames_sync",
     "frames_produced", "frames_stored", "duplicated_steps", "duplicated_fraction", "rss_mb", "peak_rss_mb",
-    "rss_slope_mb_per_min", "cpu_s", "load_avg",
+    "rss_slope_second_half_mb_per_min", "cpu_s", "load_avg",
 }
 EPISODE_FIELDS = {
     "stop_to_readable_s", "close_s", "mb_per_minute", "write_mb_s", "disk_mb_s", "frame_errors", "unknown_seqs",
