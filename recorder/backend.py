@@ -881,10 +881,8 @@ class EpisodeReader(abc.ABC):
             if wrong:
                 raise fail(self.path, f"camera {cam!r} has {f} frames but these datasets have other lengths: "
                            f"{wrong}", "the episode was altered or damaged")
-            index = self.frame_indices(cam)
-            if n and (index.min() < 0 or index.max() >= f):
-                raise fail(self.path, f"cameras/{cam}/frame_index points outside the {f} stored frames",
-                           "the episode was altered or damaged")
+            if n:  # the first and last row only, so that opening takes no longer for a longer episode;
+                self._check_frame_index(cam, self._frame_index_ends(cam), f)  # every row: frame_indices()
 
     # ---- lifecycle
 
@@ -1058,10 +1056,22 @@ class EpisodeReader(abc.ABC):
         if cam not in self._frame_index:
             name = f"cameras/{cam}/frame_index"
             stored = self._length(name) is not None
-            self._frame_index[cam] = (
-                self._read(name).astype(np.int64) if stored else np.arange(self.num_steps, dtype=np.int64)
-            )
+            index = self._read(name).astype(np.int64) if stored else np.arange(self.num_steps, dtype=np.int64)
+            self._check_frame_index(cam, index, self.num_frames(cam))
+            self._frame_index[cam] = index
         return self._frame_index[cam]
+
+    def _frame_index_ends(self, cam: str) -> np.ndarray:
+        """The first and the last entry of a camera's frame index (of a non-empty episode)."""
+        name, n = f"cameras/{cam}/frame_index", self.num_steps
+        if self._length(name) is None:  # version 1: one frame per step
+            return np.array([0, n - 1], dtype=np.int64)
+        return np.concatenate([self._read(name, slice(0, 1)), self._read(name, slice(n - 1, n))]).astype(np.int64)
+
+    def _check_frame_index(self, cam: str, index: np.ndarray, num_frames: int) -> None:
+        if index.size and (index.min() < 0 or index.max() >= num_frames):
+            raise fail(self.path, f"cameras/{cam}/frame_index points outside the {num_frames} stored frames",
+                       "the episode was altered or damaged")
 
     def _step_index(self, what: str, cam: str, i: int) -> int:
         n = self.num_steps

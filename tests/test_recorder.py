@@ -493,6 +493,21 @@ def test_a_frame_index_pointing_past_the_stored_frames_is_damage(tmp_path: Path,
         EpisodeReader(path)
 
 
+def test_a_bad_frame_index_inside_the_episode_is_found_when_frames_are_read(tmp_path: Path, steps: list[Step]) -> None:
+    # Opening checks the first and last rows only (it takes as long for an hour as for a minute); the rest
+    # is checked when the index is first read.
+    path = write_episode(tmp_path / episode_name("hdf5"), steps[:5])
+    with h5py.File(path, "r+") as f:
+        f["cameras/front/frame_index"][2] = -1
+    with EpisodeReader(path) as reader:
+        np.testing.assert_array_equal(reader.frame("wrist", 2), steps[2].frames["wrist"].rgb)
+        reads = (lambda: reader.frame("front", 0), lambda: reader.frames("front"),
+                 lambda: next(reader.iter_frames("front")))
+        for read in reads:
+            with pytest.raises(EpisodeError, match="frame_index points outside the 5 stored frames"):
+                read()
+
+
 def test_open_episode_picks_the_backend_by_name(tmp_path: Path) -> None:
     with pytest.raises(EpisodeError, match=r"not an episode name; episodes end in one of \.h5, \.zarr"):
         open_episode(tmp_path / "episode_000000.mp4")
