@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +176,11 @@ class BackgroundWriter:
     def _run(self) -> None:
         _lower_thread_priority()
         poll_s = max(0.01, self.writer.flush_interval_s / 10)
+        trimmed = time.monotonic()
         while True:
+            if time.monotonic() - trimmed >= RELEASE_INTERVAL_S:
+                release_freed_memory()
+                trimmed = time.monotonic()
             try:
                 item = self._queue.get(timeout=poll_s)
             except queue.Empty:
@@ -227,6 +234,33 @@ def _as_episode_error(exc: BaseException, partial: Path) -> EpisodeError:
         f"{partial}: writing the episode failed ({type(exc).__name__}: {exc}); the episode so far is kept as "
         f"{partial}, earlier episodes are intact"
     )
+
+
+RELEASE_INTERVAL_S = 1.0
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no C library to load by that name
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Give the pages of freed memory back to the OS (glibc's malloc_trim); False where it cannot.
+
+    A recording's frames are ~1 MB each. When the writer falls behind, the queued frames take memory that
+    the allocator keeps after they are written: without this, each burst raised the resident size for good
+    (2-6 MB a minute on a loaded 2-core machine); trimmed once a second it returns to the level before the
+    burst. Takes ~0.3 ms (3 ms at most measured), on the writer thread, with the GIL released.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def _lower_thread_priority(niceness: int = 10) -> None:

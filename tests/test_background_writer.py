@@ -15,7 +15,7 @@ import pytest
 from test_recorder import FakeClock, make_meta, make_steps
 
 from recorder.backend import EpisodeWriter, create_writer, open_episode
-from recorder.background import BackgroundWriter
+from recorder.background import BackgroundWriter, release_freed_memory
 from recorder.step import Step
 from teleop.errors import EpisodeError
 
@@ -211,3 +211,27 @@ def test_open_errors_are_raised_in_the_caller(tmp_path: Path) -> None:
     writer = BackgroundWriter(create_writer(tmp_path / "missing" / "episode_000000.h5", make_meta()))
     with pytest.raises(EpisodeError, match="does not exist"):
         writer.open()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(release_freed_memory() is False, reason="needs glibc's malloc_trim")
+def test_memory_freed_after_a_burst_of_frames_goes_back_to_the_os() -> None:
+    # What a queue of frames leaves behind when the writer catches up: ~1 MB blocks freed below a block
+    # still in use, which the allocator keeps (the top of the heap is not free, so it cannot shrink).
+    def burst() -> None:
+        np.ones(1 << 21, np.uint8)  # a freed mapped block raises glibc's mmap threshold above frame size
+        frames = [np.ones(921_600, np.uint8) for _ in range(60)]
+        keep.append(np.ones(100_000, np.uint8))  # allocated above the frames
+        frames.clear()
+
+    keep: list[np.ndarray] = []
+    thread = threading.Thread(target=burst)  # in its own arena, like a capture thread's frames
+    thread.start()
+    thread.join()
+    before = _rss_mb()
+    assert release_freed_memory()
+    assert before - _rss_mb() > 25.0
