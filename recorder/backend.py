@@ -881,8 +881,10 @@ class EpisodeReader(abc.ABC):
             if wrong:
                 raise fail(self.path, f"camera {cam!r} has {f} frames but these datasets have other lengths: "
                            f"{wrong}", "the episode was altered or damaged")
-            if n:  # the first and last row only, so that opening takes no longer for a longer episode;
-                self._check_frame_index(cam, self._frame_index_ends(cam), f)  # every row: frame_indices()
+            # The index is non-decreasing: its ends bound it, so opening takes as long for an hour as for a
+            # minute. frame_indices() checks every row when frames are first read.
+            if n:
+                self._check_frame_index(cam, self._frame_index_ends(cam), f)
 
     # ---- lifecycle
 

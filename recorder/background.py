@@ -253,7 +253,7 @@ def release_freed_memory() -> bool:
 
     A recording's frames are ~1 MB each. When the writer falls behind, the queued frames take memory that
     the allocator keeps after they are written: without this, each burst raised the resident size for good
-    (2-6 MB a minute on a loaded 2-core machine); trimmed once a second it returns to the level before the
+    (in steps of 2-6 MB on a loaded 2-core machine); trimmed once a second it returns to the level before the
     burst. Takes ~0.3 ms (3 ms at most measured), on the writer thread, with the GIL released.
     """
     trim = _malloc_trim()

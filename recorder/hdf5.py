@@ -132,7 +132,7 @@ VLEN_REFERENCE_BYTES = 16  # a variable-length element in a chunk: its length an
 def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Dataset:
     """A resizable, chunked, checksummed dataset for rows like `row`; images get one frame per chunk, JPEG
     files one variable-length uint8 row each. Its chunk cache holds only the chunk being filled (see
-    WRITE_CHUNK_CACHE)."""
+    WRITE_CHUNK_CACHE_CHUNKS)."""
     if is_jpeg(name):
         return group.create_dataset(
             name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(ROW_BLOCK,),
