@@ -229,9 +229,9 @@ def test_memory_freed_after_a_burst_of_frames_goes_back_to_the_os() -> None:
         frames.clear()
 
     keep: list[np.ndarray] = []
+    start = _rss_mb()
     thread = threading.Thread(target=burst)  # in its own arena, like a capture thread's frames
     thread.start()
     thread.join()
-    before = _rss_mb()
     assert release_freed_memory()
-    assert before - _rss_mb() > 25.0
+    assert _rss_mb() - start < 10.0  # 60 frames are 55 MB; without the release ~53 MB stay
