@@ -306,7 +306,7 @@ def noise_patterns(bits: int, seed: int = 0) -> list[np.ndarray]:
 
 
 class LoggedCamera(SyntheticCamera):
-    """A SyntheticCamera that logs the seq, capture time and publish time [s] of every frame it publishes.
+    """A SyntheticCamera that logs the seq and publish time [s] of every frame it publishes.
 
     With `noise` patterns, frame k has its low bits XORed with pattern k % len(noise): sensor-like noise
     (3 bits ~ Gaussian noise of 2 levels, by entropy) that compresses like a real camera's frames.
@@ -316,7 +316,6 @@ class LoggedCamera(SyntheticCamera):
         super().__init__(WIDTH, HEIGHT, FPS, clock)
         self.noise = noise
         self.published_seq = Series(log_capacity, np.int64)
-        self.published_t = Series(log_capacity)
         self.published_at = Series(log_capacity)
         self._made = 0
 
@@ -333,7 +332,6 @@ class LoggedCamera(SyntheticCamera):
         frame = self.latest()  # the frame just published: only this thread publishes
         if frame is not None:
             self.published_seq.append(frame.seq)
-            self.published_t.append(frame.t)
             self.published_at.append(self.clock())
 
     def expected_image(self, seq: int, gradient: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_recorder import FakeClock, make_meta, make_steps
+from test_recorder import FakeClock, make_meta, make_steps, rss_mb
 
 from recorder.backend import EpisodeWriter, create_writer, open_episode
 from recorder.background import BackgroundWriter, release_freed_memory
@@ -213,11 +213,6 @@ def test_open_errors_are_raised_in_the_caller(tmp_path: Path) -> None:
         writer.open()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-
-
 @pytest.mark.skipif(release_freed_memory() is False, reason="needs glibc's malloc_trim")
 def test_memory_freed_after_a_burst_of_frames_goes_back_to_the_os() -> None:
     # What a queue of frames leaves behind when the writer catches up: ~1 MB blocks freed below a block
@@ -229,9 +224,9 @@ def test_memory_freed_after_a_burst_of_frames_goes_back_to_the_os() -> None:
         frames.clear()
 
     keep: list[np.ndarray] = []
-    start = _rss_mb()
+    start = rss_mb()
     thread = threading.Thread(target=burst)  # in its own arena, like a capture thread's frames
     thread.start()
     thread.join()
     assert release_freed_memory()
-    assert _rss_mb() - start < 10.0  # 60 frames are 55 MB; without the release ~53 MB stay
+    assert rss_mb() - start < 10.0  # 60 frames are 55 MB; without the release ~53 MB stay
