@@ -34,21 +34,19 @@ def test_a_recorded_trace_replayed_as_the_device_reproduces_the_episode(tmp_path
     with open_episode(first / "episode_000000.h5") as a, open_episode(second / "episode_000000.h5") as b:
         assert a.success and b.success
         assert b.attrs["operator_device"] == "replay"
-        # Real-time replay: the samples land on ticks a few ms off the original ones (the whole path may shift
-        # by a tick), so the paths agree closely rather than bit for bit; test_trace.py checks exactness on a
-        # simulated clock.
-        assert abs(a.num_steps - b.num_steps) <= 3
-        assert _deviation_at_best_lag(a.ee_pose[:, :3], b.ee_pose[:, :3]) < 0.02
+        # Real-time replay: how many ticks the episode takes depends on how late the loop runs (on a loaded
+        # 2-core machine 25 against 31 steps were seen), so the two are compared as paths in space: every point of
+        # one lies near the other, and they end at the same place. test_trace.py checks exactness on a simulated
+        # clock.
+        a_path, b_path = a.ee_pose[:, :3], b.ee_pose[:, :3]
+        assert _hausdorff(a_path, b_path) < 0.03
+        assert np.linalg.norm(a_path[-1] - b_path[-1]) < 0.005
 
 
-def _deviation_at_best_lag(a: np.ndarray, b: np.ndarray, max_lag: int = 2) -> float:
-    """Largest distance between two paths [m], after shifting one by the number of ticks that fits best."""
-    best = np.inf
-    for lag in range(-max_lag, max_lag + 1):
-        x, y = (a[: len(a) - lag], b[lag:]) if lag >= 0 else (a[-lag:], b[: len(b) + lag])
-        n = min(len(x), len(y))
-        best = min(best, float(np.linalg.norm(x[:n] - y[:n], axis=1).max()))
-    return best
+def _hausdorff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest distance from a point of either path to the nearest point of the other [m]."""
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    return float(max(d.min(axis=1).max(), d.min(axis=0).max()))
 
 
 def test_record_refuses_a_device_that_cannot_drive_the_robot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
