@@ -95,7 +95,7 @@ def _child(command: str, directory: Path, fmt: str, rate_hz: float, size: int, n
         except EpisodeError as exc:
             print(f"error: {exc}", flush=True)
             break
-        print(f"step {i} {time.monotonic()!r}", flush=True)
+        print(f"step {i} {time.monotonic()!r} {writer.queued_steps}", flush=True)
         next_tick += 1.0 / rate_hz
         time.sleep(max(0.0, next_tick - time.monotonic()))
     try:
@@ -171,18 +171,26 @@ def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt
     child = start_child("record", tmp_path, fmt, codec=codec)
     assert child.stdout is not None
     appended: list[float] = []
+    dequeued: list[int] = []  # steps the writer thread had taken from its queue when step i was appended
     partial = Path(child.stdout.readline().split(" ", 1)[1].strip())
     while len(appended) < 3.2 * RATE_HZ:  # about 3.2 s of recording, then SIGKILL mid-episode
         line = child.stdout.readline()
         assert line.startswith("step"), line
-        appended.append(float(line.split()[2]))
+        _, i, t, queued = line.split()
+        appended.append(float(t))
+        dequeued.append(int(i) + 1 - int(queued))
     child.kill()
     killed_at = time.monotonic()
     child.wait()
     assert partial.exists() and not list(tmp_path.glob(f"*{BACKENDS[fmt].suffix}"))
-    flushed_before = sum(1 for t in appended if t <= killed_at - 1.0 - SLACK_S)
+    # What a kill may lose is the last flush interval and what was still queued: steps the writer thread had
+    # written (all it had dequeued but the one in hand) more than a second before the kill are on disk. The
+    # queue is empty on an idle machine; on a loaded one the low-priority writer thread can fall behind.
+    flushed_before = max((d - 1 for t, d in zip(appended, dequeued) if t <= killed_at - 1.0 - SLACK_S), default=0)
+    appended_before = sum(1 for t in appended if t <= killed_at - 1.0 - SLACK_S)
     elapsed = killed_at - appended[0]
-    assert flushed_before >= 0.8 * (elapsed - 1.0 - SLACK_S) * RATE_HZ  # the recording kept its pace
+    assert appended_before >= 0.8 * (elapsed - 1.0 - SLACK_S) * RATE_HZ  # the recording kept its pace
+    assert flushed_before >= appended_before // 2  # the writer thread kept up (within a few steps when idle)
 
     age(partial, 10.0)  # `teleop episodes repair` leaves partials written to in the last seconds alone
     assert main(["episodes", "repair", str(tmp_path)]) == 0
