@@ -6,8 +6,12 @@ latest() / frames_since(seq) (never block) -> stop(). Also a context manager.
 
 Each frame carries the monotonic time it was captured [s] and `seq`, the count of frames the source delivered
 (0, 1, ...), so a consumer tells a dropped frame (a gap) from a duplicate (the same seq twice). Capture time is
-the device's timestamp mapped onto the monotonic clock where the SDK has one (RealSense), else the time the
-frame was received (OpenCV: CAP_PROP_POS_MSEC of a file is a position in the file, not a capture time).
+the device's timestamp mapped onto the monotonic clock where the SDK has one, else the time the frame was
+received; status().timestamps says which. RealSense stamps frames on the device. OpenCV's V4L2 backend (USB
+webcams on Linux) gives the driver's buffer timestamp as CAP_PROP_POS_MSEC, on CLOCK_MONOTONIC (the clock of
+time.monotonic()): when a frame waited in the driver's queue, that is when it was captured and the receive
+time is late by the wait. Other OpenCV backends, and video files (where CAP_PROP_POS_MSEC is a position in
+the file), are stamped on receipt.
 
 A source that stalls (no frame for `stall_periods` frame periods) or dies (its driver raised, the device was
 unplugged) is marked in status() and counted; nothing is raised into the caller's loop.
@@ -47,6 +51,7 @@ Clock = Callable[[], float]
 RUNNING, STALLED, STOPPED, FINISHED, DEAD = "running", "stalled", "stopped", "finished", "dead"
 JOIN_TIMEOUT_S = 5.0  # longest a driver's blocking read may hold up stop()
 FPS_WINDOW_S = 1.0  # measured fps is over the frames received in the last second
+MAX_DRIVER_LAG_S = 0.5  # a V4L2 buffer stamp further than this before its receipt is not on our clock
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class CameraStatus:
         stalls: Times no frame arrived for longer than the stall window (an ongoing stall included).
         lost: Frames the device numbered but never delivered (only where the SDK numbers frames).
         last_error: Message of the last error, "" if none.
+        timestamps: "device" (frames carry the device's or driver's capture time, on the monotonic clock) or
+            "receive" (the time each frame reached this process).
     """
 
     state: str
@@ -84,6 +91,7 @@ class CameraStatus:
     stalls: int
     lost: int
     last_error: str
+    timestamps: str = "receive"
 
     @property
     def alive(self) -> bool:
@@ -124,6 +132,7 @@ class CameraSource(abc.ABC):
     """
 
     label = "camera"
+    timestamps = "receive"  # what frame times are (CameraStatus.timestamps); a backend may set it when opened
 
     def __init__(self, fps: float, clock: Clock = time.monotonic, buffer_size: int = 4,
                  stall_periods: float = 5.0) -> None:
@@ -215,7 +224,7 @@ class CameraSource(abc.ABC):
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
             return CameraStatus(state=STALLED if stalled else self._state, frames=self._seq, fps=fps,
                                 errors=self._errors, stalls=self._stalls_ended + int(stalled), lost=self._lost,
-                                last_error=self._last_error)
+                                last_error=self._last_error, timestamps=self.timestamps)
 
     @property
     def _stall_s(self) -> float:
@@ -344,6 +353,7 @@ class SyntheticCamera(CameraSource):
     """
 
     label = "synthetic camera"
+    timestamps = "device"  # stamped when the image is made
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, clock: Clock = time.monotonic,
                  buffer_size: int = 4, stall_periods: float = 5.0) -> None:
@@ -383,7 +393,13 @@ class SyntheticCamera(CameraSource):
 
 
 class OpenCVCamera(CameraSource):
-    """A USB webcam (by index) or a video file (by path) through OpenCV, stamped with its receive time.
+    """A USB webcam (by index) or a video file (by path) through OpenCV.
+
+    A webcam opened through the V4L2 backend is stamped with the driver's buffer time (see the module
+    docstring) when the clock is time.monotonic and the first frame's stamp is no more than
+    `MAX_DRIVER_LAG_S` before its receipt. A later stamp outside that window is counted as an error, and that
+    frame's time is its receipt less the previous frame's wait in the driver (kept after the previous frame's
+    time). Other webcams and video files are stamped on receipt.
 
     Args:
         source: Camera index (/dev/video<index> on Linux) or a video file path.
@@ -415,6 +431,9 @@ class OpenCVCamera(CameraSource):
         self._cap: Any = None
         self._failures = 0
         self._due = 0.0
+        self._driver_stamps: bool | None = None  # None: not decided until the first frame
+        self._lag = 0.0  # the last usable stamp's wait in the driver [s]
+        self._last_t = -np.inf
 
     @property
     def is_file(self) -> bool:
@@ -442,6 +461,16 @@ class OpenCVCamera(CameraSource):
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.size = (self.size[0] or width, self.size[1] or height)
         self._cap, self._failures, self._due = cap, 0, self.clock()
+        self._driver_stamps = False if self.is_file or not self._stamps_on_monotonic_clock(cap) else None
+        self.timestamps = "receive"
+
+    def _stamps_on_monotonic_clock(self, cap: Any) -> bool:
+        """Whether CAP_PROP_POS_MSEC can be a V4L2 buffer time on our clock (checked again on the first frame)."""
+        try:
+            backend = cap.getBackendName()
+        except Exception:  # noqa: BLE001  (OpenCV raises cv2.error when a backend has no name)
+            return False
+        return backend == "V4L2" and self.clock is time.monotonic
 
     def _request(self, cap: Any) -> None:
         cv2, (width, height) = self._cv2, self.size
@@ -463,7 +492,28 @@ class OpenCVCamera(CameraSource):
             self._failed_read()
             return None
         self._failures = 0
-        return Capture(self._to_rgb(bgr), t)
+        return Capture(self._to_rgb(bgr), self._capture_time(t))
+
+    def _capture_time(self, receive: float) -> float:
+        """The driver's stamp of the frame just read where it is usable (class docstring), else `receive`."""
+        if self._driver_stamps is False:
+            return receive
+        stamp = float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC)) / 1000.0
+        lag = receive - stamp
+        usable = 0.0 <= lag <= MAX_DRIVER_LAG_S
+        if self._driver_stamps is None:  # the first frame decides whether this driver stamps on our clock
+            self._driver_stamps = usable
+            self.timestamps = "device" if usable else "receive"
+            if not usable:
+                return receive
+        if usable:
+            self._lag = lag
+        else:
+            self._count_error(f"{self.label}: the driver stamped a frame {lag:.3f} s before it arrived; its "
+                              "time is estimated from its receipt")
+            stamp = max(receive - self._lag, np.nextafter(self._last_t, np.inf))
+        self._last_t = stamp
+        return stamp
 
     def _failed_read(self) -> None:
         if self.is_file:
@@ -549,6 +599,7 @@ class RealSenseCamera(CameraSource):
         super().__init__(fps, clock, buffer_size, stall_periods)
         self.serial, self.width, self.height, self.depth = serial, width, height, depth
         self.label = f"RealSense {serial}" if serial else "RealSense"
+        self.timestamps = "device"  # the SDK's frame timestamps, mapped onto the monotonic clock
         self.wall_clock = wall_clock
         self.T_world_camera = unknown_pose() if T_world_camera is None else np.asarray(T_world_camera, float)
         self.mount = mount

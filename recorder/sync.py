@@ -90,6 +90,8 @@ class SyncStats:
         state: The source's state at the end ("running", "stalled", "finished", "dead", ...; "sim").
         errors: Errors the source counted.
         last_error: Its last error message.
+        timestamps: What the frame times are: "device" (the camera's or driver's capture time), "receive" (when
+            the frame reached the host) or "tick" (rendered inside the tick, at its time).
     """
 
     frames: int = 0
@@ -102,6 +104,7 @@ class SyncStats:
     state: str = ""
     errors: int = 0
     last_error: str = ""
+    timestamps: str = ""
 
     def as_dict(self) -> dict[str, int | float | str | None]:
         return asdict(self)
@@ -213,7 +216,8 @@ class FrameSynchronizer:
         out = {}
         for name, usage in self._usage.items():
             status = self.cameras[name].status()
-            out[name] = replace(usage.stats, state=status.state, errors=status.errors, last_error=status.last_error)
+            out[name] = replace(usage.stats, state=status.state, errors=status.errors, last_error=status.last_error,
+                                timestamps=status.timestamps)
         return out
 
 

@@ -258,6 +258,7 @@ class Session:
 def _sim_stats(usage: FrameUsage) -> SyncStats:
     stats = usage.stats
     stats.state = "sim"  # rendered inside the tick: one fresh frame per step by construction
+    stats.timestamps = "tick"
     return stats
 
 

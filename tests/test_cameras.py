@@ -270,6 +270,124 @@ def test_a_webcam_index_that_does_not_exist_says_so() -> None:
     assert not camera.status().alive
 
 
+class FakeWebcam:
+    """cv2.VideoCapture for webcam index 0 (the SDK boundary; OpenCV does the rest): a frame every 1/fps s,
+    whose CAP_PROP_POS_MSEC is `stamp(k, now)` [s] x 1000, as OpenCV's V4L2 backend reports the driver's buffer
+    time. Frame k is BGR (k, 0, 200). After `fail_after` frames read() fails, as when the camera is unplugged."""
+
+    def __init__(self, stamp: Callable[[int, float], float], backend: str = "V4L2", fps: float = 60.0,
+                 fail_after: int | None = None) -> None:
+        self.stamp, self.backend, self.fps, self.fail_after = stamp, backend, fps, fail_after
+        self.requested: dict[int, float] = {}
+        self.stamps: list[float] = []  # the stamp of each frame read
+        self.returned: list[float] = []  # when each read() returned a frame
+        self.released = False
+
+    def open(self, index: int, *args: Any) -> Any:
+        if index != 0:
+            return types.SimpleNamespace(isOpened=lambda: False, release=lambda: None)
+        return self
+
+    def isOpened(self) -> bool:  # noqa: N802  (OpenCV's names)
+        return not self.released
+
+    def set(self, prop: int, value: float) -> bool:
+        self.requested[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        sizes = {cv2.CAP_PROP_FRAME_WIDTH: 32.0, cv2.CAP_PROP_FRAME_HEIGHT: 24.0, cv2.CAP_PROP_FPS: self.fps}
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return self.stamps[-1] * 1000.0 if self.stamps else 0.0
+        return sizes.get(prop, -1.0)
+
+    def getBackendName(self) -> str:  # noqa: N802
+        return self.backend
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        time.sleep(1.0 / self.fps)
+        k = len(self.stamps)
+        if self.fail_after is not None and k >= self.fail_after:
+            return False, None
+        bgr = np.zeros((24, 32, 3), np.uint8)
+        bgr[..., 0], bgr[..., 2] = k, 200
+        now = time.monotonic()
+        self.stamps.append(self.stamp(k, now))
+        self.returned.append(now)
+        return True, bgr
+
+    def release(self) -> None:
+        self.released = True
+
+
+def queued_for(seconds: float) -> Callable[[int, float], float]:
+    """Driver stamps of frames that waited `seconds` (+ up to 3 ms) in the driver's queue before being read."""
+    jitter = np.random.default_rng(0).uniform(0.0, 0.003, 1000)
+    return lambda k, now: now - seconds - jitter[k]
+
+
+def test_a_v4l2_webcam_is_stamped_with_the_drivers_buffer_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    webcam = FakeWebcam(queued_for(0.04))
+    monkeypatch.setattr(cv2, "VideoCapture", webcam.open)
+    with OpenCVCamera(0, width=32, height=24, fps=60.0, buffer_size=64) as camera:
+        frames = collect(camera, 20)
+        status = camera.status()
+    assert len(frames) >= 20 and [f.seq for f in frames] == list(range(len(frames)))
+    # The capture time, not the receive time, which is late by the 40 ms the frame waited in the queue.
+    np.testing.assert_allclose([f.t for f in frames], webcam.stamps[: len(frames)], rtol=0, atol=1e-9)
+    assert np.all(np.array(webcam.returned[: len(frames)]) - [f.t for f in frames] >= 0.04)
+    assert status.timestamps == "device" and status.errors == 0
+    assert frames[3].rgb[0, 0].tolist() == [200, 0, 3]  # RGB, not OpenCV's BGR
+    assert webcam.requested == {cv2.CAP_PROP_FRAME_WIDTH: 32, cv2.CAP_PROP_FRAME_HEIGHT: 24, cv2.CAP_PROP_FPS: 60.0}
+    assert webcam.released
+
+
+@pytest.mark.parametrize(("backend", "stamp"), [
+    ("V4L2", lambda k, now: time.time() - 0.04),  # a driver that stamps on the wall clock (uvcvideo clock=realtime)
+    ("GSTREAMER", queued_for(0.04)),  # another backend: CAP_PROP_POS_MSEC is not known to be a capture time
+])
+def test_a_webcam_without_usable_driver_stamps_is_stamped_on_receipt(
+        monkeypatch: pytest.MonkeyPatch, backend: str, stamp: Callable[[int, float], float]) -> None:
+    webcam = FakeWebcam(stamp, backend=backend)
+    monkeypatch.setattr(cv2, "VideoCapture", webcam.open)
+    with OpenCVCamera(0, buffer_size=64) as camera:
+        frames = collect(camera, 10)
+        status = camera.status()
+    late = np.array([f.t for f in frames]) - webcam.returned[: len(frames)]
+    assert len(frames) >= 10 and np.all(late >= 0) and np.all(late < 0.5)
+    assert status.timestamps == "receive" and status.errors == 0
+
+
+def test_a_driver_stamp_off_the_clock_mid_stream_is_counted_and_that_frame_timed_from_its_receipt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = queued_for(0.2)
+    webcam = FakeWebcam(lambda k, now: now - 3.0 if k == 5 else queued(k, now))
+    monkeypatch.setattr(cv2, "VideoCapture", webcam.open)
+    with OpenCVCamera(0, buffer_size=64) as camera:
+        frames = collect(camera, 10)
+        status = camera.status()
+    t = np.array([f.t for f in frames])
+    assert len(frames) >= 10 and np.all(np.diff(t) > 0)
+    # Frame 5: its receipt less frame 4's wait in the queue (200-203 ms), near where its stamp should be.
+    assert webcam.returned[5] - 0.25 < t[5] < webcam.returned[5] - 0.15
+    np.testing.assert_allclose(np.delete(t, 5), np.delete(webcam.stamps[: len(t)], 5), rtol=0, atol=1e-9)
+    assert status.timestamps == "device" and status.errors == 1 and status.state == "running"
+    assert "stamped a frame 3.0" in status.last_error
+
+
+def test_an_unplugged_webcam_is_marked_dead_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    webcam = FakeWebcam(queued_for(0.02), fail_after=6)
+    monkeypatch.setattr(cv2, "VideoCapture", webcam.open)
+    with OpenCVCamera(0, buffer_size=64, max_read_failures=3) as camera:
+        wait_until(lambda: camera.status().state == DEAD)
+        status = camera.status()
+        frames = camera.frames_since(-1)
+    assert [f.seq for f in frames] == list(range(6))
+    assert status.errors == 4 and not status.alive  # 3 failed reads, then the one that ended it
+    assert "returned no frame 3 times in a row: it was unplugged" in status.last_error
+    assert "reconnect it" in status.last_error
+
+
 def test_a_missing_video_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DeviceError, match="no video file at .*nothing.avi"):
         OpenCVCamera(tmp_path / "nothing.avi").start()

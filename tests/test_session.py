@@ -180,6 +180,7 @@ def test_a_30fps_camera_beside_a_20hz_loop_gives_every_step_a_fresh_frame_on_a_r
     assert np.all(np.diff([step.frames["front"].seq for step in sink.steps]) == 1)
     stored = json.loads(str(result.attrs()["camera_stats"]))
     assert stored["usb"]["drops"] == drops and stored["front"]["used"] == result.steps
+    assert (stored["usb"]["timestamps"], stored["front"]["timestamps"]) == ("device", "tick")  # what the times are
     assert set(session.camera_infos()) == {"front", "usb"}
 
 
