@@ -74,8 +74,8 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
     state = rig.session.reset(seed)
     meta = episode_meta(rig, seed, state)
     queued = max(16, round(QUEUE_S * meta.control_rate_hz))
-    writer = create_writer(out_dir, meta, format, image_codec=image_codec, jpeg_quality=jpeg_quality)
-    writer = BackgroundWriter(writer, max_queued_steps=queued)
+    episode_writer = create_writer(out_dir, meta, format, image_codec=image_codec, jpeg_quality=jpeg_quality)
+    writer = BackgroundWriter(episode_writer, max_queued_steps=queued)
     recorder = TraceRecorder(trace_path(writer.path), rig.config.device) if trace else None
     rig.session.device = RecordingDevice(rig.device, recorder) if recorder else rig.device
     rig.session.device.connect()

@@ -186,8 +186,9 @@ def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt
     # What a kill may lose is the last flush interval and what was still queued: steps the writer thread had
     # written (all it had dequeued but the one in hand) more than a second before the kill are on disk. The
     # queue is empty on an idle machine; on a loaded one the low-priority writer thread can fall behind.
-    flushed_before = max((d - 1 for t, d in zip(appended, dequeued) if t <= killed_at - 1.0 - SLACK_S), default=0)
-    appended_before = sum(1 for t in appended if t <= killed_at - 1.0 - SLACK_S)
+    cutoff = killed_at - 1.0 - SLACK_S
+    flushed_before = max((d - 1 for t, d in zip(appended, dequeued, strict=True) if t <= cutoff), default=0)
+    appended_before = sum(1 for t in appended if t <= cutoff)
     elapsed = killed_at - appended[0]
     assert appended_before >= 0.8 * (elapsed - 1.0 - SLACK_S) * RATE_HZ  # the recording kept its pace
     assert flushed_before >= appended_before // 2  # the writer thread kept up (within a few steps when idle)
