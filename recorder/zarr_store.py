@@ -22,6 +22,13 @@ flush (at least once a second), followed by the root attribute `num_steps`. zarr
 name and renames it, so a killed recording leaves whole files only, and every row below `num_steps` is on
 disk. Arrays grow by blocks of rows and are trimmed at close, which then renames the directory.
 
+The small arrays are chunked by 1024 rows (at most 1 MiB a chunk), not by the 64 of the HDF5 backend: every
+chunk is a file, and reading them back is what a trainer or an export does with every episode. Measured on
+a 30 000-step episode (100 Hz, two cameras, 10 small arrays, a flush every 100 steps): with 64-row chunks
+51 589 files, 2.37 s to read the small arrays, a flush 91 ms p50; with 1024-row chunks 45 443 files (nearly
+all frames), 0.17 s to read (HDF5: 0.03 s) and a flush 65 ms p50, although the last chunk of each array is
+rewritten whole at every flush.
+
 Image compression, measured through zarr 3.1 (Array.__setitem__, one 640x480 frame per chunk, CRC-32C on,
 single-threaded Blosc, median of 3 runs of 84 frames, 2 shared cores) on frames rendered by pybullet (Panda,
 cube, checker floor; a static and a wrist camera) and on the same frames with camera-like noise (sigma 3
@@ -78,6 +85,7 @@ from zarr.storage import LocalStore
 
 from recorder.backend import (
     FORMAT,
+    MAX_CHUNK_BYTES,
     BackendClasses,
     PartialEpisode,
     decode_attr,
@@ -87,7 +95,6 @@ from recorder.backend import (
     is_image,
     is_jpeg,
     meta_attrs,
-    rows_per_chunk,
 )
 from recorder.backend import EpisodeReader as _BaseReader
 from recorder.backend import EpisodeWriter as _BaseWriter
@@ -96,6 +103,12 @@ IMAGE_CODECS = (ZstdCodec(level=1), Crc32cCodec())
 DEPTH_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec())
 DATA_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
 CHUNK_KEYS = DefaultChunkKeyEncoding(separator=".")
+STEP_CHUNK_ROWS = 1024  # rows per chunk file of the small arrays (at most MAX_CHUNK_BYTES a chunk)
+
+
+def step_chunk_rows(row: np.ndarray) -> int:
+    """Chunk length of a small array [rows]: long, because every chunk is a file (module docstring)."""
+    return int(np.clip(MAX_CHUNK_BYTES // max(row.nbytes, 1), 1, STEP_CHUNK_ROWS))
 ROOT_METADATA = "zarr.json"
 VLEN_WARNING = r"The data type \(VariableLengthBytes\(\)\) does not have a Zarr V3 specification"
 
@@ -197,7 +210,7 @@ class ZarrEpisodeWriter(_BaseWriter):
             self._arrays[name] = root.create_array(
                 name,
                 shape=(0, *shape),
-                chunks=(1 if image else rows_per_chunk(row), *shape),
+                chunks=(1 if image else step_chunk_rows(row), *shape),
                 dtype=VariableLengthBytes() if is_jpeg(name) else row.dtype,
                 compressors=_codecs(name),
                 fill_value=b"" if is_jpeg(name) else 0,

@@ -100,6 +100,25 @@ def test_rows_and_their_count_reach_the_disk_at_each_flush(tmp_path: Path, steps
     assert path.is_dir() and not partial_path(path).exists()
 
 
+def test_small_arrays_are_few_files_and_rewriting_their_last_chunk_at_each_flush_keeps_every_row(
+        tmp_path: Path) -> None:
+    first = make_steps(1)[0]  # every step shows the same two frames: this test is about the small arrays
+    steps = [Step(**{**step.__dict__, "frames": first.frames}) for step in make_steps(1100)]
+    clock = FakeClock()
+    path = tmp_path / "episode_000000.zarr"
+    writer = ZarrEpisodeWriter(path, make_meta(), flush_interval_s=1.0, clock=clock)
+    for step in steps:
+        writer.append(step)
+        clock.now += 0.04  # a flush every 25 steps: the last chunk is rewritten whole each time
+    path = writer.close(True)
+    assert sorted(p.name for p in (path / "observation/joint_pos").glob("c.*")) == ["c.0.0", "c.1.0"]
+    assert len(list((path / "cameras/front/frame_index").glob("c.*"))) == 2
+    with open_episode(path) as episode:
+        np.testing.assert_array_equal(episode.joint_pos, np.stack([s.joint_pos for s in steps]))
+        np.testing.assert_array_equal(episode.timestamps, [s.t for s in steps])
+        np.testing.assert_array_equal(episode.frame_indices("front"), np.zeros(1100))
+
+
 def test_a_repeated_frame_is_stored_once(tmp_path: Path, steps: list[Step]) -> None:
     def with_front(step: Step, frame: CameraFrame) -> Step:
         return Step(**{**step.__dict__, "frames": {**step.frames, "front": frame}})
