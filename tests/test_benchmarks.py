@@ -135,3 +135,15 @@ def test_depth_codec_measurement_is_lossless_for_every_codec() -> None:
     assert {"hdf5 shuffle+lzf", "zarr blosc zstd 1 bitshuffle"} <= set(codecs)
     for figures in codecs.values():
         assert {"write_ms", "read_ms", "kb", "ratio"} <= set(figures) and figures["ratio"] > 0
+
+
+def test_episode_read_benchmark_reports_every_configuration_and_the_file_counts() -> None:
+    pytest.importorskip("zarr")
+    result = run_benchmark("benchmarks/episode_read.py", "--quick")
+    assert set(result) == {"hdf5", "zarr", "zarr_64_row_chunks", "ratios", "machine"}
+    for name in ("hdf5", "zarr", "zarr_64_row_chunks"):
+        assert set(result[name]) == {"write_s", "files", "open_ms", "read_small_arrays_s",
+                                     "read_all_frames_one_camera_s", "random_frame_ms"}
+    assert result["hdf5"]["files"] == 1
+    # 2000 steps: the 64-row layout has 32 chunk files per small array, the app's layout 2.
+    assert result["zarr_64_row_chunks"]["files"] - result["zarr"]["files"] >= 30 * 10
