@@ -70,6 +70,7 @@ the pick where write time matters more (22 % faster, 14 % larger).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -80,7 +81,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.dtype import VariableLengthBytes
-from zarr.errors import UnstableSpecificationWarning
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore
 
 from recorder.backend import (
@@ -103,6 +104,7 @@ IMAGE_CODECS = (ZstdCodec(level=1), Crc32cCodec())
 DEPTH_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec())
 DATA_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
 CHUNK_KEYS = DefaultChunkKeyEncoding(separator=".")
+ZARR_TEMPORARY = re.compile(r".+\.[0-9a-f]{32}\.partial")  # how zarr's LocalStore names a file it is writing
 STEP_CHUNK_ROWS = 1024  # rows per chunk file of the small arrays (at most MAX_CHUNK_BYTES a chunk)
 
 
@@ -357,7 +359,10 @@ class ZarrPartialEpisode(PartialEpisode):
         if decode_attr(self._root.attrs.get("format")) != FORMAT:
             raise fail(self.path, f"not a {FORMAT!r} episode")
         self.flushed_steps = int(np.asarray(self._root.attrs.get("num_steps", 0)))
-        self._arrays = {name: node for name, node in self._root.members(max_depth=None) if isinstance(node, zarr.Array)}
+        with warnings.catch_warnings():  # zarr's temporary files (finish() removes them) are not members
+            warnings.filterwarnings("ignore", "Object at .* is not recognized", ZarrUserWarning)
+            members = self._root.members(max_depth=None)
+        self._arrays = {name: node for name, node in members if isinstance(node, zarr.Array)}
 
     def array_names(self) -> list[str]:
         return list(self._arrays)
@@ -376,7 +381,14 @@ class ZarrPartialEpisode(PartialEpisode):
         return np.asarray(self._arrays[name][start:stop])
 
     def finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any], target: Path) -> None:
-        """Trim every array to its length, update the attributes, fsync the tree and rename it to `target`."""
+        """Trim every array to its length, update the attributes, fsync the tree and rename it to `target`.
+
+        Files zarr was writing when the recording died (named `<key>.<32 hex digits>.partial`, to be renamed
+        over the key once whole) are removed: the key still holds the last whole version.
+        """
+        for leftover in self.path.rglob("*.partial"):
+            if ZARR_TEMPORARY.fullmatch(leftover.name) and leftover.is_file():
+                leftover.unlink()
         for name, array in self._arrays.items():
             array.resize((lengths[name], *array.shape[1:]))
         self._root.attrs.update(_json_attrs(attrs))

@@ -221,6 +221,24 @@ def test_a_recording_killed_before_its_first_step_is_left_untouched(tmp_path: Pa
     assert snapshot(partial) == before
 
 
+def test_repair_removes_the_files_zarr_was_writing_when_the_recording_died(tmp_path: Path) -> None:
+    writer = create_writer(tmp_path, crash_meta(24), "zarr")
+    for i in range(30):
+        writer.append(crash_step(i))
+    writer.flush()
+    partial = writer.partial
+    # A kill while zarr wrote a new version of a chunk and of the root metadata leaves their temporary files.
+    chunk_tmp = partial / "observation/joint_pos" / f"c.0.{'ab' * 16}.partial"
+    meta_tmp = partial / f"zarr.{'0f' * 16}.partial"
+    chunk_tmp.write_bytes(b"half a chunk")
+    meta_tmp.write_bytes(b'{"half": ')
+    age(partial, 10.0)
+    [repaired] = repair_directory(tmp_path)
+    assert isinstance(repaired, RepairedEpisode)
+    assert not list(repaired.path.rglob("*.partial"))
+    assert_steps_equal(repaired.path, 0, 30)
+
+
 # ------------------------------------------------------------------------------------------ full disk
 
 
