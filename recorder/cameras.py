@@ -694,3 +694,40 @@ CAMERA_BACKENDS: dict[str, type[CameraSource]] = {
     "opencv": OpenCVCamera,
     "realsense": RealSenseCamera,
 }
+
+
+# --- from the command line ------------------------------------------------------------------------------
+
+CAMERA_SOURCES = ("a webcam index (0, 1, ...)", "a video file", "realsense[:SERIAL]", "realsense-depth[:SERIAL]",
+                  "synthetic")
+
+
+def parse_camera(spec: str, size: tuple[int, int] | None = None, fps: float = 30.0) -> tuple[str, CameraSource]:
+    """A camera from `NAME=SOURCE` (see CAMERA_SOURCES), constructed but not started.
+
+    Args:
+        spec: e.g. "usb=0", "side=realsense:0123456789", "clip=demo.mp4", "test=synthetic".
+        size: (width, height) [px]; None keeps a webcam's or a video's own (RealSense and synthetic: 640x480).
+        fps: Frame rate requested from a webcam, a RealSense or a synthetic camera [Hz]; a video file plays at
+            its own.
+
+    Raises:
+        TeleopError: A spec that is not NAME=SOURCE, or a source that is none of the above (the message lists them).
+    """
+    name, sep, source = spec.partition("=")
+    name, source = name.strip(), source.strip()
+    if not sep or not name or not source or "/" in name:
+        raise TeleopError(f"camera {spec!r} is not NAME=SOURCE (a name without '/', e.g. usb=0); SOURCE is one "
+                          f"of: {', '.join(CAMERA_SOURCES)}")
+    width, height = size if size else (None, None)
+    kind, _, serial = source.partition(":")
+    if source.isdigit():
+        return name, OpenCVCamera(int(source), width, height, fps=fps)
+    if kind in ("realsense", "realsense-depth"):
+        return name, RealSenseCamera(serial or None, width or 640, height or 480, fps=fps,
+                                     depth=kind == "realsense-depth")
+    if source == "synthetic":
+        return name, SyntheticCamera(width or 640, height or 480, fps=fps)
+    if Path(source).suffix:
+        return name, OpenCVCamera(source, width, height)
+    raise TeleopError(f"camera source {source!r} of {name!r} is none of: {', '.join(CAMERA_SOURCES)}")

@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
     record.add_argument("--calibration", type=Path, default=None,
                         help="R_base_device of a VR controller, from teleop calibrate (default: identity)")
+    record.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE",
+                        help="also record a real camera beside the simulator's; SOURCE is a webcam index, a video "
+                             "file, realsense[:SERIAL], realsense-depth[:SERIAL] or synthetic (repeatable)")
+    record.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
+                        help="image size of the --camera cameras (default: a webcam's or video's own, else 640x480)")
+    record.add_argument("--camera-fps", type=float, default=30.0,
+                        help="frame rate asked of the --camera cameras; a video plays at its own (default 30)")
 
     calibrate = sub.add_parser("calibrate", help="measure the rotation from a VR controller's tracking frame to "
                                                  "the robot base, guided by grip presses")
@@ -137,6 +144,27 @@ def _rig_config(args: argparse.Namespace, device: str, **session: object):  # no
                      calibration=getattr(args, "calibration", None))
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480")
+    return int(width), int(height)
+
+
+@contextlib.contextmanager
+def _started_cameras(args: argparse.Namespace) -> Iterator[dict]:
+    """The --camera cameras, started (a missing one raises here, naming it) and stopped on the way out."""
+    from recorder.cameras import parse_camera
+
+    cameras = dict(parse_camera(spec, args.camera_size, args.camera_fps) for spec in args.camera)
+    if len(cameras) < len(args.camera):
+        raise TeleopError(f"two --camera options share a name: {', '.join(args.camera)}")
+    with contextlib.ExitStack() as stack:
+        for camera in cameras.values():
+            stack.enter_context(camera)
+        yield cameras
+
+
 def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="hdf5", choices=["hdf5", "zarr"],
                         help="episode storage: one .h5 file or one .zarr directory per episode (default hdf5)")
@@ -179,15 +207,18 @@ def _cmd_record(args: argparse.Namespace) -> int:
         from devices.terminal_keys import terminal_fd
 
         terminal_fd(sys.stdin)  # before the slow build: the keys come from this terminal
-    rig = build_rig(config)
-    try:
-        print(f"{config.task_name} on {config.robot} with {args.device}: '{rig.task.language_instruction()}'; "
-              f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
-        with _terminal_keys(rig.device if args.device == "keyboard" else None):
-            summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
-                                      trace=args.trace, image_codec=args.image_codec, jpeg_quality=args.jpeg_quality)
-    finally:
-        rig.close()
+    with _started_cameras(args) as cameras:
+        rig = build_rig(config, cameras=cameras)
+        try:
+            print(f"{config.task_name} on {config.robot} with {args.device}: '{rig.task.language_instruction()}'; "
+                  f"cameras {', '.join([*rig.sim.cameras, *cameras])}; "
+                  f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
+            with _terminal_keys(rig.device if args.device == "keyboard" else None):
+                summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
+                                          trace=args.trace, image_codec=args.image_codec,
+                                          jpeg_quality=args.jpeg_quality)
+        finally:
+            rig.close()
     print(f"recorded {len(summary.episodes)} episodes, {summary.frames} frames, "
           f"success rate {summary.success_rate:.0%} -> {args.out}")
     return 0

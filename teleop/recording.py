@@ -13,6 +13,7 @@ from devices.trace import RecordingDevice, TraceRecorder
 from recorder import jpeg
 from recorder.backend import create_writer
 from recorder.background import BackgroundWriter
+from recorder.cameras import DEAD, STALLED
 from recorder.episodes import unfinished_warning
 from recorder.step import EpisodeMeta, Step
 from teleop.errors import EpisodeError
@@ -135,7 +136,27 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
         r = episode.result
         progress(f"[{i + 1}/{episodes}] {episode.path.name}: {'success' if r.success else 'failure'}, "
                  f"{r.steps} steps in {r.duration_s:.1f} s ({r.achieved_rate_hz:.1f} Hz, {r.late_ticks} late)")
+        for line in camera_report(r):
+            progress(line)
     return summary
+
+
+def camera_report(result: EpisodeResult) -> list[str]:
+    """One line per camera beside the simulator's: what the steps used, and whether it died or stalled."""
+    lines = []
+    for name, s in sorted(result.camera_stats.items()):
+        if s.state == "sim":
+            continue
+        oldest = "" if s.max_age_ms is None else f", oldest {s.max_age_ms:.0f} ms"
+        line = (f"  camera {name}: {s.used} frames used, {s.drops} dropped, {s.duplicates} steps reused a frame, "
+                f"{s.stale} stale{oldest}, {s.timestamps} timestamps")
+        if s.missing:
+            line += f", {s.missing} steps without a frame"
+        if s.state in (DEAD, STALLED):
+            why = f": {s.last_error}" if s.last_error else ""
+            line += f"; {s.state.upper()}{why}; its last frame was repeated from then on"
+        lines.append(line)
+    return lines
 
 
 @dataclass

@@ -91,10 +91,10 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
         for camera in sim.cameras:  # the first render of a camera is slow (EGL set-up): not in an episode's tick
             sim.render(camera)
         device = backend.make(DeviceContext(task, sim, controller, config.seed, clock, config.device_arg))
+        session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep, cameras=cameras)
     except BaseException:
         sim.close()
         raise
-    session = Session(sim, task, device, controller, config.session, clock=clock, sleep=sleep, cameras=cameras)
     return Rig(config, sim, task, controller, device, session)
 
 
