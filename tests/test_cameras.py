@@ -23,6 +23,7 @@ from recorder.cameras import (
     OpenCVCamera,
     RealSenseCamera,
     SyntheticCamera,
+    parse_camera,
     read_counter,
 )
 from teleop.errors import DeviceError, MissingDependencyError
@@ -386,6 +387,23 @@ def test_an_unplugged_webcam_is_marked_dead_with_what_to_do(monkeypatch: pytest.
     assert status.errors == 4 and not status.alive  # 3 failed reads, then the one that ended it
     assert "returned no frame 3 times in a row: it was unplugged" in status.last_error
     assert "reconnect it" in status.last_error
+
+
+def test_a_camera_spec_names_its_backend_and_settings(tmp_path: Path) -> None:
+    name, camera = parse_camera("side=realsense-depth:0123456789", (848, 480), 60.0)
+    assert name == "side" and isinstance(camera, RealSenseCamera)
+    assert (camera.serial, camera.width, camera.height, camera.depth) == ("0123456789", 848, 480, True)
+    assert camera.fps == 60.0
+    _, camera = parse_camera("top=realsense")
+    assert isinstance(camera, RealSenseCamera) and camera.serial is None and not camera.depth
+    assert (camera.width, camera.height) == (640, 480)
+    _, camera = parse_camera("usb=2", (320, 240), 15.0)
+    assert isinstance(camera, OpenCVCamera) and camera.source == 2 and camera.size == (320, 240)
+    assert camera.requested_fps == 15.0
+    _, camera = parse_camera(f"clip={tmp_path / 'a.mp4'}")
+    assert isinstance(camera, OpenCVCamera) and camera.is_file and camera.requested_fps is None
+    _, camera = parse_camera("test = synthetic", (160, 120))
+    assert isinstance(camera, SyntheticCamera) and (camera.width, camera.height) == (160, 120)
 
 
 def test_a_missing_video_file_is_named(tmp_path: Path) -> None:
