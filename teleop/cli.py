@@ -63,13 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
     record.add_argument("--calibration", type=Path, default=None,
                         help="R_base_device of a VR controller, from teleop calibrate (default: identity)")
-    record.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE",
-                        help="also record a real camera beside the simulator's; SOURCE is a webcam index, a video "
-                             "file, realsense[:SERIAL], realsense-depth[:SERIAL] or synthetic (repeatable)")
-    record.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
-                        help="image size of the --camera cameras (default: a webcam's or video's own, else 640x480)")
-    record.add_argument("--camera-fps", type=float, default=30.0,
-                        help="frame rate asked of the --camera cameras; a video plays at its own (default 30)")
+    _add_camera_arguments(record)
 
     calibrate = sub.add_parser("calibrate", help="measure the rotation from a VR controller's tracking frame to "
                                                  "the robot base, guided by grip presses")
@@ -96,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.add_argument("--out", type=Path, default=Path("episodes"))
+    _add_camera_arguments(gui)
 
     train = sub.add_parser("train", help="train a behaviour-cloning policy on recorded episodes")
     train.add_argument("dir", type=Path, help="folder of episodes")
@@ -142,6 +137,16 @@ def _rig_config(args: argparse.Namespace, device: str, **session: object):  # no
                      session=SessionConfig(rate_hz=args.rate, **session),  # type: ignore[arg-type]
                      seed=args.seed, device_arg=getattr(args, "device_arg", None),
                      calibration=getattr(args, "calibration", None))
+
+
+def _add_camera_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE",
+                        help="also record a real camera beside the simulator's; SOURCE is a webcam index, a video "
+                             "file, realsense[:SERIAL], realsense-depth[:SERIAL] or synthetic (repeatable)")
+    parser.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
+                        help="image size of the --camera cameras (default: a webcam's or video's own, else 640x480)")
+    parser.add_argument("--camera-fps", type=float, default=30.0,
+                        help="frame rate asked of the --camera cameras; a video plays at its own (default 30)")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -293,7 +298,8 @@ def _cmd_repair(args: argparse.Namespace) -> int:
 def _cmd_gui(args: argparse.Namespace) -> int:
     from ui.app import run_app
 
-    return run_app(args.out)
+    with _started_cameras(args) as cameras:
+        return run_app(args.out, cameras=cameras)
 
 
 def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, eval_every: int = 0,

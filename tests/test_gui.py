@@ -21,6 +21,7 @@ from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from recorder.backend import open_episode  # noqa: E402
+from recorder.cameras import Capture, SyntheticCamera  # noqa: E402
 from recorder.hdf5 import EpisodeReader  # noqa: E402
 from teleop.errors import MissingDependencyError  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
@@ -37,8 +38,8 @@ def app() -> QApplication:
 def make_window(app: QApplication, tmp_path: Path) -> Iterator[Callable[..., MainWindow]]:
     windows: list[MainWindow] = []
 
-    def make(device: str, robot: str = "franka", task: str = "franka-reach") -> MainWindow:
-        window = MainWindow(tmp_path / "episodes", robot=robot, task=task, device=device)
+    def make(device: str, robot: str = "franka", task: str = "franka-reach", cameras: dict | None = None) -> MainWindow:
+        window = MainWindow(tmp_path / "episodes", robot=robot, task=task, device=device, cameras=cameras)
         window.show()
         QTest.qWaitForWindowExposed(window)
         windows.append(window)
@@ -126,6 +127,39 @@ def test_the_picked_format_and_frame_codec_are_used(make_window: Callable[..., M
         assert all(reader.is_jpeg(cam) for cam in reader.camera_names)
         assert reader.frame(reader.camera_names[0], -1).dtype == np.uint8
     assert window.episode_table.names() == [path.name]
+
+
+class DiesAfter(SyntheticCamera):
+    """A synthetic camera whose driver raises after `n` frames, like a USB camera pulled out."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(160, 120, fps=30.0)
+        self.n = n
+
+    def _read(self) -> Capture | None:
+        if self.status().frames >= self.n:
+            raise OSError("[Errno 19] No such device")
+        return super()._read()
+
+
+def test_real_cameras_are_shown_recorded_and_a_dead_one_is_reported(make_window: Callable[..., MainWindow]) -> None:
+    usb, dying = SyntheticCamera(160, 120, fps=30.0), DiesAfter(20)
+    with usb, dying:
+        window = make_window("scripted", cameras={"usb": usb, "pulled": dying})
+        assert list(window.camera_views) == ["front", "wrist", "usb", "pulled"]
+        front, shown = window.camera_views["front"].size(), window.camera_views["usb"].size()
+        assert shown.height() == front.height() and shown.width() == front.height() * 160 // 120
+        wait_until(lambda: window.camera_views["usb"].pixmap() is not None
+                   and not window.camera_views["usb"].pixmap().isNull(), 10)  # the preview shows its frame
+        QTest.mouseClick(window.record_button, LEFT)
+        wait_until(lambda: not window.recording, 30)
+    [path] = episode_files(window)
+    with open_episode(path) as reader:
+        assert set(reader.camera_names) == {"front", "wrist", "usb", "pulled"}
+        assert reader.frame("usb", -1).shape == (120, 160, 3)
+        assert reader.camera_seq("pulled")[-1] == 19  # its last frame, repeated after it died
+    status = window.status_label.text()
+    assert f"saved {path.name}" in status and "camera pulled dead: OSError: [Errno 19] No such device" in status
 
 
 def test_discard_while_recording_keeps_nothing(make_window: Callable[..., MainWindow]) -> None:

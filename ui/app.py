@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from teleop.deps import require
 
+if TYPE_CHECKING:
+    from recorder.cameras import CameraSource
 
-def run_app(out_dir: Path, argv: list[str] | None = None) -> int:
+
+def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, CameraSource] | None = None) -> int:
     """Open the main window recording into `out_dir` and run the Qt event loop until it closes.
+
+    `cameras` (started by the caller) are shown and recorded beside the simulator's.
 
     Raises:
         MissingDependencyError: PyQt6 or pyqtgraph is not installed.
@@ -20,7 +27,7 @@ def run_app(out_dir: Path, argv: list[str] | None = None) -> int:
     from ui.main_window import MainWindow
 
     app = widgets.QApplication.instance() or widgets.QApplication(list(sys.argv if argv is None else argv))
-    window = MainWindow(Path(out_dir))
+    window = MainWindow(Path(out_dir), cameras=cameras)
     window.show()
     _close_on_interrupt(app)
     return int(app.exec())

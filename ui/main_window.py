@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (
 
 from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
+from recorder.cameras import DEAD, STALLED, CameraSource
 from recorder.episodes import scan_episodes
 from teleop.backends import BACKENDS as DEVICES
 from teleop.recording import RecordedEpisode
@@ -67,9 +68,10 @@ class MainWindow(QMainWindow):
     _record_requested = pyqtSignal(int, str, str)  # seed, episode format, image codec
 
     def __init__(self, out_dir: Path, robot: str = "franka", task: str | None = None,
-                 device: str = "scripted") -> None:
+                 device: str = "scripted", cameras: Mapping[str, CameraSource] | None = None) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
+        self.cameras = dict(cameras or {})  # real cameras, started by the caller, recorded beside the simulator's
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.rig_info: RigInfo | None = None
         self._requested: RigConfig | None = None
@@ -204,7 +206,7 @@ class MainWindow(QMainWindow):
 
     def _start_worker(self) -> None:
         self._worker_thread = QThread(self)
-        self.worker = RigWorker(self.out_dir)
+        self.worker = RigWorker(self.out_dir, cameras=self.cameras)
         self.worker.moveToThread(self._worker_thread)
         self._build_requested.connect(self.worker.build)
         self._preview_requested.connect(self.worker.preview)
@@ -278,8 +280,9 @@ class MainWindow(QMainWindow):
 
     def _make_views(self, info: RigInfo) -> None:
         _clear_layout(self.cameras_row)
-        width, height = info.image_size
-        self.camera_views = {name: CameraView(width, height, CAMERA_SCALE) for name in info.cameras}
+        shown_height = info.image_size[1] * CAMERA_SCALE  # real cameras are scaled to the simulator's height
+        self.camera_views = {name: CameraView(*info.camera_sizes[name], shown_height / info.camera_sizes[name][1])
+                             for name in info.cameras}
         for name, view in self.camera_views.items():
             cell = QVBoxLayout()
             title = QLabel(name)
@@ -380,10 +383,13 @@ class MainWindow(QMainWindow):
             self._set_status(f"discarded {episode.path.name} ({result.steps} steps)")
         else:
             self._last_path = episode.path
+            failed = {name: s for name, s in result.camera_stats.items() if s.state in (DEAD, STALLED)}
+            cameras = "".join(f"; camera {name} {s.state}: {s.last_error or 'no frames'}, its last frame repeated"
+                              for name, s in sorted(failed.items()))
             self._set_status(
                 f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
                 f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
-                f"(ended by {result.stopped_by})")
+                f"(ended by {result.stopped_by}){cameras}", error=bool(failed))
             self.seed_spin.setValue(self.seed_spin.value() + 1)  # also previews the next episode's scene
         self.refresh_episodes()
         self._update_buttons()

@@ -7,6 +7,7 @@ the simulator (rendering from another thread gives blank frames or crashes), and
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 
 from devices.base import Device
+from recorder.cameras import CameraSource
 from recorder.step import Step
 from teleop.errors import TeleopError
 from teleop.recording import record_episode
@@ -27,8 +29,9 @@ class RigInfo:
 
     Attributes:
         config: The configuration it was built from.
-        cameras: Camera names.
-        image_size: Camera image (width, height) [px].
+        cameras: Camera names: the simulator's, then the real ones.
+        image_size: The simulator's camera images (width, height) [px].
+        camera_sizes: Every camera's image (width, height) [px], by name.
         joint_names: Names of the recorded joints.
         instruction: The task's language instruction.
         device: The operator device; only its thread-safe methods may be called from the UI
@@ -38,6 +41,7 @@ class RigInfo:
     config: RigConfig
     cameras: tuple[str, ...]
     image_size: tuple[int, int]
+    camera_sizes: dict[str, tuple[int, int]]
     joint_names: tuple[str, ...]
     instruction: str
     device: Device
@@ -82,9 +86,12 @@ def live_state(step: Step, result: EpisodeResult, t_first: float) -> LiveState:
 
 
 def preview_state(rig: Rig, t: float) -> LiveState:
-    """Cameras and joints of the rig as it stands, outside a recording."""
+    """Cameras and joints of the rig as it stands, outside a recording (a real camera's newest frame)."""
     q, _ = rig.sim.joint_state()
-    return LiveState(frames={name: rig.sim.render(name).rgb for name in rig.sim.cameras}, joint_pos=q,
+    frames = {name: rig.sim.render(name).rgb for name in rig.sim.cameras}
+    latest = {name: camera.latest() for name, camera in rig.session.cameras.items()}
+    frames.update({name: frame.rgb for name, frame in latest.items() if frame is not None})
+    return LiveState(frames=frames, joint_pos=q,
                      ee_pos=rig.sim.ee_pose()[:3, 3], engaged=None, steps=0, elapsed_s=0.0,
                      rate_hz=0.0, success=rig.task.success(rig.sim), t=t)
 
@@ -105,9 +112,11 @@ class RigWorker(QObject):
     recorded = pyqtSignal(object)
     failed = pyqtSignal(str)
 
-    def __init__(self, out_dir: Path, min_interval_s: float = 1 / 30) -> None:
+    def __init__(self, out_dir: Path, min_interval_s: float = 1 / 30,
+                 cameras: Mapping[str, CameraSource] | None = None) -> None:
         super().__init__()
         self.out_dir = out_dir
+        self.cameras = dict(cameras or {})  # started by the caller; recorded beside the simulator's
         self.min_interval_s = min_interval_s
         self.rig: Rig | None = None
         self._stop = threading.Event()
@@ -128,14 +137,16 @@ class RigWorker(QObject):
         """Close the current rig and build a new one."""
         self._close_rig()
         try:
-            rig = build_rig(config)
+            rig = build_rig(config, cameras=self.cameras)
         except TeleopError as exc:
             self.build_failed.emit(str(exc))
             return
         self.rig = rig
-        self.built.emit(RigInfo(config=config, cameras=tuple(rig.sim.cameras),
-                                image_size=rig.sim.config.image_size, joint_names=rig.sim.joint_names,
-                                instruction=rig.task.language_instruction(), device=rig.device))
+        infos = rig.session.camera_infos()
+        self.built.emit(RigInfo(config=config, cameras=tuple(infos), image_size=rig.sim.config.image_size,
+                                camera_sizes={name: (info.width, info.height) for name, info in infos.items()},
+                                joint_names=rig.sim.joint_names, instruction=rig.task.language_instruction(),
+                                device=rig.device))
 
     @pyqtSlot(int)
     def preview(self, seed: int) -> None:
