@@ -39,6 +39,7 @@ from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monosp
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
 SCRIPTED_SUCCESS_HOLD_S = 0.5
 CAMERA_SCALE = 2.0
+CAMERA_ROW_PX = 1140  # widest the camera views may be together; more cameras are shown smaller
 
 
 def session_config(device: str) -> SessionConfig:
@@ -280,7 +281,9 @@ class MainWindow(QMainWindow):
 
     def _make_views(self, info: RigInfo) -> None:
         _clear_layout(self.cameras_row)
-        shown_height = info.image_size[1] * CAMERA_SCALE  # real cameras are scaled to the simulator's height
+        # Every view has the same height: the simulator's images at CAMERA_SCALE, unless the row would be too wide.
+        aspects = sum(width / height for width, height in info.camera_sizes.values())
+        shown_height = min(info.image_size[1] * CAMERA_SCALE, CAMERA_ROW_PX / aspects)
         self.camera_views = {name: CameraView(*info.camera_sizes[name], shown_height / info.camera_sizes[name][1])
                              for name in info.cameras}
         for name, view in self.camera_views.items():
