@@ -698,15 +698,15 @@ CAMERA_BACKENDS: dict[str, type[CameraSource]] = {
 
 # --- from the command line ------------------------------------------------------------------------------
 
-CAMERA_SOURCES = ("a webcam index (0, 1, ...)", "a video file", "realsense[:SERIAL]", "realsense-depth[:SERIAL]",
-                  "synthetic")
+CAMERA_SOURCES = ("a webcam index (0, 1, ...) or /dev/videoN", "a video file", "realsense[:SERIAL]",
+                  "realsense-depth[:SERIAL]", "synthetic")
 
 
 def parse_camera(spec: str, size: tuple[int, int] | None = None, fps: float = 30.0) -> tuple[str, CameraSource]:
     """A camera from `NAME=SOURCE` (see CAMERA_SOURCES), constructed but not started.
 
     Args:
-        spec: e.g. "usb=0", "side=realsense:0123456789", "clip=demo.mp4", "test=synthetic".
+        spec: e.g. "usb=0", "usb=/dev/video2", "side=realsense:0123456789", "clip=demo.mp4", "test=synthetic".
         size: (width, height) [px]; None keeps a webcam's or a video's own (RealSense and synthetic: 640x480).
         fps: Frame rate requested from a webcam, a RealSense or a synthetic camera [Hz]; a video file plays at
             its own.
@@ -721,8 +721,9 @@ def parse_camera(spec: str, size: tuple[int, int] | None = None, fps: float = 30
                           f"of: {', '.join(CAMERA_SOURCES)}")
     width, height = size if size else (None, None)
     kind, _, serial = source.partition(":")
-    if source.isdigit():
-        return name, OpenCVCamera(int(source), width, height, fps=fps)
+    index = source.removeprefix("/dev/video")
+    if index.isdigit():
+        return name, OpenCVCamera(int(index), width, height, fps=fps)
     if kind in ("realsense", "realsense-depth"):
         return name, RealSenseCamera(serial or None, width or 640, height or 480, fps=fps,
                                      depth=kind == "realsense-depth")

@@ -106,13 +106,14 @@ DATA_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec
 CHUNK_KEYS = DefaultChunkKeyEncoding(separator=".")
 ZARR_TEMPORARY = re.compile(r".+\.[0-9a-f]{32}\.partial")  # how zarr's LocalStore names a file it is writing
 STEP_CHUNK_ROWS = 1024  # rows per chunk file of the small arrays (at most MAX_CHUNK_BYTES a chunk)
+ROOT_METADATA = "zarr.json"
+VLEN_WARNING = r"The data type \(VariableLengthBytes\(\)\) does not have a Zarr V3 specification"
 
 
 def step_chunk_rows(row: np.ndarray) -> int:
     """Chunk length of a small array [rows]: long, because every chunk is a file (module docstring)."""
     return int(np.clip(MAX_CHUNK_BYTES // max(row.nbytes, 1), 1, STEP_CHUNK_ROWS))
-ROOT_METADATA = "zarr.json"
-VLEN_WARNING = r"The data type \(VariableLengthBytes\(\)\) does not have a Zarr V3 specification"
+
 
 # zarr warns each time it writes the metadata of a JPEG array; the module docstring states the caveat once.
 warnings.filterwarnings("ignore", VLEN_WARNING, UnstableSpecificationWarning)

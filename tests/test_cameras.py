@@ -400,6 +400,8 @@ def test_a_camera_spec_names_its_backend_and_settings(tmp_path: Path) -> None:
     _, camera = parse_camera("usb=2", (320, 240), 15.0)
     assert isinstance(camera, OpenCVCamera) and camera.source == 2 and camera.size == (320, 240)
     assert camera.requested_fps == 15.0
+    _, camera = parse_camera("usb=/dev/video4")
+    assert isinstance(camera, OpenCVCamera) and camera.source == 4
     _, camera = parse_camera(f"clip={tmp_path / 'a.mp4'}")
     assert isinstance(camera, OpenCVCamera) and camera.is_file and camera.requested_fps is None
     _, camera = parse_camera("test = synthetic", (160, 120))
