@@ -13,7 +13,6 @@ from devices.trace import RecordingDevice, TraceRecorder
 from recorder import jpeg
 from recorder.backend import create_writer
 from recorder.background import BackgroundWriter
-from recorder.cameras import DEAD, STALLED
 from recorder.episodes import unfinished_warning
 from recorder.step import EpisodeMeta, Step
 from teleop.errors import EpisodeError
@@ -142,20 +141,16 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
 
 
 def camera_report(result: EpisodeResult) -> list[str]:
-    """One line per camera beside the simulator's: what the steps used, and whether it died or stalled."""
+    """One line per camera beside the simulator's (what the steps used), then one per camera that gave out."""
     lines = []
     for name, s in sorted(result.camera_stats.items()):
         if s.state == "sim":
             continue
         oldest = "" if s.max_age_ms is None else f", oldest {s.max_age_ms:.0f} ms"
-        line = (f"  camera {name}: {s.used} frames used, {s.drops} dropped, {s.duplicates} steps reused a frame, "
-                f"{s.stale} stale{oldest}, {s.timestamps} timestamps")
-        if s.missing:
-            line += f", {s.missing} steps without a frame"
-        if s.state in (DEAD, STALLED):
-            why = f": {s.last_error}" if s.last_error else ""
-            line += f"; {s.state.upper()}{why}; its last frame was repeated from then on"
-        lines.append(line)
+        missing = f", {s.missing} steps without a frame" if s.missing else ""
+        lines.append(f"  camera {name}: {s.used} frames used, {s.drops} dropped, {s.duplicates} steps reused a "
+                     f"frame, {s.stale} stale{oldest}, {s.timestamps} timestamps{missing}")
+    lines += [f"  warning: {problem}; its last frame was repeated from then on" for problem in result.camera_problems]
     return lines
 
 

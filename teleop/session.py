@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from devices.base import Clock, Device, DeviceSample
-from recorder.cameras import DEAD, CameraSource
+from recorder.cameras import DEAD, STALLED, CameraSource
 from recorder.step import CameraFrame, CameraInfo, Step
 from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
@@ -84,6 +84,12 @@ class EpisodeResult:
     def dead_cameras(self) -> list[str]:
         """Cameras whose source died during the episode (their last frame was reused from then on)."""
         return sorted(name for name, stats in self.camera_stats.items() if stats.state == DEAD)
+
+    @property
+    def camera_problems(self) -> list[str]:
+        """'camera NAME dead: why' (or stalled) for each camera that gave out; its last frame was reused."""
+        return [f"camera {name} {s.state}: {s.last_error or 'no new frame'}"
+                for name, s in sorted(self.camera_stats.items()) if s.state in (DEAD, STALLED)]
 
     def attrs(self) -> dict[str, float | int | str]:
         """Counters stored with the episode; `camera_stats` is a JSON object, camera name -> SyncStats."""

@@ -11,9 +11,11 @@ import pytest
 from devices.base import Device, DeviceSample
 from recorder.cameras import Capture, SyntheticCamera, read_counter
 from recorder.step import Step
+from recorder.sync import SyncStats
 from teleop.errors import DeviceError, TeleopError
+from teleop.recording import camera_report
 from teleop.rig import RigConfig, build_rig
-from teleop.session import Session, SessionConfig
+from teleop.session import EpisodeResult, Session, SessionConfig
 from teleop.sim import SimConfig
 
 
@@ -213,6 +215,7 @@ def test_a_camera_that_dies_is_reported_in_the_result_and_the_episode_goes_on(cl
     rig.close()
     assert result.stopped_by == "time limit" and result.steps == 21
     assert result.dead_cameras == ["usb"]
+    assert result.camera_problems == ["camera usb dead: OSError: [Errno 19] No such device"]
     assert all(step.frames["usb"].seq == 1 for step in sink.steps)  # its last frame, reused
     stats = json.loads(str(result.attrs()["camera_stats"]))["usb"]
     assert stats["state"] == "dead" and "No such device" in stats["last_error"]
@@ -270,3 +273,19 @@ def test_stale_samples_and_device_errors_hold_the_robot_and_recovery_does_not_ju
     assert (actions[9:29] == actions[8]).all()
     ee = np.array([s.ee_pose[:3] for s in sink.steps])
     assert np.abs(ee[29:] - ee[28]).max() < 0.01  # the device moved 36 cm meanwhile: re-anchored, no jump
+
+
+def test_the_camera_report_has_a_line_per_real_camera_and_a_warning_for_one_that_died() -> None:
+    result = EpisodeResult(camera_stats={
+        "front": SyncStats(used=40, state="sim", timestamps="tick"),
+        "usb": SyncStats(frames=30, used=20, drops=10, duplicates=3, stale=1, max_age_ms=61.4, state="running",
+                         timestamps="device"),
+        "side": SyncStats(frames=5, used=5, duplicates=35, stale=30, missing=2, max_age_ms=900.0, state="dead",
+                          last_error="OSError: [Errno 19] No such device", timestamps="receive"),
+    })
+    assert camera_report(result) == [
+        "  camera side: 5 frames used, 0 dropped, 35 steps reused a frame, 30 stale, oldest 900 ms, receive "
+        "timestamps, 2 steps without a frame",
+        "  camera usb: 20 frames used, 10 dropped, 3 steps reused a frame, 1 stale, oldest 61 ms, device timestamps",
+        "  warning: camera side dead: OSError: [Errno 19] No such device; its last frame was repeated from then on",
+    ]

@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 
 from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
-from recorder.cameras import DEAD, STALLED, CameraSource
+from recorder.cameras import CameraSource
 from recorder.episodes import scan_episodes
 from teleop.backends import BACKENDS as DEVICES
 from teleop.recording import RecordedEpisode
@@ -386,13 +386,11 @@ class MainWindow(QMainWindow):
             self._set_status(f"discarded {episode.path.name} ({result.steps} steps)")
         else:
             self._last_path = episode.path
-            failed = {name: s for name, s in result.camera_stats.items() if s.state in (DEAD, STALLED)}
-            cameras = "".join(f"; camera {name} {s.state}: {s.last_error or 'no frames'}, its last frame repeated"
-                              for name, s in sorted(failed.items()))
+            problems = "".join(f"; {problem}, its last frame repeated" for problem in result.camera_problems)
             self._set_status(
                 f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
                 f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
-                f"(ended by {result.stopped_by}){cameras}", error=bool(failed))
+                f"(ended by {result.stopped_by}){problems}", error=bool(problems))
             self.seed_spin.setValue(self.seed_spin.value() + 1)  # also previews the next episode's scene
         self.refresh_episodes()
         self._update_buttons()
