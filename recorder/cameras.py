@@ -732,3 +732,85 @@ def parse_camera(spec: str, size: tuple[int, int] | None = None, fps: float = 30
     if Path(source).suffix:
         return name, OpenCVCamera(source, width, height)
     raise TeleopError(f"camera source {source!r} of {name!r} is none of: {', '.join(CAMERA_SOURCES)}")
+
+
+# --- finding the cameras there are ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoundCamera:
+    """A camera find_cameras() tried.
+
+    Attributes:
+        source: What `--camera NAME=SOURCE` takes for it ("0", "realsense:0123456789").
+        device: Where it is ("/dev/video0", "Intel RealSense D435").
+        width, height: Size of the frames it delivered [px]; 0 where it delivered none (or was not streamed).
+        fps: Delivery rate measured while it was probed [Hz].
+        timestamps: What its frame times are (CameraStatus.timestamps); "" where it was not streamed.
+        problem: Why it cannot be used as it is, "" if it can.
+    """
+
+    source: str
+    device: str
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    timestamps: str = ""
+    problem: str = ""
+
+
+def find_cameras(probe_s: float = 1.0, video_nodes: list[str] | None = None) -> list[FoundCamera]:
+    """Every camera here that `--camera` can name: each V4L2 node (/dev/video*) opened through OpenCV and
+    streamed for `probe_s`, then each RealSense device the SDK lists (if pyrealsense2 is installed; not
+    streamed, since RealSense cameras also appear among the V4L2 nodes).
+
+    Args:
+        probe_s: How long each webcam is streamed to measure its size, rate and timestamps [s].
+        video_nodes: Device paths to try; None lists /dev/video* (Linux), else tries indices 0-4.
+
+    Raises:
+        MissingDependencyError: OpenCV is not installed.
+    """
+    require("cv2", "cameras", "finding webcams", package="opencv-python-headless")
+    if video_nodes is None:
+        video_nodes = sorted((str(p) for p in Path("/dev").glob("video*")), key=_node_index)
+        video_nodes = video_nodes or ([] if Path("/dev").is_dir() else [str(k) for k in range(5)])
+    found = [_probe_webcam(node, probe_s) for node in video_nodes if _node_index(node) >= 0]
+    return found + _realsense_devices()
+
+
+def _node_index(node: str) -> int:
+    index = Path(node).name.removeprefix("video")
+    return int(index) if index.isdigit() else -1
+
+
+def _probe_webcam(node: str, probe_s: float) -> FoundCamera:
+    index = _node_index(node)
+    camera = OpenCVCamera(index)
+    try:
+        camera.start()
+    except DeviceError:
+        return FoundCamera(str(index), node, problem="OpenCV cannot open it (a metadata node of a camera listed "
+                                                     "beside it, or another program holds it)")
+    try:
+        first = camera.wait_for_frame(max(probe_s, 0.5))
+        if first is not None:
+            time.sleep(probe_s)  # frames for the measured rate
+        status, info = camera.status(), camera.info()
+    finally:
+        camera.stop()
+    if first is None:
+        return FoundCamera(str(index), node, problem=f"opened, but no frame came ({status.last_error or status.state})")
+    return FoundCamera(str(index), node, info.width, info.height, status.fps, status.timestamps)
+
+
+def _realsense_devices() -> list[FoundCamera]:
+    try:
+        rs = require("pyrealsense2", "realsense", "finding RealSense cameras")
+    except TeleopError:
+        return []
+    found = []
+    for device in rs.context().query_devices():
+        serial = device.get_info(rs.camera_info.serial_number)
+        found.append(FoundCamera(f"realsense:{serial}", device.get_info(rs.camera_info.name)))
+    return found

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--from-wheel", action="store_true",
                        help="build it from an installed mediapipe 0.10 wheel instead of downloading")
 
+    cameras = sub.add_parser("cameras", help="list the webcams and RealSense cameras --camera can name")
+    cameras.add_argument("--probe-seconds", type=float, default=1.0,
+                         help="how long each webcam is streamed to measure it (default 1)")
+
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.add_argument("--out", type=Path, default=Path("episodes"))
     _add_camera_arguments(gui)
@@ -295,6 +299,23 @@ def _cmd_repair(args: argparse.Namespace) -> int:
     return 1 if any(isinstance(item, RepairProblem) for item in results) else 0
 
 
+def _cmd_cameras(args: argparse.Namespace) -> int:
+    from recorder.cameras import find_cameras
+
+    found = find_cameras(args.probe_seconds)
+    if not found:
+        print("no cameras found: USB webcams appear as /dev/video* once plugged in; RealSense cameras are listed "
+              "with pip install 'teleop[realsense]'")
+        return 0
+    print(f"{'source':22} {'device':28} {'size':10} {'fps':>5}  {'timestamps':10}  notes")
+    for camera in found:
+        size = f"{camera.width}x{camera.height}" if camera.width else "-"
+        fps = f"{camera.fps:5.1f}" if camera.fps else "    -"
+        print(f"{camera.source:22} {camera.device:28} {size:10} {fps}  {camera.timestamps or '-':10}  {camera.problem}")
+    print("record one with: teleop record ... --camera NAME=SOURCE (e.g. --camera usb=0)")
+    return 0
+
+
 def _cmd_gui(args: argparse.Namespace) -> int:
     from ui.app import run_app
 
@@ -337,8 +358,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
-             "models": _cmd_models, "episodes": _cmd_episodes, "gui": _cmd_gui, "train": _cmd_train,
-             "eval": _cmd_eval}
+             "models": _cmd_models, "episodes": _cmd_episodes, "cameras": _cmd_cameras, "gui": _cmd_gui,
+             "train": _cmd_train, "eval": _cmd_eval}
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ from recorder.cameras import (
     CameraSource,
     DepthFrame,
     DeviceClockMap,
+    FoundCamera,
     OpenCVCamera,
     RealSenseCamera,
     SyntheticCamera,
+    find_cameras,
     parse_camera,
     read_counter,
 )
@@ -406,6 +408,41 @@ def test_a_camera_spec_names_its_backend_and_settings(tmp_path: Path) -> None:
     assert isinstance(camera, OpenCVCamera) and camera.is_file and camera.requested_fps is None
     _, camera = parse_camera("test = synthetic", (160, 120))
     assert isinstance(camera, SyntheticCamera) and (camera.width, camera.height) == (160, 120)
+
+
+def fake_realsense_listing(monkeypatch: pytest.MonkeyPatch, *devices: tuple[str, str]) -> None:
+    """pyrealsense2 whose context lists `devices`, (serial, name) each."""
+    rs = fake_realsense([], SettableClock())
+    rs.camera_info = types.SimpleNamespace(serial_number="serial", name="name")
+    listed = [types.SimpleNamespace(get_info=lambda key, d=d: {"serial": d[0], "name": d[1]}[key]) for d in devices]
+    rs.context = lambda: types.SimpleNamespace(query_devices=lambda: listed)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+
+
+def test_find_cameras_probes_each_video_node_and_lists_realsense_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cv2, "VideoCapture", FakeWebcam(queued_for(0.02)).open)  # only index 0 opens
+    fake_realsense_listing(monkeypatch, ("0123456789", "Intel RealSense D435"))
+    metadata, webcam, realsense = find_cameras(0.3, ["/dev/video1", "/dev/video0"])
+    assert (metadata.source, metadata.device, metadata.width) == ("1", "/dev/video1", 0)
+    assert metadata.problem.startswith("OpenCV cannot open it")
+    assert (webcam.source, webcam.device, webcam.width, webcam.height) == ("0", "/dev/video0", 32, 24)
+    assert 30 < webcam.fps < 90 and webcam.timestamps == "device" and webcam.problem == ""
+    assert realsense == FoundCamera("realsense:0123456789", "Intel RealSense D435")
+
+
+def test_teleop_cameras_prints_what_each_camera_gives(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    monkeypatch.setattr(cv2, "VideoCapture", FakeWebcam(queued_for(0.02)).open)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)  # not installed: nothing listed, no error
+    monkeypatch.setattr("recorder.cameras.find_cameras",
+                        lambda probe_s: find_cameras(probe_s, ["/dev/video0"]))
+    assert main(["cameras", "--probe-seconds", "0.3"]) == 0
+    header, row, hint = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[:4] == ["source", "device", "size", "fps"]
+    assert row.split()[:3] == ["0", "/dev/video0", "32x24"] and row.split()[4] == "device"
+    assert "--camera usb=0" in hint
 
 
 def test_a_missing_video_file_is_named(tmp_path: Path) -> None:
