@@ -30,7 +30,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -40,6 +40,7 @@ import numpy as np
 from recorder import jpeg
 from recorder.cameras import DepthFrame
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
+from recorder.sync import SyncStats
 from teleop import __version__
 from teleop.deps import require
 from teleop.errors import EpisodeError, UnknownNameError
@@ -1039,6 +1040,18 @@ class EpisodeReader(abc.ABC):
         if self._length(f"cameras/{cam}/seq") is None:
             return np.full(self.num_steps, -1, dtype=np.int64)
         return self._read(f"cameras/{cam}/seq")
+
+    def camera_stats(self, cam: str) -> SyncStats | None:
+        """What the steps used from a camera, as the recording counted it (recorder.sync.SyncStats: frames
+        used, dropped and repeated, stale steps, the oldest frame's age, the source's state and last error, and
+        what its times are); None for an episode recorded without these counts."""
+        self._camera(cam)
+        try:
+            stored = json.loads(str(decode_attr(self._root_attrs()["camera_stats"])))[cam]
+        except (KeyError, ValueError, TypeError):
+            return None
+        known = {f.name for f in fields(SyncStats)}
+        return SyncStats(**{key: value for key, value in stored.items() if key in known})
 
     def is_jpeg(self, cam: str) -> bool:
         """Whether a camera's colour frames are stored as JPEG (lossy) rather than lossless."""

@@ -82,6 +82,10 @@ def test_record_adds_real_cameras_beside_the_simulators_and_reports_each(
         seq = episode.camera_seq("usb")
         assert np.all(np.diff(seq) >= 0) and seq[-1] > seq[0]  # the synthetic camera's own frames, in order
         stats = json.loads(str(episode.attrs["camera_stats"]))
+        usb = episode.camera_stats("usb")
+        assert usb is not None and usb.as_dict() == stats["usb"]  # the reader's view of the stored counts
+        front = episode.camera_stats("front")
+        assert front is not None and (front.state, front.timestamps, front.drops) == ("sim", "tick", 0)
     assert stats["usb"]["timestamps"] == "device" and stats["clip"]["timestamps"] == "receive"
     assert stats["usb"]["used"] == len(set(seq.tolist()))
 

@@ -181,6 +181,7 @@ def test_round_trip_cameras(episode: Path, steps: list[Step]) -> None:
             np.testing.assert_array_equal(np.stack(list(reader.iter_frames(cam))), expected)
             np.testing.assert_array_equal(reader.camera_timestamps(cam), [s.frames[cam].t for s in steps])
             np.testing.assert_array_equal(reader.camera_seq(cam), [s.frames[cam].seq for s in steps])
+            assert reader.camera_stats(cam) is None  # written without a session's counts
         with pytest.raises(IndexError):
             reader.frame("front", len(steps))
 
