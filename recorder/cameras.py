@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import collections
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -766,15 +767,16 @@ def find_cameras(probe_s: float = 1.0, video_nodes: list[str] | None = None) -> 
 
     Args:
         probe_s: How long each webcam is streamed to measure its size, rate and timestamps [s].
-        video_nodes: Device paths to try; None lists /dev/video* (Linux), else tries indices 0-4.
+        video_nodes: Device paths (or indices) to try; None lists /dev/video* on Linux, else tries indices 0-4.
 
     Raises:
         MissingDependencyError: OpenCV is not installed.
     """
     require("cv2", "cameras", "finding webcams", package="opencv-python-headless")
-    if video_nodes is None:
+    if video_nodes is None and sys.platform.startswith("linux"):
         video_nodes = sorted((str(p) for p in Path("/dev").glob("video*")), key=_node_index)
-        video_nodes = video_nodes or ([] if Path("/dev").is_dir() else [str(k) for k in range(5)])
+    elif video_nodes is None:
+        video_nodes = [str(k) for k in range(5)]
     found = [_probe_webcam(node, probe_s) for node in video_nodes if _node_index(node) >= 0]
     return found + _realsense_devices()
 
