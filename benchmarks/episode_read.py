@@ -54,18 +54,18 @@ def meta() -> EpisodeMeta:
 
 def make_steps(n: int) -> list[Step]:
     gradient = synthetic_gradient(WIDTH, HEIGHT)
-    frames: dict[int, dict[str, CameraFrame]] = {}
+    frames: dict[str, CameraFrame] = {}
     steps = []
     for i in range(n):
         t = i / RATE_HZ
         seq = int(t * CAMERA_FPS)
-        if seq not in frames:
-            frames = {seq: {cam: CameraFrame(synthetic_image(seq + 1000 * c, gradient), seq / CAMERA_FPS, seq)
-                            for c, cam in enumerate(CAMERAS)}}
+        if not frames or frames[CAMERAS[0]].seq != seq:  # a new frame of each camera, shared by ~3 steps
+            frames = {cam: CameraFrame(synthetic_image(seq + 1000 * c, gradient), seq / CAMERA_FPS, seq)
+                      for c, cam in enumerate(CAMERAS)}
         phase = 0.01 * i + 0.3 * np.arange(N_JOINTS)
         steps.append(Step(
             t=t, joint_pos=np.sin(phase), joint_vel=np.cos(phase), ee_pose=np.r_[0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0],
-            action=np.sin(phase + 0.01), frames=frames[seq],
+            action=np.sin(phase + 0.01), frames=frames,
             device={"engaged": np.bool_(True), "T_world_device": np.eye(4), "gripper": np.float64(0.5)},
             extras={"phase": np.int64(i // 500)},
         ))
