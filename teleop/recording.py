@@ -148,8 +148,9 @@ def camera_report(result: EpisodeResult) -> list[str]:
             continue
         oldest = "" if s.max_age_ms is None else f", oldest {s.max_age_ms:.0f} ms"
         missing = f", {s.missing} steps without a frame" if s.missing else ""
-        lines.append(f"  camera {name}: {s.used} frames used, {s.drops} dropped, {s.duplicates} steps reused a "
-                     f"frame, {s.stale} stale{oldest}, {s.timestamps} timestamps{missing}")
+        faster = " (it delivers more frames than the loop has steps)" if s.drops and s.frames > result.steps else ""
+        lines.append(f"  camera {name}: {s.used} frames used, {s.drops} dropped{faster}, {s.duplicates} steps "
+                     f"reused a frame, {s.stale} stale{oldest}, {s.timestamps} timestamps{missing}")
     lines += [f"  warning: {problem}; its last frame was repeated from then on" for problem in result.camera_problems]
     return lines
 

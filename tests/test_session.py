@@ -276,16 +276,20 @@ def test_stale_samples_and_device_errors_hold_the_robot_and_recovery_does_not_ju
 
 
 def test_the_camera_report_has_a_line_per_real_camera_and_a_warning_for_one_that_died() -> None:
-    result = EpisodeResult(camera_stats={
+    result = EpisodeResult(steps=40, camera_stats={
         "front": SyncStats(used=40, state="sim", timestamps="tick"),
-        "usb": SyncStats(frames=30, used=20, drops=10, duplicates=3, stale=1, max_age_ms=61.4, state="running",
+        "usb": SyncStats(frames=60, used=40, drops=20, stale=1, max_age_ms=61.4, state="running",
                          timestamps="device"),
+        "slow": SyncStats(frames=12, used=10, drops=2, duplicates=30, max_age_ms=95.0, state="running",
+                          timestamps="device"),
         "side": SyncStats(frames=5, used=5, duplicates=35, stale=30, missing=2, max_age_ms=900.0, state="dead",
                           last_error="OSError: [Errno 19] No such device", timestamps="receive"),
     })
     assert camera_report(result) == [
         "  camera side: 5 frames used, 0 dropped, 35 steps reused a frame, 30 stale, oldest 900 ms, receive "
         "timestamps, 2 steps without a frame",
-        "  camera usb: 20 frames used, 10 dropped, 3 steps reused a frame, 1 stale, oldest 61 ms, device timestamps",
+        "  camera slow: 10 frames used, 2 dropped, 30 steps reused a frame, 0 stale, oldest 95 ms, device timestamps",
+        "  camera usb: 40 frames used, 20 dropped (it delivers more frames than the loop has steps), 0 steps reused "
+        "a frame, 1 stale, oldest 61 ms, device timestamps",
         "  warning: camera side dead: OSError: [Errno 19] No such device; its last frame was repeated from then on",
     ]
