@@ -29,9 +29,8 @@ class RigInfo:
 
     Attributes:
         config: The configuration it was built from.
-        cameras: Camera names: the simulator's, then the real ones.
         image_size: The simulator's camera images (width, height) [px].
-        camera_sizes: Every camera's image (width, height) [px], by name.
+        camera_sizes: Every camera's image (width, height) [px], by name: the simulator's, then the real ones.
         joint_names: Names of the recorded joints.
         instruction: The task's language instruction.
         device: The operator device; only its thread-safe methods may be called from the UI
@@ -39,12 +38,16 @@ class RigInfo:
     """
 
     config: RigConfig
-    cameras: tuple[str, ...]
     image_size: tuple[int, int]
     camera_sizes: dict[str, tuple[int, int]]
     joint_names: tuple[str, ...]
     instruction: str
     device: Device
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Camera names: the simulator's, then the real ones."""
+        return tuple(self.camera_sizes)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class RigWorker(QObject):
             return
         self.rig = rig
         infos = rig.session.camera_infos()
-        self.built.emit(RigInfo(config=config, cameras=tuple(infos), image_size=rig.sim.config.image_size,
+        self.built.emit(RigInfo(config=config, image_size=rig.sim.config.image_size,
                                 camera_sizes={name: (info.width, info.height) for name, info in infos.items()},
                                 joint_names=rig.sim.joint_names, instruction=rig.task.language_instruction(),
                                 device=rig.device))
