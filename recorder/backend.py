@@ -37,7 +37,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from recorder import jpeg
+from recorder import integrity, jpeg
 from recorder.cameras import DepthFrame
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from recorder.sync import SyncStats
@@ -51,8 +51,10 @@ R = TypeVar("R", bound="EpisodeReader")
 P = TypeVar("P", bound="PartialEpisode")
 
 FORMAT = "teleop-episode"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: frame arrays were step-aligned (one stored frame per step)
+FORMAT_VERSION = 3
+# version 1: frame arrays were step-aligned (one stored frame per step); version 2: no integrity record
+READABLE_VERSIONS = (1, 2, 3)
+SEALED_VERSION = 3  # from this version on an episode must carry its integrity record (recorder.integrity)
 PARTIAL_SUFFIX = ".partial"
 UNFINISHED = "unfinished recording (the recording process stopped before it finished)"
 ROW_BLOCK = 64  # rows added per resize; arrays are trimmed to the step count at close
@@ -192,6 +194,16 @@ def step_rows(step: Step) -> dict[str, np.ndarray]:
         if depth is not None:
             rows[f"cameras/{cam}/depth"] = np.asarray(depth)
     return rows
+
+
+def _rows_text(name: str, selection: Any) -> str:
+    """" at step 7", " at frames 0-63" or "" for a read of rows `selection` of array `name`."""
+    if not isinstance(selection, slice) or selection.start is None or selection.stop is None:
+        return ""
+    unit = "frame" if is_frame_array(name) else "step"
+    if selection.stop - selection.start == 1:
+        return f" at {unit} {selection.start}"
+    return f" at {unit}s {selection.start}-{selection.stop - 1}"
 
 
 def frame_depth(frame: CameraFrame) -> np.ndarray | None:
@@ -737,7 +749,7 @@ class EpisodeWriter(abc.ABC):
             )
 
     def _check_extra_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        reserved = sorted(set(attrs) & set(META_ATTRS + CLOSE_ATTRS))
+        reserved = sorted(set(attrs) & {*META_ATTRS, *CLOSE_ATTRS, integrity.INTEGRITY_ATTR})
         if reserved:
             raise fail(self.partial, f"extra attributes {reserved} would replace the format's own", "rename them")
         return {k: to_attr(self.partial, k, v) for k, v in attrs.items()}
@@ -806,10 +818,15 @@ class EpisodeReader(abc.ABC):
         """Read (a selection of) an array; may raise the backend's own errors."""
 
     @abc.abstractmethod
+    def _describe(self) -> integrity.Description:
+        """Every group's attributes, every array's shape and data type, and the metadata files to checksum."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the storage; safe to call twice."""
 
-    damage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, KeyError, ValueError, TypeError)
+    # RuntimeError: HDF5 reports failed metadata checksums so
+    damage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
     # ---- validation
 
@@ -817,8 +834,22 @@ class EpisodeReader(abc.ABC):
         try:
             self._validate_attrs()
             self._validate_arrays()
+            self._validate_integrity()
         except self.damage_errors as exc:
             raise fail(self.path, f"damaged episode ({exc})") from exc
+
+    def _validate_integrity(self) -> None:
+        """Compare the metadata with the integrity record sealed at close (recorder.integrity)."""
+        record = self._root_attrs().get(integrity.INTEGRITY_ATTR)
+        self.sealed = record is not None
+        if record is None:
+            if self.format_version >= SEALED_VERSION:
+                raise fail(self.path, "damaged episode: its integrity record is missing",
+                           "restore it from a copy or delete it")
+            return
+        problems = integrity.damage(record, self._describe())
+        if problems:
+            raise fail(self.path, "damaged episode: " + "; ".join(problems), "restore it from a copy or delete it")
 
     def _validate_attrs(self) -> None:
         attrs = self._root_attrs()
@@ -945,15 +976,45 @@ class EpisodeReader(abc.ABC):
     # ---- step-aligned arrays
 
     def _read(self, name: str, selection: Any = ()) -> np.ndarray:
-        """Read an array (or a slice of it); a damaged chunk becomes an EpisodeError."""
+        """Read an array (or a slice of it); a damaged chunk becomes an EpisodeError naming the rows."""
         try:
             return np.asarray(self._read_array(name, selection))
-        except self.damage_errors + (RuntimeError,) as exc:
+        except self.damage_errors as exc:
             raise fail(
                 self.path,
-                f"dataset /{name} cannot be read, the episode is damaged ({exc})",
+                f"dataset /{name} cannot be read{_rows_text(name, selection)}, the episode is damaged ({exc})",
                 "restore it from a copy or delete it",
             ) from exc
+
+    def verify(self, block_rows: int = 256) -> None:
+        """Read every stored byte and check it: every step-aligned array, every camera frame (JPEG files
+        decoded), every depth image and the frame indices.
+
+        Raises:
+            EpisodeError: Damage, naming the array and the first damaged step or frame.
+        """
+        for name in self._step_array_names():
+            self._verify_rows(self._read, name, self.num_steps, block_rows)
+        for cam in self.camera_names:
+            self.frame_indices(cam)
+            readers: list[Callable[[str, slice], np.ndarray]] = [self._read_frames]
+            if self.has_depth(cam):
+                readers.append(self._read_depths)
+            for read in readers:
+                self._verify_rows(read, cam, self.num_frames(cam), 16)
+
+    @staticmethod
+    def _verify_rows(read: Callable[[str, slice], Any], name: str, length: int, block: int) -> None:
+        """Read rows of `name` in blocks; in a damaged block row by row, so the error names the first damaged
+        row."""
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            try:
+                read(name, slice(start, stop))
+            except EpisodeError:
+                for row in range(start, stop):
+                    read(name, slice(row, row + 1))
+                raise
 
     @property
     def timestamps(self) -> np.ndarray:

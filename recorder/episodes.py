@@ -6,6 +6,7 @@ the `.partial` ones that recordings in progress (or killed) left.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from teleop.errors import TeleopError
 __all__ = [
     "EpisodeProblem",
     "EpisodeSummary",
+    "check_episodes",
     "find_partials",
     "format_episode_table",
     "next_episode_path",
@@ -37,6 +39,7 @@ class EpisodeSummary:
         duration_s: Last step time minus first step time [s].
         success: Task outcome; None when it was not known.
         incomplete: The recording stopped early (an error, or a repaired `.partial`).
+        sealed: Its metadata carries checksums (episodes written before they existed do not).
     """
 
     name: str
@@ -47,6 +50,7 @@ class EpisodeSummary:
     duration_s: float
     success: bool | None
     incomplete: bool = False
+    sealed: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,12 @@ class EpisodeProblem:
     message: str
 
 
-def _summarise(path: Path) -> EpisodeSummary | EpisodeProblem:
-    """Read one file's attributes, or say what is wrong with it."""
+def _summarise(path: Path, verify: bool = False) -> EpisodeSummary | EpisodeProblem:
+    """Read one episode's metadata (and with `verify` every stored byte), or say what is wrong with it."""
     try:
         with open_episode(path) as reader:
+            if verify:
+                reader.verify()
             attrs = reader.attrs
             return EpisodeSummary(
                 name=path.name,
@@ -72,6 +78,7 @@ def _summarise(path: Path) -> EpisodeSummary | EpisodeProblem:
                 duration_s=reader.duration_s,
                 success=reader.success,
                 incomplete=bool(attrs.get("incomplete", False)),
+                sealed=reader.sealed,
             )
     except TeleopError as exc:  # EpisodeError, or MissingDependencyError for a format whose package is missing
         return EpisodeProblem(name=path.name, path=path, message=str(exc).removeprefix(f"{path}: "))
@@ -90,6 +97,26 @@ def scan_episodes(directory: Path) -> list[EpisodeSummary | EpisodeProblem]:
         EpisodeError: The directory does not exist.
     """
     return [_summarise(p) for p in _episode_paths(check_directory(directory))]
+
+
+def check_episodes(
+    directory: Path, progress: Callable[[EpisodeSummary | EpisodeProblem], None] | None = None
+) -> list[EpisodeSummary | EpisodeProblem]:
+    """Every episode of a directory like scan_episodes, each read and verified byte by byte
+    (EpisodeReader.verify): a damaged chunk anywhere is a problem naming the array and step or frame.
+
+    Args:
+        progress: Called with each episode's result as it is checked.
+
+    Raises:
+        EpisodeError: The directory does not exist.
+    """
+    results = []
+    for path in _episode_paths(check_directory(directory)):
+        results.append(_summarise(path, verify=True))
+        if progress is not None:
+            progress(results[-1])
+    return results
 
 
 def find_partials(directory: Path) -> list[Path]:

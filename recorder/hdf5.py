@@ -82,6 +82,7 @@ import h5py
 import numpy as np
 from h5py import h5s
 
+from recorder import integrity
 from recorder.backend import (
     FORMAT,
     FORMAT_VERSION,
@@ -127,6 +128,26 @@ LIBVER = ("v110", "v110")  # SWMR needs the 1.10 format; pinned so files stay re
 # the one just filled leave after the next has come in.
 WRITE_CHUNK_CACHE_CHUNKS = 2
 VLEN_REFERENCE_BYTES = 16  # a variable-length element in a chunk: its length and a global-heap id
+
+
+def describe(file: h5py.File) -> integrity.Description:
+    """Every group's attributes and every dataset's shape and data type (see recorder.integrity)."""
+    attrs: dict[str, Any] = {integrity.ROOT: dict(file.attrs)}
+    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
+        if isinstance(obj, h5py.Dataset):
+            arrays[name] = (tuple(obj.shape), str(obj.dtype))
+        else:
+            attrs[name] = dict(obj.attrs)
+
+    file.visititems(visit)
+    return integrity.Description(attrs=attrs, arrays=arrays)
+
+
+def seal(file: h5py.File) -> None:
+    """Store the integrity record of a finished episode open for writing (after its last attribute)."""
+    file.attrs[integrity.INTEGRITY_ATTR] = integrity.seal(describe(file))
 
 
 def _create_dataset(group: h5py.Group, name: str, row: np.ndarray) -> h5py.Dataset:
@@ -256,6 +277,7 @@ class Hdf5EpisodeWriter(_BaseWriter):
         self._file = None
         with h5py.File(self.partial, "r+", libver=LIBVER) as file:  # out of SWMR mode: attributes may be added
             file.attrs.update(attrs)
+            seal(file)
         fsync_path(self.partial)
 
     def _close_storage(self) -> None:
@@ -298,6 +320,9 @@ class Hdf5EpisodeReader(_BaseReader):
 
     def _read_array(self, name: str, selection: Any) -> np.ndarray:
         return self._file[name][selection]
+
+    def _describe(self) -> integrity.Description:
+        return describe(self._file)
 
     def close(self) -> None:
         """Close the file; safe to call twice."""
@@ -383,6 +408,7 @@ class Hdf5PartialEpisode(PartialEpisode):
             for name in self._names:
                 out[name].resize(lengths[name], axis=0)
             out.attrs.update(attrs)
+            seal(out)
         fsync_path(scratch)
 
     def close(self) -> None:

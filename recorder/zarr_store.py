@@ -84,6 +84,7 @@ from zarr.core.dtype import VariableLengthBytes
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore
 
+from recorder import integrity
 from recorder.backend import (
     FORMAT,
     MAX_CHUNK_BYTES,
@@ -159,6 +160,28 @@ def _codecs(name: str) -> tuple[Any, ...]:
     if is_jpeg(name):
         return (Crc32cCodec(),)  # JPEG files do not compress further
     return IMAGE_CODECS if is_image(name) else DATA_CODECS
+
+
+def describe(root: zarr.Group, path: Path) -> integrity.Description:
+    """Every group's attributes, every array's shape and data type, and every metadata document but the
+    root's (which holds the integrity record), read from the files (see recorder.integrity)."""
+    attrs: dict[str, Any] = {integrity.ROOT: dict(root.attrs)}
+    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+    with warnings.catch_warnings():  # zarr's temporary files are not members
+        warnings.filterwarnings("ignore", "Object at .* is not recognized", ZarrUserWarning)
+        members = root.members(max_depth=None)
+    for name, node in members:
+        if isinstance(node, zarr.Array):
+            arrays[name] = (tuple(node.shape), str(node.dtype))
+        else:
+            attrs[name] = dict(node.attrs)
+    documents = {f"{name}/{ROOT_METADATA}": (path / name / ROOT_METADATA).read_bytes() for name, _ in members}
+    return integrity.Description(attrs=attrs, arrays=arrays, documents=documents)
+
+
+def seal(root: zarr.Group, path: Path) -> None:
+    """Store the integrity record of a finished episode (after its last metadata change)."""
+    root.attrs[integrity.INTEGRITY_ATTR] = integrity.seal(describe(root, path))
 
 
 class ZarrEpisodeWriter(_BaseWriter):
@@ -278,6 +301,7 @@ class ZarrEpisodeWriter(_BaseWriter):
             array.resize((lengths[name], *array.shape[1:]))
             self._unsynced.add(self.partial / name / ROOT_METADATA)
         self._group().attrs.update(_json_attrs(attrs))
+        seal(self._group(), self.partial)
         self._unsynced.add(self.partial / ROOT_METADATA)
         self._sync()
         self._close_storage()
@@ -311,6 +335,7 @@ class ZarrEpisodeReader(_BaseReader):
         self._attrs = {key: _array_from_json(value) for key, value in self._root.attrs.items()}
         self._nodes: dict[str, zarr.Array | zarr.Group | None] = {}
         self._children: dict[str, list[str]] = {}
+        self._listing: dict[str, set[str]] = {}  # array -> the files of its directory
 
     def _node(self, name: str) -> zarr.Array | zarr.Group | None:
         if name not in self._nodes:
@@ -343,7 +368,42 @@ class ZarrEpisodeReader(_BaseReader):
         node = self._node(name)
         if not isinstance(node, zarr.Array):
             raise KeyError(f"no array {name!r}")
-        return np.asarray(node[selection])
+        chunks = self._chunk_files(name, node, selection)
+        try:
+            return np.asarray(node[selection])
+        except self.damage_errors as exc:
+            raise ValueError(f"chunk file {self._damaged_chunk(node, chunks)} is damaged "
+                             f"({type(exc).__name__}: {exc})") from exc
+
+    def _damaged_chunk(self, node: zarr.Array, chunks: list[tuple[int, str]]) -> str:
+        """The first of `chunks` (index, file) that does not decode; all of them when each does alone."""
+        per_chunk = node.chunks[0]
+        for index, file in chunks:
+            try:
+                node[index * per_chunk : (index + 1) * per_chunk]
+            except self.damage_errors:
+                return file
+        return ", ".join(file for _, file in chunks)
+
+    def _chunk_files(self, name: str, node: zarr.Array, selection: Any) -> list[tuple[int, str]]:
+        """The chunks (index, file) a read of rows `selection` needs; FileNotFoundError naming the first one
+        missing (zarr would read a missing chunk as its fill value)."""
+        rows = range(node.shape[0])[selection] if isinstance(selection, slice) else range(node.shape[0])
+        if not rows:
+            return []
+        if name not in self._listing:
+            self._listing[name] = set(os.listdir(self.path / name))
+        per_chunk = node.chunks[0]
+        chunks = []
+        for c in range(rows[0] // per_chunk, rows[-1] // per_chunk + 1):
+            key = node.metadata.encode_chunk_key((c, *(0,) * (node.ndim - 1)))
+            if key not in self._listing[name]:
+                raise FileNotFoundError(f"chunk file {name}/{key} is missing")
+            chunks.append((c, f"{name}/{key}"))
+        return chunks
+
+    def _describe(self) -> integrity.Description:
+        return describe(self._root, self.path)
 
     def close(self) -> None:
         """Nothing to release: zarr keeps no file open between reads."""
@@ -393,6 +453,7 @@ class ZarrPartialEpisode(PartialEpisode):
         for name, array in self._arrays.items():
             array.resize((lengths[name], *array.shape[1:]))
         self._root.attrs.update(_json_attrs(attrs))
+        seal(self._root, self.path)
         _sync_files({Path(d) / f for d, _, files in os.walk(self.path) for f in files})
         os.replace(self.path, target)
         fsync_path(target.parent)

@@ -201,7 +201,7 @@ def test_timestamps_monotonic_and_step_aligned_lengths_equal(episode: Path) -> N
 def test_root_attributes(episode: Path) -> None:
     with open_episode(episode) as reader:
         attrs = reader.attrs
-    assert attrs["format"] == "teleop-episode" and attrs["format_version"] == 2
+    assert attrs["format"] == "teleop-episode" and attrs["format_version"] == 3
     assert attrs["joint_names"] == list(make_meta().joint_names)
     assert attrs["seed"] == 7 and attrs["success"] is True
     assert attrs["achieved_rate_hz"] == pytest.approx(19.8) and attrs["late_ticks"] == 2
@@ -459,7 +459,9 @@ def test_partial_file_is_an_unfinished_recording(tmp_path: Path, steps: list[Ste
 
 
 def test_files_written_before_the_frame_counter_still_open(h5_episode: Path, steps: list[Step]) -> None:
-    with h5py.File(h5_episode, "r+") as f:
+    with h5py.File(h5_episode, "r+") as f:  # version 2 files have no integrity record
+        f.attrs["format_version"] = 2
+        del f.attrs["integrity"]
         for cam in CAMERAS:
             del f[f"cameras/{cam}/seq"]
     with EpisodeReader(h5_episode) as reader:
@@ -491,6 +493,7 @@ def test_a_version_1_episode_with_one_frame_per_step_still_reads(tmp_path: Path,
     path = write_episode(tmp_path / episode_name("hdf5"), steps[:5])
     with h5py.File(path, "r+") as f:  # the layout version 1 wrote: no frame_index, frames step-aligned
         f.attrs["format_version"] = 1
+        del f.attrs["integrity"]
         for cam in CAMERAS:
             del f[f"cameras/{cam}/frame_index"]
     with EpisodeReader(path) as reader:
