@@ -1,8 +1,9 @@
 """Recording benchmark: a 100 Hz control loop with two 640x480 cameras recorded to disk, against two peers.
 
-    python benchmarks/recording.py [--seconds S] [--backend hdf5|zarr|both] [--quick] [--dir DIR]
+    python benchmarks/recording.py [--seconds S] [--backend hdf5|zarr|both] [--quick] [--dir DIR] [--load N]
                                    [--noise-bits B] [diagnostics: --nice-others N, --switch-interval-ms MS,
                                     --no-gc-freeze, --skip-peers]
+    python benchmarks/recording.py --kills K [--load N] [--kills-baseline ROOT] [--seed S]
     python benchmarks/recording.py --depth-codecs [--quick]
     python benchmarks/recording.py --image-codecs [--quick] [--video PATH]
 
@@ -60,6 +61,21 @@ loop's the nice value N (capture, writer and zarr threads; threads started later
 gc.collect() + gc.freeze() each configuration starts with (as teleop.session.Session does for each episode,
 so full collections skip the objects of the imports); --skip-peers runs only ours (long memory runs).
 
+--load N runs N other processes that keep a CPU busy (`python -c 'while True: pass'`, nice 0) beside the
+measurement, from its start to its end: the load of other programs (2 on the project's 2-core machine leaves
+the recording no idle core). machine.busy_processes says how many ran.
+
+--kills K measures what a SIGKILL costs instead: K times for each format and codec (hdf5 and zarr, lossless
+and jpeg, interleaved round by round) a recording process (benchmarks/recording_child.py: the same cameras,
+loop and steps, through BackgroundWriter) is killed at a random time 0.5-5 s after its first step (--seed S),
+then the partial episode it left is repaired at once (recorder.repair, in another process) and the repaired
+steps compared with the steps the child had appended: {"kills": {"ours": {"hdf5 lossless": {kills, recovered
+(episodes repaired whose steps are exactly the first ones appended), nothing_recovered, wrong_steps,
+self_stopped (recordings that had stopped themselves before the kill), lost_s_median / p90 / max / each
+(appended minus recovered steps, in seconds at 100 Hz), queued_at_kill_max, recorded_s_median,
+repair_s_max}, ...}}}. --kills-baseline ROOT runs the same kills, interleaved with ours, with the packages of
+another checkout (for example `git archive <commit> | tar -x -C ROOT`), reported as "baseline".
+
 --image-codecs measures colour codecs instead, on 640x480 frames of a real camera video (default: the hand
 video of the shared data folder, --video to pick another; the SyntheticCamera's noisy frames where there is
 none): lossless lzf (h5py) and zstd 1 (zarr) against JPEG through Pillow at quality 75 / 90 / 95 and, where
@@ -92,10 +108,11 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import InitVar, dataclass, field  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
@@ -121,15 +138,29 @@ FIRST_FRAME_TIMEOUT_S = 5.0
 Clock = Callable[[], float]
 
 
-
-
-
-
 with c_stdout_to_stderr():
     from teleop.session import precise_sleep  # noqa: E402  the app's loop sleep
 
 
 # ----------------------------------------------------------------------------------------------- process
+
+
+BUSY_LOOP = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`n` other processes that keep a CPU busy (`python -c 'while True: pass'`, nice 0) while the block runs:
+    the load of other programs on the machine. Each is killed by its id when the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
 
 
 def proc_status_mb(key: str) -> float:
@@ -263,7 +294,7 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def percentile_ms(values_s: Sequence[float], q: float) -> float:
+def percentile_ms(values_s: Sequence[float] | np.ndarray, q: float) -> float:
     return round(float(np.percentile(np.asarray(values_s), q)) * 1e3, 3) if len(values_s) else float("nan")
 
 
@@ -273,7 +304,7 @@ class Series:
     ~1.3 MB a minute at 100 Hz). Past its capacity it doubles."""
 
     def __init__(self, capacity: int, dtype: type = np.float64) -> None:
-        self._data = np.empty(max(int(capacity), 16), dtype)
+        self._data: np.ndarray = np.empty(max(int(capacity), 16), dtype)
         self._n = 0
 
     def append(self, value: float) -> None:
@@ -729,6 +760,115 @@ def machine(noise_bits: int) -> dict[str, Any]:
             "cameras": f"{len(CAMERAS)} x {WIDTH}x{HEIGHT} @ {FPS:.0f} fps"}
 
 
+# ------------------------------------------------------------------------------------------------ kills
+
+CHILD = Path(__file__).resolve().parent / "recording_child.py"
+KILL_WINDOW_S = (0.5, 5.0)  # a kill comes this long after the child's first step, uniformly at random [s]
+CHILD_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class KillRecord:
+    """One recording child killed with SIGKILL, and what repair made of its partial episode."""
+
+    appended: int = 0  # steps whose append() had returned in the child before the kill
+    recovered: int = 0  # steps of the repaired episode
+    queued_at_kill: int = 0  # steps the child's writer thread still had queued at its last append
+    self_stopped: bool = False  # the recording stopped itself ("the disk cannot keep up", ...)
+    repair_s: float = 0.0
+    problem: str = ""  # why nothing was recovered, or how the recovered steps differ from the appended ones
+
+
+def read_lines(stream: Any, lines: list[str]) -> threading.Thread:
+    """A thread appending every line of `stream` to `lines` until it ends."""
+
+    def pump() -> None:
+        for line in stream:
+            lines.append(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def kill_once(root: Path, directory: Path, fmt: str, codec: str, after_s: float) -> KillRecord:
+    """Start a recording child, SIGKILL it `after_s` after its first step, repair what it left (with ROOT's
+    own repair), and compare the repaired steps with the steps the child had appended."""
+    child = subprocess.Popen([sys.executable, str(CHILD), "record", str(root), str(directory), fmt, codec],
+                             stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    pump = read_lines(child.stdout, lines)
+    deadline = time.monotonic() + CHILD_START_TIMEOUT_S
+    while not any(line.startswith("step") for line in lines[-3:]):
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise RuntimeError(f"the recording child did not start recording: {''.join(lines)[-2000:]}")
+        time.sleep(0.001)
+    time.sleep(after_s)
+    child.kill()
+    child.wait()
+    pump.join()
+    rec = KillRecord()
+    partial = next(line for line in lines if line.startswith("partial")).split(" ", 1)[1].strip()
+    steps = [line.split() for line in lines if line.startswith("step")]
+    rec.appended = len(steps)
+    rec.queued_at_kill = int(steps[-1][3])
+    rec.self_stopped = any(line.startswith("error") for line in lines)
+    done = subprocess.run([sys.executable, str(CHILD), "repair", str(root), partial], capture_output=True,
+                          text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        rec.problem = result["error"]
+        remove_episode_path(Path(partial))
+        return rec
+    rec.recovered, rec.repair_s = int(result["num_steps"]), float(result["repair_s"])
+    if rec.recovered > rec.appended or result["timestamps"] != [float(s[2]) for s in steps[: rec.recovered]]:
+        rec.problem = "the repaired steps are not the first steps the recording appended"
+    return rec
+
+
+def kill_figures(records: list[KillRecord]) -> dict[str, Any]:
+    """Steps lost per kill [s at RATE_HZ] and how many kills recovered an episode."""
+    lost = np.array([(r.appended - r.recovered) / RATE_HZ for r in records])
+    recovered = [r for r in records if r.recovered > 0 and not r.problem]
+    return {
+        "kills": len(records),
+        "recovered": len(recovered),
+        "nothing_recovered": sum(r.recovered == 0 for r in records),
+        "wrong_steps": sum(bool(r.problem) and r.recovered > 0 for r in records),
+        "self_stopped": sum(r.self_stopped for r in records),
+        "lost_s_median": round(float(np.median(lost)), 3),
+        "lost_s_p90": round(float(np.percentile(lost, 90)), 3),
+        "lost_s_max": round(float(lost.max()), 3),
+        "lost_s_each": [round(float(x), 2) for x in lost],
+        "queued_at_kill_max": max(r.queued_at_kill for r in records),
+        "recorded_s_median": round(float(np.median([r.appended for r in records])) / RATE_HZ, 2),
+        "repair_s_max": round(max(r.repair_s for r in records), 3),
+        "problems": sorted({r.problem for r in records if r.problem})[:3],
+    }
+
+
+def run_kills(kills: int, roots: dict[str, Path], directory: Path, seed: int = 0,
+              configs: Sequence[tuple[str, str]] = (("hdf5", "lossless"), ("zarr", "lossless"), ("hdf5", "jpeg"),
+                                                    ("zarr", "jpeg"))) -> dict[str, Any]:
+    """`kills` kills per format and codec for each code root, interleaved (round by round, so that the machine's
+    load drifts alike for all), each at a random time in KILL_WINDOW_S after the child's first step."""
+    rng = np.random.default_rng(seed)
+    records: dict[str, dict[str, list[KillRecord]]] = {name: {} for name in roots}
+    for k in range(kills):
+        for fmt, codec in configs:
+            for name, root in roots.items():
+                after_s = float(rng.uniform(*KILL_WINDOW_S))
+                rec = kill_once(root, directory, fmt, codec, after_s)
+                records[name].setdefault(f"{fmt} {codec}", []).append(rec)
+                log(f"kill {k + 1}/{kills} {name} {fmt} {codec} after {after_s:.2f} s: {rec.appended} steps "
+                    f"appended, {rec.recovered} recovered, {rec.queued_at_kill} queued"
+                    + (", the recording had stopped itself" if rec.self_stopped else "")
+                    + (f"; {rec.problem[:200]}" if rec.problem else ""))
+    return {name: {label: kill_figures(recs) for label, recs in by_config.items()}
+            for name, by_config in records.items()}
+
+
 # ------------------------------------------------------------------------------------------------ depth codecs
 
 
@@ -845,10 +985,9 @@ SHARED_VIDEO = _ROOT.parent / "shared" / "data" / "hands" / "human_hand_video.mp
 def camera_frames(n: int, video: Path | None) -> tuple[list[np.ndarray], str]:
     """n 640x480 RGB frames of a camera video (every frame, from the start), or noisy synthetic ones."""
     source = video or SHARED_VIDEO
-    try:
+    cv2: Any = None
+    with contextlib.suppress(ImportError):
         import cv2
-    except ImportError:
-        cv2 = None
     frames: list[np.ndarray] = []
     if cv2 is not None and source.is_file():
         capture = cv2.VideoCapture(str(source))
@@ -870,16 +1009,16 @@ def camera_frames(n: int, video: Path | None) -> tuple[list[np.ndarray], str]:
 def jpeg_candidates() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]]:
     """name -> (encode, decode) for the JPEG libraries installed."""
     shape = (HEIGHT, WIDTH)
-    out: dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]] = {
-        f"pillow q{q}": (lambda rgb, q=q: encode_jpeg(rgb, q), lambda data: decode_jpeg(data, shape))
-        for q in (75, 90, 95)
-    }
+    def pillow(quality: int) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+        return lambda rgb: encode_jpeg(rgb, quality), lambda data: decode_jpeg(data, shape)
+
+    out = {f"pillow q{q}": pillow(q) for q in (75, 90, 95)}
     with contextlib.suppress(ImportError):
         import cv2
 
         out["opencv q90"] = (
             lambda rgb: cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes(),
-            lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1],
+            lambda data: np.asarray(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))[..., ::-1],
         )
     with contextlib.suppress(ImportError):
         import simplejpeg
@@ -959,6 +1098,14 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
                         help="diagnostic: run only ours (e.g. a long run for the memory slope)")
     parser.add_argument("--nice-others", type=int, default=None, metavar="N",
                         help="diagnostic: nice value for every thread but the control loop's (default: unchanged)")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N busy processes (python -c 'while True: pass') beside the measurement (default 0)")
+    parser.add_argument("--kills", type=int, default=0, metavar="K",
+                        help="measure K kills (SIGKILL) of a recording per format and codec instead")
+    parser.add_argument("--kills-baseline", type=Path, default=None, metavar="ROOT",
+                        help="with --kills: the same kills, interleaved, recorded by the packages of another "
+                             "checkout (e.g. `git archive` of an earlier commit unpacked in ROOT)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times (default 0)")
     args = parser.parse_args(argv)
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
@@ -968,14 +1115,27 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     if args.image_codecs:
         emit(json.dumps(run_image_codecs(12 if args.quick else 60, 1 if args.quick else 3, args.video)))
         return
+    if args.kills:
+        roots = {"ours": _ROOT, **({"baseline": args.kills_baseline.resolve()} if args.kills_baseline else {})}
+        directory = Path(tempfile.mkdtemp(prefix="recording-kills-", dir=args.dir))
+        try:
+            with busy_processes(args.load):
+                kills = run_kills(args.kills, roots, directory, args.seed)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        emit(json.dumps({"kills": kills, "kill_window_s": KILL_WINDOW_S, "roots": {k: str(v) for k, v in roots.items()},
+                         "machine": {**machine(0), "busy_processes": args.load}}))
+        return
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 60.0)
     backends = ("hdf5", "zarr") if args.backend == "both" else (args.backend,)
     directory = Path(tempfile.mkdtemp(prefix="recording-bench-", dir=args.dir))
     try:
-        result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers,
-                     args.image_codec, not args.no_gc_freeze)
+        with busy_processes(args.load):
+            result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers,
+                         args.image_codec, not args.no_gc_freeze)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    result["machine"]["busy_processes"] = args.load
     emit(json.dumps(result))
 
 
