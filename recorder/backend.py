@@ -39,6 +39,7 @@ import numpy as np
 
 from recorder import integrity, jpeg
 from recorder.cameras import DepthFrame
+from recorder.lock import LOCK_NAME, EpisodeLock
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from recorder.sync import SyncStats
 from teleop import __version__
@@ -376,6 +377,8 @@ class EpisodeWriter(abc.ABC):
         image_codec: "lossless" (the backend's lossless compressor) or "jpeg" (lossy, needs
             `pip install 'teleop[jpeg]'`); depth is always lossless.
         jpeg_quality: JPEG quality, 1..100, for image_codec="jpeg".
+        lock: The episode's lock (recorder.lock), already held; None: open() takes it, and fails when another
+            process holds it. It is released (its file removed) when the episode is closed, discarded or fails.
     """
 
     suffix: ClassVar[str]
@@ -386,9 +389,11 @@ class EpisodeWriter(abc.ABC):
     def __init__(
         self, path: Path, meta: EpisodeMeta, flush_interval_s: float = 1.0, clock: Clock = time.monotonic,
         min_free_bytes: int = MIN_FREE_BYTES, image_codec: str = "lossless", jpeg_quality: int = jpeg.DEFAULT_QUALITY,
+        lock: EpisodeLock | None = None,
     ) -> None:
         self.path = Path(path)
         self.partial = partial_path(self.path)
+        self._lock = lock if lock is not None else EpisodeLock(self.path)
         self.meta = meta
         self.flush_interval_s = float(flush_interval_s)
         self.clock = clock
@@ -570,6 +575,7 @@ class EpisodeWriter(abc.ABC):
             raise fail(self.path, f"already exists; this episode is kept finished as {self.partial}", "rename it")
         self._storage(os.replace, self.partial, self.path)
         fsync_path(self.path.parent)
+        self._lock.release()
         return self.path
 
     def discard(self) -> None:
@@ -582,6 +588,7 @@ class EpisodeWriter(abc.ABC):
             if self._failure is None:
                 remove_episode_path(self.partial)
         self._finished = True
+        self._lock.release()
 
     def __enter__(self: W) -> W:
         return self.open()
@@ -603,12 +610,21 @@ class EpisodeWriter(abc.ABC):
             raise fail(self.path, "this writer was already closed", "make a new writer")
         if self._opened:
             return
-        self._check_free()
+        if not self.path.parent.is_dir():
+            raise fail(self.path, f"the directory {self.path.parent} does not exist", "create it first")
+        if not self._lock.acquire():
+            raise fail(self.path, "is being recorded by another process", "record to another name")
+        try:
+            self._check_free()
+        except EpisodeError:
+            self._lock.release()
+            raise
         self._opened = True
         try:
             self._create_storage()
         except self.storage_errors as exc:
             self._close_storage()
+            self._lock.release()
             self._finished = True
             with contextlib.suppress(OSError):
                 remove_episode_path(self.partial)  # it holds no step yet
@@ -663,8 +679,6 @@ class EpisodeWriter(abc.ABC):
 
     def _check_free(self) -> None:
         """Refuse to overwrite an episode or a recording in progress."""
-        if not self.path.parent.is_dir():
-            raise fail(self.path, f"the directory {self.path.parent} does not exist", "create it first")
         for p in (self.path, self.partial):
             if p.exists():
                 raise fail(p, "already exists", "record to a new name (recorder.backend.next_episode_path)")
@@ -694,6 +708,7 @@ class EpisodeWriter(abc.ABC):
         except self.storage_errors as exc:
             self._failure = self._storage_error(exc)
             self._close_storage()
+            self._lock.release()  # what reached the disk can be repaired at once
             raise self._failure from exc
 
     def _storage_error(self, exc: BaseException) -> EpisodeError:
@@ -1386,8 +1401,21 @@ def next_episode_path(directory: Path, format: str = "hdf5") -> Path:
     """
     suffix = backend_named(format).suffix
     directory = check_directory(directory)
-    indices = [int(m.group(1)) for p in directory.iterdir() if (m := EPISODE_NAME.match(p.name))]
+    names = [p.name for p in directory.iterdir()]
+    indices = [int(m.group(1)) for name in names if (m := EPISODE_NAME.match(name) or LOCK_NAME.match(name))]
     return directory / f"episode_{max(indices, default=-1) + 1:06d}{suffix}"
+
+
+def reserve_episode_path(directory: Path, format: str = "hdf5") -> tuple[Path, EpisodeLock]:
+    """The next free episode name with its lock held (recorder.lock): a number that another recording holds,
+    or whose episode exists, is skipped, so recordings into one folder never collide."""
+    while True:
+        path = next_episode_path(directory, format)
+        lock = EpisodeLock(path)
+        if lock.acquire():
+            if not any(p.exists() for p in (path, partial_path(path))):
+                return path, lock
+            lock.release(remove=False)  # taken by an episode that appeared meanwhile
 
 
 def create_writer(
@@ -1404,13 +1432,14 @@ def create_writer(
         UnknownNameError: No such format.
     """
     backend = backend_named(format)
-    path = Path(path_or_dir)
+    classes = backend.load()
+    path, lock = Path(path_or_dir), None
     if path.is_dir() and not path.name.endswith(backend.suffix):
-        path = next_episode_path(path, format)
+        path, lock = reserve_episode_path(path, format)
     elif not path.name.endswith(backend.suffix):
         raise fail(path, f"a {format} episode must be named *{backend.suffix}", "rename it or pick another format")
-    return backend.load().writer(path, meta, flush_interval_s=flush_interval_s, clock=clock,
-                                 min_free_bytes=min_free_bytes, image_codec=image_codec, jpeg_quality=jpeg_quality)
+    return classes.writer(path, meta, flush_interval_s=flush_interval_s, clock=clock, min_free_bytes=min_free_bytes,
+                          image_codec=image_codec, jpeg_quality=jpeg_quality, lock=lock)
 
 
 def open_episode(path: Path) -> EpisodeReader:

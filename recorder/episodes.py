@@ -28,6 +28,7 @@ __all__ = [
     "next_episode_path",
     "scan_episodes",
     "unfinished_warning",
+    "verify_episode",
 ]
 
 
@@ -99,6 +100,11 @@ def scan_episodes(directory: Path) -> list[EpisodeSummary | EpisodeProblem]:
     return [_summarise(p) for p in _episode_paths(check_directory(directory))]
 
 
+def verify_episode(path: Path) -> EpisodeSummary | EpisodeProblem:
+    """One episode read and verified byte by byte (EpisodeReader.verify), or what is wrong with it."""
+    return _summarise(path, verify=True)
+
+
 def check_episodes(
     directory: Path, progress: Callable[[EpisodeSummary | EpisodeProblem], None] | None = None
 ) -> list[EpisodeSummary | EpisodeProblem]:
@@ -113,7 +119,7 @@ def check_episodes(
     """
     results = []
     for path in _episode_paths(check_directory(directory)):
-        results.append(_summarise(path, verify=True))
+        results.append(verify_episode(path))
         if progress is not None:
             progress(results[-1])
     return results

@@ -10,13 +10,13 @@ its final name with `num_steps` = N, success unknown (-1), `duration_s`, `incomp
 once the copy is durable; zarr partials are trimmed in place and renamed.
 
 A partial that cannot be read at all, one that holds no flushed step, one whose final name is taken, and one
-written to in the last few seconds (a recording in progress) is left untouched and reported; repair never
-deletes data it could not move.
+whose recording is still running (its process holds the episode's lock, recorder.lock) is left untouched and
+reported; repair never deletes data it could not move. The lock is the kernel's, released the instant the
+recording process dies, so a partial is repaired right after a crash.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,9 @@ import numpy as np
 
 from recorder.backend import BASE_DATASETS, PartialEpisode, camera_of, fail, final_path, is_frame_array, open_partial
 from recorder.episodes import find_partials
+from recorder.lock import EpisodeLock
 from teleop.errors import TeleopError
 
-RECENT_S = 3.0  # a partial written to this recently belongs to a recording in progress (it flushes every second)
 STORAGE_ERRORS = (OSError, RuntimeError, ValueError, KeyError)  # what h5py and zarr raise on damaged or full disks
 
 
@@ -53,14 +53,6 @@ class RepairProblem:
 
     partial: Path
     message: str
-
-
-def _last_write(partial: Path) -> float:
-    """When the partial was last written to (its root metadata for a directory) [Unix time, s]."""
-    stamps = [partial.stat().st_mtime]
-    if partial.is_dir():
-        stamps += [p.stat().st_mtime for p in partial.glob("zarr.json")]
-    return max(stamps)
 
 
 def _intact_lengths(partial: Path, episode: PartialEpisode) -> dict[str, int]:
@@ -98,27 +90,36 @@ def _intact_lengths(partial: Path, episode: PartialEpisode) -> dict[str, int]:
     return {name: frames[camera_of(name)] if is_frame_array(name) else n for name in names}
 
 
-def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisode:
+def repair_partial(partial: Path) -> RepairedEpisode:
     """Turn one `.partial` episode into an episode marked incomplete (see the module docstring).
 
     Args:
         partial: An `episode_NNNNNN.h5.partial` file or `episode_NNNNNN.zarr.partial` directory.
-        min_age_s: Refuse partials written to more recently than this [s] (a recording in progress).
 
     Raises:
         EpisodeError: The partial was left untouched; the message says why and what to do.
     """
     partial = Path(partial)
+    lock = EpisodeLock(final_path(partial))
+    if not lock.acquire():
+        raise fail(partial, "is being recorded: the recording process is running",
+                   "repair it once the recording has stopped")
+    try:
+        repaired = _repair(partial)
+    except BaseException:
+        lock.release(remove=False)
+        raise
+    lock.release()
+    return repaired
+
+
+def _repair(partial: Path) -> RepairedEpisode:
+    """repair_partial, with the episode's lock held."""
     target = final_path(partial)
+    if not partial.exists():
+        raise fail(partial, "no longer exists (its recording finished meanwhile)")
     if target.exists():
         raise fail(partial, f"{target.name} already exists", "rename one of them, then repair again")
-    age = time.time() - _last_write(partial)
-    if age < min_age_s:
-        raise fail(
-            partial,
-            f"written to {age:.1f} s ago: a recording is probably still running",
-            "repair it once the recording has stopped",
-        )
     try:
         with open_partial(partial) as episode:
             lengths = _intact_lengths(partial, episode)
@@ -142,7 +143,7 @@ def repair_partial(partial: Path, min_age_s: float = RECENT_S) -> RepairedEpisod
     return RepairedEpisode(partial=partial, path=target, num_steps=n, flushed_steps=flushed)
 
 
-def repair_directory(directory: Path, min_age_s: float = RECENT_S) -> list[RepairedEpisode | RepairProblem]:
+def repair_directory(directory: Path) -> list[RepairedEpisode | RepairProblem]:
     """Repair every `.partial` episode of a directory; the ones left untouched come back as problems.
 
     Raises:
@@ -151,7 +152,7 @@ def repair_directory(directory: Path, min_age_s: float = RECENT_S) -> list[Repai
     results: list[RepairedEpisode | RepairProblem] = []
     for partial in find_partials(directory):
         try:
-            results.append(repair_partial(partial, min_age_s))
+            results.append(repair_partial(partial))
         except TeleopError as exc:
             results.append(RepairProblem(partial=partial, message=str(exc)))
     return results

@@ -222,3 +222,30 @@ def test_an_altered_hdf5_attribute_is_damage(tmp_path: Path, name: str) -> None:
     with pytest.raises(EpisodeError, match="attributes") as err:
         everything(path)
     assert str(path) in str(err.value)
+
+
+def test_training_verifies_its_episodes_and_names_the_damaged_ones_it_skips(tmp_path: Path) -> None:
+    from teleop.train.features import select_episodes
+
+    paths = [record(tmp_path, fmt, "lossless") for fmt in ("hdf5", "zarr", "zarr", "hdf5")]
+    (paths[1] / "cameras/front/rgb/c.2.0.0.0").unlink()  # a frame only a full read touches
+    (tmp_path / "episode_000009.zarr").mkdir()  # an unreadable zarr folder
+    (tmp_path / "episode_000009.zarr" / "zarr.json").write_text("{not json")
+    with h5py_file(paths[3]) as f:  # a failed take: left out unless asked for
+        f.attrs["success"] = np.int8(0)
+        from recorder.hdf5 import seal
+
+        seal(f)
+    log: list[str] = []
+    assert select_episodes(tmp_path, log=log.append) == [paths[0], paths[2]]
+    text = "\n".join(log)
+    assert "skipping episode_000001.zarr" in text and "cameras/front/rgb/c.2.0.0.0" in text
+    assert "skipping episode_000009.zarr" in text
+    assert "2 unreadable or damaged" in text and "1 failed" in text
+    assert select_episodes(tmp_path, include_failed=True, log=log.append) == [paths[0], paths[2], paths[3]]
+
+
+def h5py_file(path: Path) -> Any:
+    import h5py
+
+    return h5py.File(path, "r+")

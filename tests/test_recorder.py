@@ -733,6 +733,6 @@ def test_repair_keeps_depth(tmp_path: Path, fmt: str) -> None:
     code = f"from test_recorder import write_depth_partial; write_depth_partial({str(tmp_path)!r}, {fmt!r}, 16, 5)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
-    repaired = repair_partial(partial_path(tmp_path / episode_name(fmt)), min_age_s=0.0)
+    repaired = repair_partial(partial_path(tmp_path / episode_name(fmt)))
     assert repaired.num_steps == 16
     assert_depth_round_trip(repaired.path, depth_steps(16))

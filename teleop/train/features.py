@@ -70,17 +70,24 @@ class FeatureSet:
 def select_episodes(
     directory: Path, include_failed: bool = False, log: Callable[[str], None] = print
 ) -> list[Path]:
-    """Episode files in `directory` to train on: the successful ones, or every readable one.
+    """Episode files in `directory` to train on: the successful ones, or every readable one; each is read
+    and verified byte by byte (EpisodeReader.verify), and a damaged one is left out and named in the log.
 
     Raises:
         TeleopError: None qualifies; the message counts what was found and why each was left out.
     """
-    from recorder.episodes import EpisodeSummary, scan_episodes
+    from recorder.episodes import EpisodeProblem, EpisodeSummary, scan_episodes, verify_episode
 
     directory = Path(directory)
     if not directory.is_dir():
         raise TeleopError(f"episode directory {directory} does not exist: record episodes or fix the path")
     found = scan_episodes(directory)
+    for i, item in enumerate(found):
+        if isinstance(item, EpisodeSummary) and (include_failed or item.success is True):
+            found[i] = verify_episode(item.path)
+    for item in found:
+        if isinstance(item, EpisodeProblem):
+            log(f"skipping {item.name}: {item.message}")
     readable = [s for s in found if isinstance(s, EpisodeSummary)]
     chosen = [s.path for s in readable if include_failed or s.success is True]
     if not chosen:
@@ -97,7 +104,7 @@ def _left_out(
     """Counts of the episodes left out, by reason."""
     failed = sum(1 for s in readable if s.success is False)
     unknown = sum(1 for s in readable if s.success is None)
-    reasons = [f"{len(found) - len(readable)} unreadable"] if len(found) > len(readable) else []
+    reasons = [f"{len(found) - len(readable)} unreadable or damaged"] if len(found) > len(readable) else []
     if not include_failed:
         reasons += [f"{failed} failed", f"{unknown} without a success flag"]
     return ", ".join(reasons)
@@ -113,7 +120,7 @@ def _no_episodes_message(
     hint = (
         "record episodes there"
         if not found
-        else "record successful demonstrations, or train on every episode with include_failed"
+        else "record successful demonstrations, or train on every episode with --include-failed"
     )
     why = f" ({reasons})" if found else ""
     return f"no episode to train on in {directory}: found {len(found)} episode files{why}: {hint}"
