@@ -5,54 +5,15 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 
-import numpy as np
-
+from devices.sample import DeviceSample, validate_sample
 from devices.status import DeviceStatus, RateMeter
-from teleop.errors import DeviceNotConnectedError
+from teleop.errors import DeviceNotConnectedError, MalformedSampleError
 
 Clock = Callable[[], float]
 
-
-@dataclass(frozen=True)
-class DeviceSample:
-    """One reading of an operator device.
-
-    Attributes:
-        t: Monotonic time the sample was received [s].
-        engaged: Deadman / clutch: True while the operator holds the grip; robot motion follows only then.
-        T_world_device: Pose of the held device in its tracking frame, (4, 4), metres; None if the device
-            gives no pose (a hand-only tracker, a gamepad).
-        keypoints: 21 hand keypoints in MediaPipe order, in a wrist frame (wrist at the origin), (21, 3)
-            metres; None if the device tracks no hand.
-        gripper: Gripper command, 0 open .. 1 closed (trigger).
-        axes: Named analogue axes in [-1, 1] (gamepad sticks, trackpad).
-        buttons: Named buttons.
-        device_time: The device's own timestamp where its SDK gives one [s], else None.
-    """
-
-    t: float
-    engaged: bool = False
-    T_world_device: np.ndarray | None = None
-    keypoints: np.ndarray | None = None
-    gripper: float = 0.0
-    axes: dict[str, float] = field(default_factory=dict)
-    buttons: dict[str, bool] = field(default_factory=dict)
-    device_time: float | None = None
-
-    def to_record(self) -> dict[str, np.ndarray]:
-        """Fixed-shape arrays for the episode file; missing parts are NaN so every step has the same layout."""
-        pose = self.T_world_device if self.T_world_device is not None else np.full((4, 4), np.nan)
-        keypoints = self.keypoints if self.keypoints is not None else np.full((21, 3), np.nan)
-        return {
-            "t": np.asarray(self.t, dtype=np.float64),
-            "engaged": np.asarray(self.engaged, dtype=np.bool_),
-            "T_world_device": np.asarray(pose, dtype=np.float64),
-            "keypoints": np.asarray(keypoints, dtype=np.float64),
-            "gripper": np.asarray(self.gripper, dtype=np.float64),
-        }
+__all__ = ["Clock", "Device", "DeviceSample"]
 
 
 class Device(abc.ABC):
@@ -86,10 +47,22 @@ class Device(abc.ABC):
         self._connected = False
 
     def read(self) -> DeviceSample:
-        """The newest sample, without blocking."""
+        """The newest sample, without blocking, checked against the DeviceSample contract.
+
+        Raises:
+            DeviceNotConnectedError: connect() was not called.
+            MalformedSampleError: The backend returned a sample of the wrong types, shapes or values (see
+                devices.sample.validate_sample); nothing of it is passed on.
+            DeviceError: The backend's own failures (device lost, driver error).
+        """
         if not self._connected:
             raise DeviceNotConnectedError(f"{self.name} is not connected: call .connect() first")
-        sample = self._read()
+        raw = self._read()
+        try:
+            sample = validate_sample(raw, now=self.clock())
+        except MalformedSampleError as exc:
+            raise MalformedSampleError(f"{self.name} sent a malformed sample: {exc}; the robot holds until a valid "
+                                       "one arrives (a bug in the device's backend or driver)") from exc
         self._read_meter.tick(sample.t)
         return sample
 

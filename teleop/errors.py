@@ -45,3 +45,10 @@ class UnsafeInputError(TeleopError, ValueError):
 
 class EpisodeError(TeleopError):
     """An episode file that cannot be read or written; the message names the file and what is wrong."""
+
+
+class MalformedSampleError(DeviceError):
+    """A device returned a sample that breaks the DeviceSample contract (wrong type, shape or a non-finite value).
+
+    The session treats it like a stale sample: the robot holds still and the episode counts it.
+    """

@@ -18,7 +18,7 @@ from recorder.cameras import DEAD, STALLED, CameraSource
 from recorder.step import CameraFrame, CameraInfo, Step
 from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
-from teleop.errors import DeviceError, DeviceNotConnectedError, TeleopError
+from teleop.errors import DeviceError, DeviceNotConnectedError, MalformedSampleError, TeleopError
 from teleop.sim import PybulletSim
 from teleop.tasks import Task
 
@@ -63,6 +63,9 @@ class SessionConfig:
 class EpisodeResult:
     """What one episode did. `late_ticks` counts ticks that started more than one period late.
 
+    On each stale sample (`stale_samples`), device failure (`device_errors`) and malformed sample
+    (`malformed_samples`: wrong types, shapes or values, refused by Device.read) the robot held still;
+    `rejected_samples` counts valid samples the controller refused (a jump, an unreachable target).
     `camera_stats` says, per camera, which frames the steps used (see recorder.sync.SyncStats).
     """
 
@@ -76,6 +79,8 @@ class EpisodeResult:
     stale_samples: int = 0
     device_errors: int = 0
     last_device_error: str = ""
+    malformed_samples: int = 0
+    last_malformed_sample: str = ""
     stopped_by: str = ""
     tick_ms: list[float] = field(default_factory=list, repr=False)
     camera_stats: dict[str, SyncStats] = field(default_factory=dict)
@@ -91,12 +96,26 @@ class EpisodeResult:
         return [f"camera {name} {s.state}: {s.last_error or 'no new frame'}"
                 for name, s in sorted(self.camera_stats.items()) if s.state in (DEAD, STALLED)]
 
+    @property
+    def device_problems(self) -> list[str]:
+        """One line per kind of device sample the robot held still on (malformed, stale, failed reads)."""
+        problems = []
+        if self.malformed_samples:
+            problems.append(f"{self.malformed_samples} malformed device samples refused "
+                            f"(last: {self.last_malformed_sample})")
+        if self.stale_samples:
+            problems.append(f"{self.stale_samples} stale device samples")
+        if self.device_errors:
+            problems.append(f"{self.device_errors} failed device reads (last: {self.last_device_error})")
+        return problems
+
     def attrs(self) -> dict[str, float | int | str]:
         """Counters stored with the episode; `camera_stats` is a JSON object, camera name -> SyncStats."""
         return {"achieved_rate_hz": self.achieved_rate_hz, "late_ticks": self.late_ticks,
                 "rejected_samples": self.rejected_samples, "held_ticks": self.held_ticks,
                 "stale_samples": self.stale_samples, "device_errors": self.device_errors,
-                "last_device_error": self.last_device_error, "stopped_by": self.stopped_by,
+                "last_device_error": self.last_device_error, "malformed_samples": self.malformed_samples,
+                "last_malformed_sample": self.last_malformed_sample, "stopped_by": self.stopped_by,
                 "tick_ms_p99": float(np.percentile(self.tick_ms, 99)) if self.tick_ms else 0.0,
                 "camera_stats": json.dumps({name: s.as_dict() for name, s in sorted(self.camera_stats.items())})}
 
@@ -145,6 +164,7 @@ class Session:
             raise TeleopError(f"camera names {shared} are taken by the simulator's cameras: give the extra "
                               "cameras other names")
         self._sync = FrameSynchronizer({}, clock=clock)
+        self._last_valid: DeviceSample | None = None  # the episode's newest sample that Device.read() validated
 
     def camera_infos(self) -> dict[str, CameraInfo]:
         """Camera name -> CameraInfo of every camera a step carries (simulator's, then extra ones)."""
@@ -185,6 +205,7 @@ class Session:
         max_duration = self.config.max_duration_s or self.task.max_duration_s
         rejected_before = self.controller.rejected
         success_since: float | None = None
+        self._last_valid = None
         self._sync = FrameSynchronizer(self.cameras, self.config.camera_max_age_s, self.clock, self.sleep)
         self._sync.wait_for_first_frames(self.config.first_frame_timeout_s)
         sim_usage = {name: FrameUsage() for name in self.sim.cameras}
@@ -222,16 +243,26 @@ class Session:
         return result
 
     def _read_device(self, now: float, result: EpisodeResult) -> DeviceSample:
-        """The device's sample, or a disengaged one when the device fails or its sample is stale: the robot
-        holds, the episode counts it, and the next good sample re-anchors (no jump)."""
+        """The device's sample, or a disengaged one when the device fails or its sample is stale or malformed:
+        the robot holds, the episode counts it, and the next good sample re-anchors (no jump).
+
+        Only samples Device.read() validated are returned: for a malformed one, the episode's last valid sample
+        (disengaged, with its own time) stands in, or an empty one before the first.
+        """
         try:
             sample = self.device.read()
         except DeviceNotConnectedError:
             raise  # a programming error, not a hardware one: connect() first
+        except MalformedSampleError as exc:
+            result.malformed_samples += 1
+            result.last_malformed_sample = str(exc)
+            held = self._last_valid or DeviceSample(t=now)
+            return dataclasses.replace(held, engaged=False)
         except DeviceError as exc:
             result.device_errors += 1
             result.last_device_error = str(exc)
             return DeviceSample(t=now, engaged=False)
+        self._last_valid = sample
         if now - sample.t > self.config.max_sample_age_s:
             result.stale_samples += 1
             return dataclasses.replace(sample, engaged=False)

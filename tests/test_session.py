@@ -76,19 +76,21 @@ def test_a_late_tick_is_counted_and_the_grid_skips_ahead_without_a_burst(clock) 
 
 
 class Glitchy(Device):
-    """Engaged, with a pose that turns to NaN, inf or a wild jump for a while."""
+    """Engaged, with a pose (or gripper) that turns to NaN, inf or a wild jump after the third read."""
 
-    def __init__(self, clock, bad: np.ndarray) -> None:  # noqa: ANN001
+    def __init__(self, clock, bad_pose: np.ndarray | None = None, bad_gripper: float = 0.0) -> None:  # noqa: ANN001
         super().__init__(clock)
-        self.bad, self.reads = bad, 0
+        self.bad_pose, self.bad_gripper, self.reads = bad_pose, bad_gripper, 0
 
     def _read(self) -> DeviceSample:
         self.reads += 1
         pose = np.eye(4)
         pose[:3, 3] = [0.3, 0.0, 1.0]
-        if self.reads > 3:
-            pose = self.bad
-        return DeviceSample(t=self.clock(), engaged=True, T_world_device=pose, gripper=float("nan"))
+        if self.reads <= 3:
+            return DeviceSample(t=self.clock(), engaged=True, T_world_device=pose)
+        if self.bad_pose is not None:
+            pose = self.bad_pose
+        return DeviceSample(t=self.clock(), engaged=True, T_world_device=pose, gripper=self.bad_gripper)
 
 
 def test_nan_inf_and_wild_poses_leave_the_robot_holding_still(clock) -> None:  # noqa: ANN001
@@ -97,9 +99,12 @@ def test_nan_inf_and_wild_poses_leave_the_robot_holding_still(clock) -> None:  #
     inf_pose[0, 3] = np.inf
     far_pose = np.eye(4)
     far_pose[:3, 3] = [50.0, 0.0, 1.0]
-    for bad, every_sample_rejected in ((nan_pose, True), (inf_pose, True), (far_pose, False)):
+    bad_samples = ({"bad_pose": nan_pose}, {"bad_pose": inf_pose}, {"bad_gripper": float("nan")},
+                   {"bad_pose": far_pose})
+    for bad in bad_samples:
+        malformed = "bad_pose" not in bad or bad["bad_pose"] is not far_pose
         rig = _rig(clock, max_s=1.0)
-        rig.session.device = Glitchy(clock, bad)
+        rig.session.device = Glitchy(clock, **bad)
         sink = ListSink()
         rig.session.reset(0)
         rig.session.device.connect()
@@ -109,12 +114,14 @@ def test_nan_inf_and_wild_poses_leave_the_robot_holding_still(clock) -> None:  #
         rig.close()
         actions = np.array([s.action for s in sink.steps])
         assert np.isfinite(actions).all()
-        if every_sample_rejected:
-            assert result.rejected_samples == result.steps - 3
-            assert (actions[3:] == actions[3]).all()  # the last safe command, held
+        if malformed:  # refused at the device boundary, every one
+            assert result.malformed_samples == result.steps - 3 and result.rejected_samples == 0
+            assert "NaN or inf" in result.last_malformed_sample or "finite" in result.last_malformed_sample
+            assert (actions[3:] == actions[2]).all()  # the last safe command, held
+            assert not any(s.device["engaged"] for s in sink.steps[3:])
             np.testing.assert_allclose(q1[:7], sink.steps[3].joint_pos[:7], atol=2e-3)
-        else:  # a jump is refused once; a pose that stays there becomes the new clutch anchor
-            assert result.rejected_samples == 1
+        else:  # a valid sample: the controller refuses the jump once; a pose that stays there re-anchors
+            assert result.rejected_samples == 1 and result.malformed_samples == 0
         np.testing.assert_allclose(ee1, sink.steps[3].ee_pose[:3], atol=2e-3)  # the hand did not move
 
 

@@ -107,7 +107,7 @@ def test_a_file_that_is_not_a_trace_is_refused(tmp_path) -> None:  # noqa: ANN00
 
 def _timed_trace(tmp_path, offsets: list[float]):  # noqa: ANN001, ANN202
     path = tmp_path / "timed.trace"
-    _write(path, [DeviceSample(t=500.0 + dt, engaged=True, gripper=float(i)) for i, dt in enumerate(offsets)])
+    _write(path, [DeviceSample(t=500.0 + dt, engaged=True, axes={"index": float(i)}) for i, dt in enumerate(offsets)])
     return path
 
 
@@ -117,13 +117,13 @@ def test_replay_makes_each_sample_available_exactly_at_its_offset(tmp_path, cloc
     device = ReplayDevice(_timed_trace(tmp_path, offsets), clock=clock, sleep=clock.sleep)
     device.connect()
     first = device.read()  # starts the replay clock
-    assert first.gripper == 0.0 and first.t == 20.0 and first.device_time == 500.0
+    assert first.axes["index"] == 0.0 and first.t == 20.0 and first.device_time == 500.0
     for i, offset in enumerate(offsets[1:], start=1):
         clock.t = 20.0 + offset - 1e-6
-        assert device.read().gripper == i - 1, f"sample {i} appeared early"
+        assert device.read().axes["index"] == i - 1, f"sample {i} appeared early"
         clock.t = 20.0 + offset
         sample = device.read()
-        assert sample.gripper == i and sample.t == clock.t and sample.engaged
+        assert sample.axes["index"] == i and sample.t == clock.t and sample.engaged
         assert sample.device_time == pytest.approx(500.0 + offset, abs=1e-12)
     clock.t = 20.0 + 0.1 + 0.02  # the last sample lasts one median interval (0.02 s), then the trace ends
     ended = device.read()
@@ -137,10 +137,10 @@ def test_replay_can_loop_and_can_step_one_sample_per_read(tmp_path, clock) -> No
     looping.connect()
     looping.read()
     clock.t = 0.3 + 0.15  # the loop lasts 0.3 s: 0.15 s into the second pass
-    assert looping.read().gripper == 1.0 and not looping.finished
+    assert looping.read().axes["index"] == 1.0 and not looping.finished
     stepping = ReplayDevice(path, realtime=False, clock=clock)
     stepping.connect()
-    assert [stepping.read().gripper for _ in range(3)] == [0.0, 1.0, 2.0]
+    assert [stepping.read().axes["index"] for _ in range(3)] == [0.0, 1.0, 2.0]
     assert not stepping.read().engaged and stepping.finished
 
 
