@@ -60,7 +60,11 @@ PARTIAL_SUFFIX = ".partial"
 UNFINISHED = "unfinished recording (the recording process stopped before it finished)"
 ROW_BLOCK = 64  # rows added per resize; arrays are trimmed to the step count at close
 MAX_CHUNK_BYTES = 1 << 20
-MIN_FREE_BYTES = 32 << 20  # a recording stops (cleanly) when less than this plus 4 steps' raw size is free
+# A recording stops (cleanly) when less than this, at most a 20th of the disk, plus 4 steps' raw size is free.
+MIN_FREE_BYTES = 32 << 20
+FLUSH_INTERVAL_S = 0.2  # rows reach the OS this often: what a killed recording can lose, beside its queue [s]
+SYNC_INTERVAL_S = 1.0  # ... and the disk (fsync) this often: what a power cut can lose [s]
+MIN_FREE_SHARE = 20
 
 JSON_ATTRS = ("joint_names", "action_names", "initial_state")
 META_ATTRS = (
@@ -362,18 +366,20 @@ class EpisodeWriter(abc.ABC):
     step's of the same camera adds no frame row, its step's `frame_index` names the stored one.
 
     A full disk stops the recording before the storage library sees it: when less than `min_free_bytes`
-    plus four steps' raw size is free, append() flushes and raises EpisodeError ("disk full ..."), and every
-    later append() does too, while close() still finishes the episode (with what was recorded) in the space
-    left. A failure of the storage itself (the disk filled by someone else, an I/O error) raises EpisodeError
-    and leaves the writer failed: the partial episode stays on disk as it was at the last flush, and every
-    later call raises the same error (HDF5 itself may then crash when the process exits; see recorder.hdf5).
+    plus four steps' raw size is free, or the backend cannot reserve room for the next steps (the HDF5
+    writer keeps the file's disk space allocated ahead of its writes, so a disk that someone else fills
+    stops it the same way), append() flushes and raises EpisodeError ("disk full ..."), and every later
+    append() does too, while close() still finishes the episode (with what was recorded) in the space left.
+    A failure of the storage itself (an I/O error) raises EpisodeError and leaves the writer failed: the
+    partial episode stays on disk as it was at the last flush, and every later call raises the same error.
 
     Args:
         path: Final name, e.g. episodes/episode_000003.h5.
         meta: Attributes known at the start.
         flush_interval_s: Longest time between flushes [s].
         clock: Monotonic clock [s] (inject one in tests).
-        min_free_bytes: Free space a recording leaves on the disk [bytes]; 0 turns the check off.
+        min_free_bytes: Free space a recording leaves on the disk [bytes], at most a MIN_FREE_SHARE-th of the
+            disk; 0 turns the check off.
         image_codec: "lossless" (the backend's lossless compressor) or "jpeg" (lossy, needs
             `pip install 'teleop[jpeg]'`); depth is always lossless.
         jpeg_quality: JPEG quality, 1..100, for image_codec="jpeg".
@@ -387,7 +393,7 @@ class EpisodeWriter(abc.ABC):
     storage_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
 
     def __init__(
-        self, path: Path, meta: EpisodeMeta, flush_interval_s: float = 1.0, clock: Clock = time.monotonic,
+        self, path: Path, meta: EpisodeMeta, flush_interval_s: float = FLUSH_INTERVAL_S, clock: Clock = time.monotonic,
         min_free_bytes: int = MIN_FREE_BYTES, image_codec: str = "lossless", jpeg_quality: int = jpeg.DEFAULT_QUALITY,
         lock: EpisodeLock | None = None,
     ) -> None:
@@ -684,22 +690,33 @@ class EpisodeWriter(abc.ABC):
                 raise fail(p, "already exists", "record to a new name (recorder.backend.next_episode_path)")
 
     def _check_space(self) -> None:
-        """Stop the recording, flushed and still closable, while the disk has room for finishing it."""
-        if self.min_free_bytes <= 0:
-            return
-        reserve = self.min_free_bytes + 4 * self._row_bytes
-        free = shutil.disk_usage(self.path.parent).free
-        if free >= reserve:
-            return
-        self.flush()
+        """Stop the recording, flushed and still closable, while the disk has room for finishing it: the
+        free space is above the reserve (min_free_bytes, at most a MIN_FREE_SHARE-th of the disk), and the
+        backend could reserve room for the next steps (`_reserve_room`)."""
         directory = self.path.parent
+        if self.min_free_bytes > 0:
+            usage = shutil.disk_usage(directory)
+            reserve = min(self.min_free_bytes, usage.total // MIN_FREE_SHARE) + 4 * self._row_bytes
+            if usage.free < reserve:
+                self._stop_for_space(f"{usage.free / 1e6:.1f} MB free on {directory}, less than the "
+                                     f"{reserve / 1e6:.1f} MB a recording leaves free")
+        if not self._storage(self._reserve_room, 4 * self._row_bytes):
+            self._stop_for_space(f"no room left on {directory} for the next steps ({free_space_text(directory)})")
+
+    def _stop_for_space(self, why: str) -> None:
+        self.flush()
         self._out_of_space = EpisodeError(
-            f"disk full while writing {self.partial}: {free / 1e6:.1f} MB free on {directory}, less than the "
-            f"{reserve / 1e6:.1f} MB a recording leaves free; the {self._num_steps} steps so far are kept in "
+            f"disk full while writing {self.partial}: {why}; the {self._num_steps} steps so far are kept in "
             f"{self.partial} and closing the recording finishes them as an episode; earlier episodes are "
             "intact; free some space or record to another disk"
         )
         raise self._out_of_space
+
+    def _reserve_room(self, next_bytes: int) -> bool:
+        """Make sure the storage can take `next_bytes` more raw bytes (and finishing the episode) without a
+        failed write; False when the disk has no room for them. Backends whose library cannot survive a failed
+        write reserve the space ahead (recorder.hdf5)."""
+        return True
 
     def _storage(self, operation: Callable[..., Any], *args: Any) -> Any:
         """Run a storage operation; a storage error makes the writer failed and becomes an EpisodeError."""
@@ -1419,7 +1436,7 @@ def reserve_episode_path(directory: Path, format: str = "hdf5") -> tuple[Path, E
 
 
 def create_writer(
-    path_or_dir: Path, meta: EpisodeMeta, format: str = "hdf5", flush_interval_s: float = 1.0,
+    path_or_dir: Path, meta: EpisodeMeta, format: str = "hdf5", flush_interval_s: float = FLUSH_INTERVAL_S,
     clock: Clock = time.monotonic, min_free_bytes: int = MIN_FREE_BYTES, image_codec: str = "lossless",
     jpeg_quality: int = jpeg.DEFAULT_QUALITY,
 ) -> EpisodeWriter:
