@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -122,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        check = _CHECKS.get(args.command)
+        if check is not None:
+            check(args)  # before any work: a bad value must not cost a rig build or an encoding pass
         return _COMMANDS[args.command](args)
     except TeleopError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -357,9 +362,93 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- argument checks
+def _at_least(value: int, minimum: int, option: str, what: str) -> None:
+    if value < minimum:
+        raise TeleopError(f"{option} must be at least {minimum}, got {value}: give {what}")
+
+
+def _positive(value: float | None, option: str, what: str) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise TeleopError(f"{option} must be a positive number, got {value:g}: give {what}")
+
+
+def _output_folder(path: Path, option: str) -> None:
+    """Create the folder `path` if missing; refuse a file there, or a folder this process cannot write to."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise TeleopError(f"{option} {path} is a file, not a folder: name a folder (it is created if missing)")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TeleopError(f"{option}: cannot create the folder {path} ({exc.strerror or exc}): name a folder "
+                          "you can write to") from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".teleop-write-check-"):
+            pass
+    except OSError as exc:
+        raise TeleopError(f"{option}: cannot write files in {path} ({exc.strerror or exc}): name a folder you "
+                          "can write to") from exc
+
+
+def _output_file(path: Path, option: str) -> None:
+    """The file `path` can be written: it is no folder and its folder is writable (created if missing)."""
+    with contextlib.suppress(OSError):  # a path that cannot even be looked at fails in _output_folder
+        if path.is_dir():
+            raise TeleopError(f"{option} {path} is a folder: name the file to write")
+    _output_folder(path.parent, f"the folder of {option}")
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
+    _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
+    _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
+    _output_folder(args.out, "--out")
+
+
+def _check_record(args: argparse.Namespace) -> None:
+    _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
+    _positive(args.seconds, "--seconds", "the longest an episode may last, e.g. --seconds 60")
+    _output_folder(args.out, "--out")
+
+
+def _check_calibrate(args: argparse.Namespace) -> None:
+    _positive(args.timeout, "--timeout", "how many seconds to wait for each grip press, e.g. --timeout 30")
+    _output_file(args.out, "--out")
+
+
+def _check_models(args: argparse.Namespace) -> None:
+    if args.out is not None:
+        _output_file(args.out, "--out")
+
+
+def _check_cameras(args: argparse.Namespace) -> None:
+    _positive(args.probe_seconds, "--probe-seconds", "how long to stream each webcam, e.g. --probe-seconds 1")
+
+
+def _check_gui(args: argparse.Namespace) -> None:
+    _output_folder(args.out, "--out")
+
+
+def _check_train(args: argparse.Namespace) -> None:
+    _at_least(args.steps, 1, "--steps", "the number of training steps")
+    _at_least(args.batch_size, 1, "--batch-size", "the number of samples per training step")
+    _positive(args.lr, "--lr", "the learning rate, e.g. --lr 1e-3")
+    _at_least(args.eval_every, 0, "--eval-every", "a number of steps, or 0 to evaluate only at the end")
+    _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
+    _output_folder(args.out, "--out")
+
+
+def _check_eval(args: argparse.Namespace) -> None:
+    _at_least(args.episodes, 1, "--episodes", "the number of rollouts")
+    _positive(args.max_seconds, "--max-seconds", "the longest a rollout may last, or leave it out for the task's")
+
+
+
 _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
              "models": _cmd_models, "episodes": _cmd_episodes, "cameras": _cmd_cameras, "gui": _cmd_gui,
              "train": _cmd_train, "eval": _cmd_eval}
+_CHECKS = {"demo": _check_demo, "record": _check_record, "calibrate": _check_calibrate, "models": _check_models,
+           "cameras": _check_cameras, "gui": _check_gui, "train": _check_train, "eval": _check_eval}
 
 
 if __name__ == "__main__":
