@@ -201,7 +201,9 @@ def _check_sample(sample: DeviceSample, t_previous: float) -> float:
     """Asserts the sample's contract; returns its time."""
     assert isinstance(sample, DeviceSample)
     assert t_previous <= sample.t <= time.monotonic() and time.monotonic() - sample.t < CLOSE_TO_CLOCK_S
-    assert isinstance(sample.engaged, bool)
+    # read() hands out plain types whatever the backend used (NumPy scalars, float32 arrays)
+    assert type(sample.t) is float and type(sample.engaged) is bool and type(sample.gripper) is float
+    assert all(type(v) is float for v in sample.axes.values()) and all(type(v) is bool for v in sample.buttons.values())
     if sample.T_world_device is not None:
         T = np.asarray(sample.T_world_device)
         assert T.shape == (4, 4) and np.isfinite(T).all()
