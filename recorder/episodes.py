@@ -106,22 +106,23 @@ def verify_episode(path: Path) -> EpisodeSummary | EpisodeProblem:
 
 
 def check_episodes(
-    directory: Path, progress: Callable[[EpisodeSummary | EpisodeProblem], None] | None = None
+    directory: Path, progress: Callable[[int, int, EpisodeSummary | EpisodeProblem], None] | None = None
 ) -> list[EpisodeSummary | EpisodeProblem]:
     """Every episode of a directory like scan_episodes, each read and verified byte by byte
     (EpisodeReader.verify): a damaged chunk anywhere is a problem naming the array and step or frame.
 
     Args:
-        progress: Called with each episode's result as it is checked.
+        progress: Called with (episodes checked, episodes in all, the last one's result) as they are checked.
 
     Raises:
         EpisodeError: The directory does not exist.
     """
-    results = []
-    for path in _episode_paths(check_directory(directory)):
+    results: list[EpisodeSummary | EpisodeProblem] = []
+    paths = _episode_paths(check_directory(directory))
+    for path in paths:
         results.append(verify_episode(path))
         if progress is not None:
-            progress(results[-1])
+            progress(len(results), len(paths), results[-1])
     return results
 
 

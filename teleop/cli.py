@@ -46,8 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     episodes = sub.add_parser("episodes", help="inspect recorded episodes")
     episodes_sub = episodes.add_subparsers(dest="episodes_command", required=True)
-    listing = episodes_sub.add_parser("list", help="one line per episode in DIR")
+    listing = episodes_sub.add_parser("list", help="one line per episode in DIR (reads the metadata only)")
     listing.add_argument("dir", type=Path)
+    check = episodes_sub.add_parser(
+        "check", help="read and verify every byte of every episode in DIR; exit status 1 when one is damaged")
+    check.add_argument("dir", type=Path)
     repair = episodes_sub.add_parser(
         "repair", help="turn the unfinished (.partial) recordings in DIR into episodes marked incomplete")
     repair.add_argument("dir", type=Path)
@@ -112,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
     train.add_argument("--eval-episodes", type=int, default=0)
+    train.add_argument("--include-failed", action="store_true",
+                       help="train on every intact episode, also those marked failed or without a success flag "
+                            "(e.g. repaired ones)")
 
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
     evaluate.add_argument("run", type=Path)
@@ -291,9 +297,32 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
 
     if args.episodes_command == "repair":
         return _cmd_repair(args)
+    if args.episodes_command == "check":
+        return _cmd_check(args)
     items = scan_episodes(args.dir)
     print(format_episode_table(items))
+    print(f"(metadata only; `teleop episodes check {args.dir}` reads and verifies every byte)")
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from recorder.episodes import EpisodeProblem, EpisodeSummary, check_episodes, format_episode_table
+
+    def progress(done: int, total: int, item: EpisodeSummary | EpisodeProblem) -> None:
+        if sys.stderr.isatty():
+            end = "\n" if done == total else ""
+            print(f"\rchecked {done}/{total}: {item.name}".ljust(60), end=end, file=sys.stderr, flush=True)
+
+    items = check_episodes(args.dir, progress)
+    print(format_episode_table(items))
+    damaged = [item.name for item in items if isinstance(item, EpisodeProblem)]
+    unsealed = [item.name for item in items if isinstance(item, EpisodeSummary) and not item.sealed]
+    print(f"{len(items)} episodes checked, every byte read: {len(items) - len(damaged)} intact, "
+          f"{len(damaged)} damaged or unfinished" + (f" ({', '.join(damaged)})" if damaged else ""))
+    if unsealed:
+        print(f"{len(unsealed)} written by an earlier version carry no checksums of their attributes "
+              f"({', '.join(unsealed)}): their chunks were verified, their attributes could not be")
+    return 1 if damaged else 0
 
 
 def _cmd_repair(args: argparse.Namespace) -> int:
@@ -346,7 +375,8 @@ def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, ev
 def _cmd_train(args: argparse.Namespace) -> int:
     best = _train(args.dir, args.out, args.steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, encoder=args.encoder,
-                  encoder_weights=args.encoder_weights, camera=args.camera, seed=args.seed)
+                  encoder_weights=args.encoder_weights, camera=args.camera, seed=args.seed,
+                  include_failed=args.include_failed)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
     return 0

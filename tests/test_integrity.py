@@ -249,3 +249,29 @@ def h5py_file(path: Path) -> Any:
     import h5py
 
     return h5py.File(path, "r+")
+
+
+def test_cli_check_names_each_damaged_episode_and_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    paths = [record(tmp_path, fmt, "lossless") for fmt in ("hdf5", "zarr")]
+    assert main(["episodes", "check", str(tmp_path)]) == 0
+    assert "2 episodes checked, every byte read: 2 intact, 0 damaged" in capsys.readouterr().out
+    (paths[1] / "cameras/front/rgb/c.4.0.0.0").unlink()
+    assert main(["episodes", "list", str(tmp_path)]) == 0  # the metadata is intact
+    assert "metadata only; `teleop episodes check" in capsys.readouterr().out
+    assert main(["episodes", "check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "1 intact, 1 damaged or unfinished (episode_000001.zarr)" in out
+    line = next(line for line in out.splitlines() if line.startswith("episode_000001.zarr"))
+    assert "cameras/front/rgb/c.4.0.0.0 is missing" in line and "frame 4" in line
+
+
+def test_cli_train_include_failed_reaches_the_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import teleop.cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(teleop.cli, "_train", lambda *args, **kwargs: seen.update(kwargs))
+    record(tmp_path, "hdf5", "lossless")
+    assert teleop.cli.main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--include-failed"]) == 0
+    assert seen["include_failed"] is True
