@@ -137,6 +137,8 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
                  f"{r.steps} steps in {r.duration_s:.1f} s ({r.achieved_rate_hz:.1f} Hz, {r.late_ticks} late)")
         for line in camera_report(r):
             progress(line)
+        if r.malformed_samples:  # the device misbehaved: the operator should know which way
+            progress(f"  warning: {r.device_problems[0]}; the robot held still on each")
     return summary
 
 

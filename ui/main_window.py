@@ -387,6 +387,8 @@ class MainWindow(QMainWindow):
         else:
             self._last_path = episode.path
             problems = "".join(f"; {problem}, its last frame repeated" for problem in result.camera_problems)
+            if result.malformed_samples:
+                problems += f"; {result.device_problems[0]}, the robot held still on each"
             self._set_status(
                 f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
                 f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
