@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -79,8 +80,11 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.array_spec import ArrayConfig
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.dtype import VariableLengthBytes
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore
 
@@ -88,6 +92,7 @@ from recorder import integrity
 from recorder.backend import (
     FORMAT,
     MAX_CHUNK_BYTES,
+    SYNC_INTERVAL_S,
     BackendClasses,
     PartialEpisode,
     decode_attr,
@@ -138,10 +143,13 @@ def _array_from_json(value: Any) -> Any:
     return np.asarray(value) if isinstance(value, list) else value
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write a whole file under a temporary name and rename it, as zarr's LocalStore does."""
-    scratch = path.with_name(path.name + ".copying")
-    scratch.write_bytes(data)
+def _write_file(path: Path, data: Any) -> None:
+    """Write a whole file (bytes or a buffer) under a temporary name and rename it, as zarr's LocalStore does:
+    a killed process leaves the previous version or the new one, and at worst a temporary file named like
+    zarr's (ZARR_TEMPORARY), which repair removes."""
+    scratch = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    with open(scratch, "wb") as file:
+        file.write(data)
     os.replace(scratch, path)
 
 
@@ -184,11 +192,97 @@ def seal(root: zarr.Group, path: Path) -> None:
     root.attrs[integrity.INTEGRITY_ATTR] = integrity.seal(describe(root, path))
 
 
+def _encodes_synchronously(codecs: tuple[Any, ...]) -> bool:
+    """True when every codec of an array can encode a chunk without zarr's event loop (zarr >= 3.1.6)."""
+    return bool(codecs) and all(hasattr(codec, "_encode_sync") for codec in codecs)
+
+
+class _ChunkWriter:
+    """Stores whole chunks of one array, encoded with the array's own codecs on the calling thread.
+
+    zarr's `array[rows] = data` costs ~0.5-1.5 ms of its own per call beside the encoding, in hand-offs to
+    its event-loop thread and worker threads, and reads and decodes the last chunk again to add rows to it.
+    On 2 cores beside busy processes each hand-off waits for a CPU, and that made a zarr recording fall
+    behind. The chunk files written here are byte for byte the ones zarr writes (the codecs are the array's,
+    and the file goes to a temporary name first, as zarr's LocalStore does). With a zarr whose codecs
+    cannot encode synchronously (no `_encode_sync`, before 3.1.6) the chunk goes through zarr instead.
+
+    Args:
+        array: The array (zarr v3 metadata).
+        directory: Its directory.
+    """
+
+    def __init__(self, array: zarr.Array, directory: Path) -> None:
+        self.array = array
+        self.directory = directory
+        self.rows = int(array.chunks[0])
+        metadata = array.metadata
+        self._codecs: tuple[Any, ...] = tuple(metadata.codecs) if isinstance(metadata, ArrayV3Metadata) else ()
+        self._direct = _encodes_synchronously(self._codecs)
+        self._prototype = default_buffer_prototype()
+        config = ArrayConfig.from_dict({"write_empty_chunks": True})
+        self._spec = array.metadata.get_chunk_spec((0,) * array.ndim, config, self._prototype)
+
+    def path(self, index: int) -> Path:
+        """The file of chunk `index` (along axis 0)."""
+        return self.directory / self.array.metadata.encode_chunk_key((index, *(0,) * (self.array.ndim - 1)))
+
+    def write(self, index: int, chunk: np.ndarray, rows: int) -> Path:
+        """Store chunk `index`: `chunk` is the whole chunk (chunk shape, the array's dtype), its first `rows`
+        rows the array's; the file written."""
+        if not self._direct:
+            start = index * self.rows
+            self.array[start : start + rows] = chunk[:rows]
+            return self.path(index)
+        data: Any = self._prototype.nd_buffer.from_numpy_array(chunk)
+        for codec in self._codecs:
+            data = codec._encode_sync(data, self._spec)
+        path = self.path(index)
+        _write_file(path, data.as_buffer_like())
+        return path
+
+
+class _RowChunks:
+    """The small array's rows not yet stored, and the chunk they go to: each store() rewrites that chunk
+    from memory (no read of the file), and a chunk is written once more when it fills."""
+
+    def __init__(self, writer: _ChunkWriter) -> None:
+        self.writer = writer
+        array = writer.array
+        self.pending: list[np.ndarray] = []
+        self.stored = 0  # rows stored
+        self._chunk = np.zeros((writer.rows, *array.shape[1:]), array.dtype)  # holds rows from the last chunk
+        self._dtype = array.dtype
+
+    def append(self, row: np.ndarray) -> None:
+        self.pending.append(row)
+
+    def store(self) -> list[Path]:
+        """Write the pending rows; the files written."""
+        if not self.pending:
+            return []
+        written, per_chunk = [], self.writer.rows
+        for row in self.pending:
+            k = self.stored % per_chunk
+            self._chunk[k] = np.asarray(row, self._dtype)
+            self.stored += 1
+            if k == per_chunk - 1:  # the chunk is full: written once, then the next one starts
+                written.append(self.writer.write(self.stored // per_chunk - 1, self._chunk, per_chunk))
+                self._chunk[:] = 0
+        self.pending.clear()
+        if self.stored % per_chunk:
+            written.append(self.writer.write(self.stored // per_chunk, self._chunk, self.stored % per_chunk))
+        return written
+
+
 class ZarrEpisodeWriter(_BaseWriter):
     """Writes one episode to the directory `<path>.partial` (zarr v3) and renames it to `path` at close.
 
-    See recorder.backend.EpisodeWriter for the lifecycle; `flush()` also fsyncs what it wrote since the last
-    flush, so close() has at most one flush interval of data left to make durable.
+    See recorder.backend.EpisodeWriter for the lifecycle. Zarr creates the arrays and grows them; the chunks
+    are written by _ChunkWriter: frames as they come, the rows of the small arrays at each flush. A flush hands
+    everything to the operating system (what a killed process keeps) and, at most once a SYNC_INTERVAL_S,
+    fsyncs the files it wrote since the last fsync (what a power cut keeps), so close() has about a second of
+    data left to make durable.
     """
 
     suffix = ".zarr"
@@ -198,19 +292,15 @@ class ZarrEpisodeWriter(_BaseWriter):
         super().__init__(*args, **kwargs)
         self._root: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
-        self._pending: dict[str, list[np.ndarray]] = {}  # small arrays: rows not yet stored
-        self._stored: dict[str, int] = {}  # small arrays: rows already stored
+        self._chunks: dict[str, _ChunkWriter] = {}  # frame arrays
+        self._rows: dict[str, _RowChunks] = {}  # small arrays
         self._unsynced: set[Path] = set()
+        self._last_sync = 0.0
 
     def _group(self) -> zarr.Group:
         if self._root is None:
             raise fail(self.partial, "the episode directory is not open")
         return self._root
-
-    def _chunk_path(self, name: str, chunk: int) -> Path:
-        array = self._arrays[name]
-        key = array.metadata.encode_chunk_key((chunk, *(0,) * (array.ndim - 1)))
-        return self.partial / name / key
 
     def _create_storage(self) -> None:
         self.partial.mkdir()
@@ -220,6 +310,7 @@ class ZarrEpisodeWriter(_BaseWriter):
         for cam, info in self.meta.cameras.items():
             root.create_group(f"cameras/{cam}", attributes=_json_attrs(self.camera_group_attrs(info)))
         self._unsynced.add(self.partial / ROOT_METADATA)
+        self._last_sync = self.clock()
 
     def _add_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
         node = self._group()[group]
@@ -243,9 +334,11 @@ class ZarrEpisodeWriter(_BaseWriter):
                 chunk_key_encoding=CHUNK_KEYS,
                 config={"write_empty_chunks": True},  # skips a full-frame comparison with the fill value
             )
-            if not image:
-                self._pending[name] = []
-                self._stored[name] = 0
+            chunks = _ChunkWriter(self._arrays[name], self.partial / name)
+            if image:
+                self._chunks[name] = chunks
+            else:
+                self._rows[name] = _RowChunks(chunks)
             self._unsynced.add(self.partial / name / ROOT_METADATA)
 
     def _grow(self, names: Collection[str], rows: int) -> None:
@@ -256,44 +349,36 @@ class ZarrEpisodeWriter(_BaseWriter):
 
     def _write_step(self, i: int, rows: Mapping[str, np.ndarray]) -> None:
         for name, row in rows.items():
-            self._pending[name].append(np.array(row, dtype=self._arrays[name].dtype))
+            self._rows[name].append(row)
 
     def _write_frame(self, j: int, rows: Mapping[str, np.ndarray]) -> None:
         for name, row in rows.items():
-            if name in self._pending:
-                self._pending[name].append(np.array(row, dtype=self._arrays[name].dtype))
+            if name in self._rows:
+                self._rows[name].append(row)
                 continue
             if is_jpeg(name):
-                value = np.empty(1, dtype=object)
-                value[0] = row.tobytes()
-                self._arrays[name][j : j + 1] = value
+                chunk = np.empty(1, dtype=object)
+                chunk[0] = row.tobytes()
             else:
-                self._arrays[name][j] = row
-            self._unsynced.add(self._chunk_path(name, j))
+                chunk = np.ascontiguousarray(row, dtype=self._arrays[name].dtype)[None]
+            self._unsynced.add(self._chunks[name].write(j, chunk, 1))
 
     def _write_pending(self) -> None:
         """Store the buffered rows of the small arrays."""
-        for name, rows in self._pending.items():
-            if not rows:
-                continue
-            array, start = self._arrays[name], self._stored[name]
-            stop = start + len(rows)
-            array[start:stop] = np.stack(rows)
-            per_chunk = array.chunks[0]
-            for chunk in range(start // per_chunk, (stop - 1) // per_chunk + 1):
-                self._unsynced.add(self._chunk_path(name, chunk))
-            rows.clear()
-            self._stored[name] = stop
+        for rows in self._rows.values():
+            self._unsynced.update(rows.store())
 
     def _flush_storage(self, num_steps: int) -> None:
         self._write_pending()
         self._group().attrs["num_steps"] = num_steps  # after the rows it counts
         self._unsynced.add(self.partial / ROOT_METADATA)
-        self._sync()
+        if self.clock() - self._last_sync >= SYNC_INTERVAL_S:
+            self._sync()
 
     def _sync(self) -> None:
         _sync_files(self._unsynced)
         self._unsynced.clear()
+        self._last_sync = self.clock()
 
     def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
         self._write_pending()
@@ -308,7 +393,7 @@ class ZarrEpisodeWriter(_BaseWriter):
 
     def _close_storage(self) -> None:
         self._root = None
-        self._arrays = {}
+        self._arrays, self._chunks, self._rows = {}, {}, {}
 
 
 def _open_group(path: Path, mode: Literal["r", "r+"]) -> zarr.Group:

@@ -16,6 +16,7 @@ from test_recorder import FakeClock, make_meta, make_steps, rss_mb
 
 from recorder.backend import EpisodeWriter, create_writer, open_episode
 from recorder.background import BackgroundWriter, release_freed_memory
+from recorder.cameras import DepthFrame
 from recorder.step import Step
 from teleop.errors import EpisodeError
 
@@ -205,6 +206,48 @@ def test_discard_drops_the_queue_and_deletes_the_partial(tmp_path: Path, steps: 
     assert list(tmp_path.iterdir()) == [] and len(inner.times) <= 1
     with pytest.raises(EpisodeError, match="after close"):
         writer.append(steps[0])
+
+
+def files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("codec", ["lossless", "jpeg"])
+def test_zarr_chunks_written_directly_are_the_files_zarr_writes(tmp_path: Path, codec: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zarr writer encodes chunks itself (recorder.zarr_store._ChunkWriter); every file must be the one
+    zarr would have written: colour, JPEG and depth frames, and small arrays across chunks (of 16 rows here)."""
+    zarr_store = pytest.importorskip("recorder.zarr_store")
+    monkeypatch.setattr(zarr_store, "STEP_CHUNK_ROWS", 16)
+    steps = []
+    for step in make_steps(100):
+        wrist = step.frames["wrist"]
+        depth = (wrist.rgb[..., 0].astype(np.uint16) * 7).astype(np.uint16)
+        frames = {**step.frames, "wrist": DepthFrame(wrist.rgb, wrist.t, wrist.seq, depth=depth, depth_scale_m=1e-3)}
+        steps.append(Step(**{**step.__dict__, "frames": frames}))
+
+    def record(directory: Path) -> Path:
+        directory.mkdir()
+        clock = FakeClock()
+        writer = create_writer(directory, make_meta(), "zarr", clock=clock, image_codec=codec)
+        for step in steps:
+            clock.now += 0.05  # a flush every 4 steps
+            writer.append(step)
+        return writer.close(True)
+
+    ours = record(tmp_path / "direct")
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr_store, "_encodes_synchronously", lambda codecs: False)
+        through_zarr = record(tmp_path / "zarr")
+    if not zarr_store._encodes_synchronously(tuple(zarr_store.IMAGE_CODECS)):
+        pytest.skip("this zarr's codecs cannot encode synchronously: both went through zarr")
+    written, expected = files(ours), files(through_zarr)
+    assert written.keys() == expected.keys()
+    assert [name for name in written if written[name] != expected[name]] == []
+    with open_episode(ours) as episode:
+        assert episode.num_steps == len(steps)
+        np.testing.assert_array_equal(episode.timestamps, [s.t for s in steps])
+        np.testing.assert_array_equal(episode.depths("wrist"), np.stack([s.frames["wrist"].depth for s in steps]))
 
 
 def test_open_errors_are_raised_in_the_caller(tmp_path: Path) -> None:
