@@ -20,6 +20,15 @@ from recorder.backend import EpisodeWriter
 from recorder.step import Step
 from teleop.errors import EpisodeError
 
+# The writer thread's nice value: 0, the process's own priority. At +10 (as it once was) it disturbed the loop
+# less on an idle machine (the loop's p99 lateness 0.7-1.6 ms -> 0.1-0.2 ms), but beside other busy processes a
+# +10 thread gets about a tenth of a core, and waits for it while holding the GIL, which the loop then waits
+# for. `benchmarks/recording.py --load 2 --skip-peers --seconds 30 --writer-nice 0 10` (2 busy processes on
+# 2 cores): at +10 three of the four recordings (hdf5 and zarr, lossless and JPEG) stopped themselves ("the
+# disk cannot keep up") within 2.2-7.4 s, and the fourth dropped 135 frames in 489 late ticks (p99 44 ms); at
+# 0 all four recorded their 30 s with no frame dropped, 0-4 late ticks and p99 2.3-5.4 ms.
+WRITER_NICE = 0
+
 
 @dataclass
 class _Flush:
@@ -37,10 +46,12 @@ class BackgroundWriter:
 
     The queue holds at most `max_queued_steps` steps. If the disk falls that far behind, append() waits at most
     `put_timeout_s` for room and then raises EpisodeError ("the disk cannot keep up"): the recording stops
-    instead of the control loop stalling. The writer thread writes the steps in order and flushes at least
-    every `writer.flush_interval_s`, also while no step arrives. An exception on the writer thread (disk
-    full, a step whose arrays differ from the first step's) is raised in the caller's thread, as
-    EpisodeError, at the next append(), flush() or close().
+    instead of the control loop stalling. The writer thread writes the steps in order, flushes the first step
+    at once (a recording killed in its first moments still leaves an episode to repair) and then at least
+    every `writer.flush_interval_s`, also while no step arrives. A killed process therefore loses the steps
+    since the last flush plus those still queued. An exception on the writer thread (disk full, a step whose
+    arrays differ from the first step's) is raised in the caller's thread, as EpisodeError, at the next
+    append(), flush() or close().
 
     Lifecycle: construct (starts nothing) -> open() (or the first append) -> append(step) per tick ->
     close(success, attrs) (writes what is queued, then finishes the episode) or discard(). Steps are not
@@ -50,14 +61,17 @@ class BackgroundWriter:
         writer: The episode writer to drive; only the writer thread touches it until close() or discard().
         max_queued_steps: Queue length [steps]; memory is at most this many steps with their frames.
         put_timeout_s: Longest wait of append() for room in a full queue [s].
+        nice: Nice value of the writer thread (Linux); 0 (WRITER_NICE, which says why) leaves it unchanged.
     """
 
-    def __init__(self, writer: EpisodeWriter, max_queued_steps: int = 128, put_timeout_s: float = 0.05) -> None:
+    def __init__(self, writer: EpisodeWriter, max_queued_steps: int = 128, put_timeout_s: float = 0.05,
+                 nice: int = WRITER_NICE) -> None:
         if max_queued_steps < 1:
             raise ValueError(f"max_queued_steps must be at least 1, got {max_queued_steps}")
         self.writer = writer
         self.max_queued_steps = int(max_queued_steps)
         self.put_timeout_s = float(put_timeout_s)
+        self.nice = int(nice)
         self._queue: queue.Queue[Step | _Flush | _Stop] = queue.Queue(maxsize=self.max_queued_steps)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -174,7 +188,8 @@ class BackgroundWriter:
     # ---- the writer thread
 
     def _run(self) -> None:
-        _lower_thread_priority()
+        if self.nice:
+            _lower_thread_priority(self.nice)
         poll_s = max(0.01, self.writer.flush_interval_s / 10)
         trimmed = time.monotonic()
         while True:
@@ -193,6 +208,8 @@ class BackgroundWriter:
                 item.done.set()
             elif not self._dropping and self._error is None:
                 self._guarded(self.writer.append, item)
+                if self.writer.num_steps == 1:
+                    self._guarded(self.writer.flush)  # from now on a killed recording leaves an episode
 
     def _guarded(self, operation: Any, *args: Any) -> None:
         """Run a writer call; its exception is kept for the caller's thread and later steps are dropped."""
@@ -263,11 +280,12 @@ def release_freed_memory() -> bool:
     return True
 
 
-def _lower_thread_priority(niceness: int = 10) -> None:
-    """Let the control loop win the CPU over this thread (measured: loop p99 lateness 0.7-1.6 ms -> 0.1-0.2 ms).
+def _lower_thread_priority(niceness: int) -> None:
+    """Give the calling thread a higher nice value, a smaller share of a busy CPU.
 
     Linux only, where a thread has its own nice value (os.setpriority with the thread's id); elsewhere the id
-    would name a process, so nothing is done. Needs no privileges (raising niceness always is allowed).
+    would name a process, so nothing is done. Needs no privileges (raising niceness always is allowed; only a
+    privileged thread can lower it again).
     """
     if sys.platform != "linux":
         return

@@ -188,10 +188,23 @@ def test_the_writer_thread_flushes_while_no_step_arrives(tmp_path: Path, steps: 
     inner = MemoryWriter(tmp_path / "episode_000000.mem", flush_interval_s=1.0, clock=clock)
     writer = BackgroundWriter(inner).open()
     writer.append(steps[0])
-    assert eventually(lambda: inner.times == [steps[0].t])
-    assert inner.flushes == []
+    writer.append(steps[1])
+    assert eventually(lambda: inner.times == [steps[0].t, steps[1].t])
+    assert inner.flushes == [1]  # the first step at once, the second one waits for the interval
     clock.now += 1.0  # a second passes without a step (the operator paused, the loop stalled)
+    assert eventually(lambda: inner.flushes == [1, 2])
+    writer.close(None)
+
+
+def test_the_first_step_is_flushed_at_once(tmp_path: Path, steps: list[Step]) -> None:
+    """A recording killed right after it started leaves a step to repair, whatever the flush interval."""
+    inner = MemoryWriter(tmp_path / "episode_000000.mem", flush_interval_s=3600.0, clock=FakeClock())
+    writer = BackgroundWriter(inner).open()
+    writer.append(steps[0])
     assert eventually(lambda: inner.flushes == [1])
+    for step in steps[1:5]:
+        writer.append(step)
+    assert eventually(lambda: len(inner.times) == 5) and inner.flushes == [1]
     writer.close(None)
 
 

@@ -32,7 +32,7 @@ from teleop.errors import EpisodeError
 
 FORMATS = ("hdf5", "zarr")
 RATE_HZ = 50.0
-SLACK_S = 0.25  # the writer thread's lag behind append() plus one step; on top of the 1 s flush interval
+MAX_LOSS_S = 0.5  # a killed recording loses at most this much: the 0.2 s flush interval, its queue, one step
 N_JOINTS = 7
 
 
@@ -157,33 +157,26 @@ def fmt(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.parametrize("codec", ["lossless", "jpeg"])
-def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt: str, codec: str) -> None:
+@pytest.mark.parametrize("after_s", [0.7, 1.6])
+def test_a_killed_recording_is_repaired_losing_at_most_half_a_second(tmp_path: Path, fmt: str, codec: str,
+                                                                    after_s: float) -> None:
+    """SIGKILL mid-episode: what the recording had appended is repaired at once but for at most MAX_LOSS_S of
+    steps (the flush interval and the queue), also when killed in its first second."""
     from teleop.cli import main
 
     child = start_child("record", tmp_path, fmt, codec=codec)
     assert child.stdout is not None
-    appended: list[float] = []
-    dequeued: list[int] = []  # steps the writer thread had taken from its queue when step i was appended
     partial = Path(child.stdout.readline().split(" ", 1)[1].strip())
-    while len(appended) < 3.2 * RATE_HZ:  # about 3.2 s of recording, then SIGKILL mid-episode
+    read = 0
+    while read < after_s * RATE_HZ:  # killed once that many steps were appended (later on a loaded machine)
         line = child.stdout.readline()
         assert line.startswith("step"), line
-        _, i, t, queued = line.split()
-        appended.append(float(t))
-        dequeued.append(int(i) + 1 - int(queued))
+        read += 1
     child.kill()
-    killed_at = time.monotonic()
     child.wait()
+    rest = child.stdout.read().splitlines()  # steps appended before the kill that were not read yet
+    appended = read + sum(line.startswith("step") for line in rest)
     assert partial.exists() and not list(tmp_path.glob(f"*{BACKENDS[fmt].suffix}"))
-    # What a kill may lose is the last flush interval and what was still queued: steps the writer thread had
-    # written (all it had dequeued but the one in hand) more than a second before the kill are on disk. The
-    # queue is empty on an idle machine; on a loaded one the low-priority writer thread can fall behind.
-    cutoff = killed_at - 1.0 - SLACK_S
-    flushed_before = max((d - 1 for t, d in zip(appended, dequeued, strict=True) if t <= cutoff), default=0)
-    appended_before = sum(1 for t in appended if t <= cutoff)
-    elapsed = killed_at - appended[0]
-    assert appended_before >= 0.8 * (elapsed - 1.0 - SLACK_S) * RATE_HZ  # the recording kept its pace
-    assert flushed_before >= appended_before // 2  # the writer thread kept up (within a few steps when idle)
 
     assert main(["episodes", "repair", str(tmp_path)]) == 0
     path = tmp_path / partial.name.removesuffix(".partial")
@@ -191,7 +184,8 @@ def test_a_killed_recording_is_repaired_up_to_its_last_flush(tmp_path: Path, fmt
     with open_episode(path) as episode:
         n = episode.num_steps
         attrs = episode.attrs
-    assert flushed_before <= n <= len(appended)
+    assert 0 < n <= appended
+    assert (appended - n) / RATE_HZ <= MAX_LOSS_S, f"{appended - n} of {appended} steps lost"
     assert attrs["incomplete"] is True and attrs["repaired_from"] == partial.name and attrs["success"] is None
     assert attrs["duration_s"] == pytest.approx((n - 1) / RATE_HZ)
     assert_steps_equal(path, 0, n, jpeg=codec == "jpeg")
