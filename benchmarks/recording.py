@@ -120,7 +120,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
 from recorder.backend import EpisodeWriter, create_writer, open_episode, remove_episode_path, step_rows  # noqa: E402
-from recorder.background import BackgroundWriter  # noqa: E402
+from recorder.background import WRITER_NICE, BackgroundWriter  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera, synthetic_gradient, synthetic_image  # noqa: E402
 from recorder.episodes import EpisodeSummary, scan_episodes  # noqa: E402
 from recorder.jpeg import decode_jpeg, encode_jpeg  # noqa: E402
@@ -547,10 +547,12 @@ class Config:
     backend: str = ""
     noise_bits: int = 0
     image_codec: str = "lossless"
+    writer_nice: int = WRITER_NICE
 
     @property
     def label(self) -> str:
-        return self.mode if not self.backend else f"{self.mode} {self.backend}"
+        nice = f" (writer nice {self.writer_nice})" if self.writer_nice != WRITER_NICE else ""
+        return self.mode if not self.backend else f"{self.mode} {self.backend}{nice}"
 
 
 def start_cameras(noise_bits: int, seconds: float) -> dict[str, LoggedCamera]:
@@ -565,7 +567,7 @@ def open_sink(cfg: Config, directory: Path, meta: EpisodeMeta) -> EpisodeWriter 
     if cfg.mode == "baseline":
         return None
     writer = create_writer(directory, meta, cfg.backend, image_codec=cfg.image_codec)
-    return BackgroundWriter(writer).open() if cfg.mode == "background" else writer.open()
+    return BackgroundWriter(writer, nice=cfg.writer_nice).open() if cfg.mode == "background" else writer.open()
 
 
 def queue_length(sink: EpisodeWriter | BackgroundWriter | None) -> Callable[[], int] | None:
@@ -733,9 +735,10 @@ def summary_line(f: dict[str, Any]) -> str:
 
 def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: int = 0,
         nice: int | None = None, peers: bool = True, image_codec: str = "lossless",
-        gc_freeze: bool = True) -> dict[str, Any]:
-    """Every configuration in turn: the baseline, then each backend through the background writer, then inline."""
-    configs = [Config("background", b, noise_bits, image_codec) for b in backends]
+        gc_freeze: bool = True, writer_nice: Sequence[int] = (WRITER_NICE,)) -> dict[str, Any]:
+    """Every configuration in turn: the baseline, then each backend through the background writer (with each
+    writer nice value in turn), then inline."""
+    configs = [Config("background", b, noise_bits, image_codec, n) for b in backends for n in writer_nice]
     if peers:
         inline = [Config("inline", b, noise_bits, image_codec) for b in backends]
         configs = [Config("baseline", "", noise_bits), *configs, *inline]
@@ -744,6 +747,8 @@ def run(seconds: float, backends: Sequence[str], directory: Path, noise_bits: in
         figures = run_config(cfg, seconds, directory, nice, gc_freeze)
         if cfg.mode == "baseline":
             result["baseline_no_recording"] = figures
+        elif cfg.mode == "background" and cfg.writer_nice != WRITER_NICE:
+            result.setdefault("writer_nice", {}).setdefault(str(cfg.writer_nice), {})[cfg.backend] = figures
         elif cfg.mode == "background":
             result[cfg.backend] = figures
         else:
@@ -1098,6 +1103,9 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
                         help="diagnostic: run only ours (e.g. a long run for the memory slope)")
     parser.add_argument("--nice-others", type=int, default=None, metavar="N",
                         help="diagnostic: nice value for every thread but the control loop's (default: unchanged)")
+    parser.add_argument("--writer-nice", type=int, nargs="+", default=[WRITER_NICE], metavar="N",
+                        help="nice value(s) of the background writer's thread; each one is a configuration "
+                             f"(default {WRITER_NICE}; others are reported under writer_nice)")
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="run N busy processes (python -c 'while True: pass') beside the measurement (default 0)")
     parser.add_argument("--kills", type=int, default=0, metavar="K",
@@ -1132,7 +1140,7 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     try:
         with busy_processes(args.load):
             result = run(seconds, backends, directory, args.noise_bits, args.nice_others, not args.skip_peers,
-                         args.image_codec, not args.no_gc_freeze)
+                         args.image_codec, not args.no_gc_freeze, args.writer_nice)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     result["machine"]["busy_processes"] = args.load
