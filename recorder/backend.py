@@ -95,6 +95,7 @@ BASE_DATASETS = (
     "action",
 )
 SUCCESS_CODES = {True: 1, False: 0, None: -1}
+TRASH_DIR = ".trash"  # deleted and replaced episodes (recorder.trash)
 EPISODE_NAME = re.compile(r"^episode_(\d+)(\.h5|\.zarr)(\.partial)?$")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -1408,7 +1409,8 @@ def check_directory(directory: Path) -> Path:
 
 
 def next_episode_path(directory: Path, format: str = "hdf5") -> Path:
-    """The next free name episode_NNNNNN.<suffix>: one past the highest index of any episode or partial.
+    """The next free name episode_NNNNNN.<suffix>: one past the highest index of any episode or partial, in
+    the folder or its trash, or held by a recording's lock.
 
     Indices count across formats, so an .h5 and a .zarr episode never share a number.
 
@@ -1419,6 +1421,8 @@ def next_episode_path(directory: Path, format: str = "hdf5") -> Path:
     suffix = backend_named(format).suffix
     directory = check_directory(directory)
     names = [p.name for p in directory.iterdir()]
+    if (directory / TRASH_DIR).is_dir():  # a restored episode must not collide with a newer one
+        names += [p.name.split("~")[0] for p in (directory / TRASH_DIR).iterdir()]
     indices = [int(m.group(1)) for name in names if (m := EPISODE_NAME.match(name) or LOCK_NAME.match(name))]
     return directory / f"episode_{max(indices, default=-1) + 1:06d}{suffix}"
 

@@ -1,0 +1,118 @@
+"""Curating recorded episodes: delete to the trash and restore byte for byte, label with the checksums kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_integrity import everything, files_of, record, same
+
+from recorder.backend import create_writer, next_episode_path, open_episode
+from recorder.labels import label_episode
+from recorder.trash import empty_trash, move_to_trash, restore, trash_entries
+from teleop.errors import EpisodeError
+
+FORMATS = ["hdf5", "zarr"]
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)) if path.is_dir() else "": p.read_bytes() for p in files_of(path)}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_delete_and_restore_bring_an_episode_back_byte_for_byte(tmp_path: Path, fmt: str) -> None:
+    paths = [record(tmp_path, fmt, "lossless", steps=4) for _ in range(3)]
+    before = snapshot(paths[2])
+    entry = move_to_trash(paths[2])
+    assert not paths[2].exists() and entry.name == paths[2].name
+    assert [e.name for e in trash_entries(tmp_path)] == [paths[2].name]
+    assert next_episode_path(tmp_path, fmt).name.startswith("episode_000003")  # the number stays taken
+    assert restore(tmp_path, paths[2].name) == paths[2]
+    assert snapshot(paths[2]) == before and trash_entries(tmp_path) == []
+
+
+def test_restore_refuses_a_taken_name_unless_asked_to_replace(tmp_path: Path) -> None:
+    path = record(tmp_path, "hdf5", "lossless", steps=4)
+    original = snapshot(path)
+    move_to_trash(path)
+    newer = record(tmp_path, "hdf5", "lossless", steps=6)
+    os.rename(newer, path)  # another episode under the same name (as a trim leaves one)
+    with pytest.raises(EpisodeError, match="exists.*--replace"):
+        restore(tmp_path, path.name)
+    restore(tmp_path, path.name, replace=True)
+    assert snapshot(path) == original
+    [entry] = trash_entries(tmp_path)
+    assert entry.name == path.name and entry.path.name == f"{path.name}~2"  # the replaced one is kept too
+    assert empty_trash(tmp_path) == [entry.path.name] and trash_entries(tmp_path) == []
+
+
+def test_an_episode_being_recorded_cannot_be_deleted(tmp_path: Path) -> None:
+    writer = create_writer(tmp_path, open_episode(record(tmp_path, "hdf5", "lossless", steps=2)).meta)
+    writer.open()
+    with pytest.raises(EpisodeError, match="is being recorded"):
+        move_to_trash(writer.partial)
+    writer.discard()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_labels_change_and_stay_sealed(tmp_path: Path, fmt: str) -> None:
+    path = record(tmp_path, fmt, "lossless", steps=4)
+    data = everything(path)
+    label_episode(path, success=False, instruction="stack the cubes", note="dropped the cube")
+    with open_episode(path) as episode:
+        assert episode.success is False and episode.attrs["instruction"] == "stack the cubes"
+        assert episode.attrs["note"] == "dropped the cube"
+    label_episode(path, success=None)
+    after = everything(path)
+    assert after["attrs"]["success"] is None and after["attrs"]["instruction"] == "stack the cubes"
+    for key in ("attrs", "meta"):
+        data.pop(key), after.pop(key)
+    assert same(after, data)  # every array and frame as it was
+
+
+def test_labelling_a_damaged_episode_refuses_and_does_not_seal_the_damage(tmp_path: Path) -> None:
+    import h5py
+
+    path = record(tmp_path, "hdf5", "lossless", steps=4)
+    with h5py.File(path, "r+") as f:
+        f.attrs["instruction"] = "something else"
+    with pytest.raises(EpisodeError, match="do not match their checksum"):
+        label_episode(path, note="looks fine")
+    with pytest.raises(EpisodeError, match="do not match their checksum"):
+        open_episode(path)
+
+
+def _label_forever(path: str) -> None:
+    for k in range(10**6):
+        label_episode(Path(path), note=f"note {k}")
+        if k == 0:
+            print("labelled", flush=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_kill_while_labelling_leaves_old_or_new_labels(tmp_path: Path, fmt: str) -> None:
+    path = record(tmp_path, fmt, "lossless", steps=4)
+    arrays = everything(path)
+    arrays.pop("attrs"), arrays.pop("meta")
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        child = subprocess.Popen([sys.executable, __file__, str(path)], cwd=Path(__file__).parents[1],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "labelled"
+        time.sleep(float(rng.uniform(0.0, 0.3)))  # some labels in, one likely half-written
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        after = everything(path)  # opens: the labels are whole, old or new
+        assert after["attrs"]["note"].startswith("note ")
+        after.pop("attrs"), after.pop("meta")
+        assert same(after, arrays)
+
+
+if __name__ == "__main__":
+    _label_forever(sys.argv[1])
