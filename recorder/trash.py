@@ -94,7 +94,9 @@ def restore(directory: Path, name: str, replace: bool = False) -> Path:
 
     Args:
         directory: The dataset folder.
-        name: The episode's name (its newest version in the trash) or a trash entry's name (`NAME~2`).
+        name: A trash entry's name (`NAME`, or `NAME~2` for a second entry of the same name), as
+            trash_entries lists them; the episode's name when no entry has exactly that name (then its newest
+            version).
         replace: When an episode of that name exists (e.g. the trimmed version), move it to the trash first.
 
     Returns:

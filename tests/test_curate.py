@@ -116,3 +116,54 @@ def test_a_kill_while_labelling_leaves_old_or_new_labels(tmp_path: Path, fmt: st
 
 if __name__ == "__main__":
     _label_forever(sys.argv[1])
+
+
+CODECS = [("hdf5", "lossless"), ("hdf5", "jpeg"), ("zarr", "lossless"), ("zarr", "jpeg")]
+
+
+@pytest.mark.parametrize(("fmt", "codec"), CODECS, ids=["-".join(c) for c in CODECS])
+def test_trim_keeps_every_stream_frame_accurately_and_can_be_undone(tmp_path: Path, fmt: str, codec: str) -> None:
+    from recorder.trim import trim_episode
+
+    if codec == "jpeg":
+        pytest.importorskip("PIL")
+    path = record(tmp_path, fmt, codec, steps=12)
+    full = everything(path)
+    before = snapshot(path)
+    result = trim_episode(path, 3, 10)  # the front camera runs at half rate: step 3 shows frame 1
+    assert result.path == path and (result.start, result.end, result.num_steps) == (3, 10, 12)
+    cut = everything(path)
+    assert cut["n"] == 7
+    for key in ("t", "q", "qd", "ee", "a", "device/engaged", "device/pose", "extras/target"):
+        np.testing.assert_array_equal(cut[key], full[key][3:10], err_msg=key)
+    for cam in ("front", "wrist"):
+        for key in ("frames", "t", "seq"):
+            np.testing.assert_array_equal(cut[f"{cam}/{key}"], full[f"{cam}/{key}"][3:10], err_msg=f"{cam}/{key}")
+    np.testing.assert_array_equal(cut["front/index"], [0, 1, 1, 2, 2, 3, 3])  # each frame kept once
+    with open_episode(path) as episode:
+        assert episode.num_frames("front") == 4 and episode.num_frames("wrist") == 7
+        assert episode.attrs["trimmed_from"] == path.name and episode.attrs["original_num_steps"] == 12
+        assert list(episode.attrs["trim_range"]) == [3, 10]
+        assert episode.duration_s == pytest.approx(0.6)
+        episode.verify()
+    # a second trim composes in the original's steps
+    trim_episode(path, 1, 5)
+    with open_episode(path) as episode:
+        assert list(episode.attrs["trim_range"]) == [4, 8] and episode.attrs["original_num_steps"] == 12
+        np.testing.assert_array_equal(episode.timestamps, full["t"][4:8])
+    assert restore(tmp_path, result.original.path.name, replace=True) == path  # undo
+    assert snapshot(path) == before
+
+
+def test_trim_refuses_an_empty_or_out_of_range_cut(tmp_path: Path) -> None:
+    from recorder.trim import trim_episode
+
+    path = record(tmp_path, "hdf5", "lossless", steps=5)
+    for start, end in ((3, 3), (4, 2), (-1, 3), (0, 6)):
+        with pytest.raises(EpisodeError, match="cannot keep steps"):
+            trim_episode(path, start, end)
+    assert trim_entries_empty(tmp_path)
+
+
+def trim_entries_empty(directory: Path) -> bool:
+    return trash_entries(directory) == [] and not [p for p in directory.iterdir() if p.name.startswith(".")]
