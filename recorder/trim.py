@@ -223,7 +223,8 @@ def _trim_zarr(path: Path, scratch: Path, start: int, end: int, ranges: Mapping[
                         folder / node.metadata.encode_chunk_key((j - lo, *tail)))
         else:
             rows = _rebased(name, np.asarray(node[lo:hi]), first)
-            zarr.open_array(LocalStore(scratch), path=name, mode="r+", zarr_format=3)[...] = rows
+            array = zarr.open_array(LocalStore(scratch), path=name, mode="r+", zarr_format=3)
+            array.with_config({"write_empty_chunks": True})[...] = rows  # every chunk must exist (recorder.zarr_store)
     root_document = json.loads((path / ROOT_METADATA).read_bytes())
     (scratch / ROOT_METADATA).write_text(json.dumps(root_document))
     root = zarr.open_group(LocalStore(scratch), mode="r+", zarr_format=3)

@@ -9,8 +9,9 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 # Small matrices in a real-time loop: OpenBLAS threads only add jitter (p99 IK 0.1 ms -> 0.5 ms here).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     repair = episodes_sub.add_parser(
         "repair", help="turn the unfinished (.partial) recordings in DIR into episodes marked incomplete")
     repair.add_argument("dir", type=Path)
+    _add_curation_parsers(episodes_sub)
 
     record = sub.add_parser("record", help="record episodes headless in simulation with a real device")
     _add_rig_arguments(record)
@@ -299,10 +301,135 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
         return _cmd_repair(args)
     if args.episodes_command == "check":
         return _cmd_check(args)
+    if args.episodes_command in CURATION_COMMANDS:
+        return CURATION_COMMANDS[args.episodes_command](args)
     items = scan_episodes(args.dir)
     print(format_episode_table(items))
     print(f"(metadata only; `teleop episodes check {args.dir}` reads and verifies every byte)")
     return 0
+
+
+def _add_curation_parsers(episodes_sub: Any) -> None:
+    show = episodes_sub.add_parser("show", help="metadata, streams, rates, camera stats and provenance of EP")
+    show.add_argument("episode", type=Path)
+    trim = episodes_sub.add_parser(
+        "trim", help="keep a range of EP's steps (end exclusive), frame-accurately; the original goes to the trash")
+    trim.add_argument("episode", type=Path)
+    trim.add_argument("--start", type=int, default=None, help="first step kept")
+    trim.add_argument("--end", type=int, default=None, help="first step cut off at the end (exclusive)")
+    trim.add_argument("--start-s", type=float, default=None, help="first time kept, from the first step [s]")
+    trim.add_argument("--end-s", type=float, default=None, help="end time, from the first step [s]")
+    trim.add_argument("--auto", action="store_true", help="cut the idle start and end (no commanded motion)")
+    delete = episodes_sub.add_parser("delete", help="move EP to the trash inside its folder")
+    delete.add_argument("episode", type=Path, nargs="+")
+    restore = episodes_sub.add_parser("restore", help="bring NAME back from DIR's trash, byte for byte")
+    restore.add_argument("dir", type=Path)
+    restore.add_argument("name", help="the name in the trash (`teleop episodes trash DIR` lists them)")
+    restore.add_argument("--replace", action="store_true", help="move an episode of that name to the trash first")
+    trash = episodes_sub.add_parser("trash", help="list what is in DIR's trash")
+    trash.add_argument("dir", type=Path)
+    empty = episodes_sub.add_parser("empty-trash", help="delete what is in DIR's trash for good")
+    empty.add_argument("dir", type=Path)
+    label = episodes_sub.add_parser("label", help="change EP's success flag, instruction or note")
+    label.add_argument("episode", type=Path)
+    outcome = label.add_mutually_exclusive_group()
+    outcome.add_argument("--success", dest="success", action="store_const", const=True, default=None)
+    outcome.add_argument("--failure", dest="success", action="store_const", const=False)
+    outcome.add_argument("--unknown", dest="unknown", action="store_true", help="success unknown")
+    label.add_argument("--instruction", default=None)
+    label.add_argument("--note", default=None)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from recorder.review import describe_episode
+
+    print(describe_episode(args.episode))
+    return 0
+
+
+def _cmd_trim(args: argparse.Namespace) -> int:
+    from recorder.backend import open_episode
+    from recorder.trim import auto_trim_range, steps_at_seconds, trim_episode
+
+    steps, seconds = (args.start, args.end), (args.start_s, args.end_s)
+    given = [args.auto, any(v is not None for v in steps), any(v is not None for v in seconds)]
+    if sum(given) != 1:
+        raise TeleopError("trim needs one of --auto, --start/--end (steps) or --start-s/--end-s (seconds)")
+    with open_episode(args.episode) as reader:
+        n = reader.num_steps
+        if args.auto:
+            auto = auto_trim_range(reader)
+            start, end = auto.start, auto.end
+            print(f"commanded motion: an action change above {auto.threshold:.3g} per step, first at step "
+                  f"{auto.first_motion}, last at step {auto.last_motion}; keeping {auto.margin_steps} idle steps "
+                  "on each side")
+        elif args.auto is False and given[2]:
+            start, end = steps_at_seconds(reader, args.start_s, args.end_s)
+        else:
+            start, end = args.start if args.start is not None else 0, args.end if args.end is not None else n
+    result = trim_episode(args.episode, start, end)
+    print(f"{result.path.name}: kept steps {start}..{end - 1} of {n} ({end - start} steps); the original is in "
+          f"the trash as {result.original.path.name} (undo: teleop episodes restore {result.path.parent} "
+          f"{result.original.path.name} --replace)")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from recorder.trash import move_to_trash
+
+    for episode in args.episode:
+        entry = move_to_trash(episode)
+        print(f"{episode.name} -> trash as {entry.path.name} (restore: teleop episodes restore {episode.parent} "
+              f"{entry.path.name})")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from recorder.trash import restore
+
+    print(f"restored {restore(args.dir, args.name, replace=args.replace)}")
+    return 0
+
+
+def _cmd_trash(args: argparse.Namespace) -> int:
+    import time
+
+    from recorder.trash import trash_entries
+
+    entries = trash_entries(args.dir)
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.deleted_at))
+        print(f"{entry.path.name}  (restores as {entry.name}, trashed {when})")
+    if not entries:
+        print("the trash is empty")
+    return 0
+
+
+def _cmd_empty_trash(args: argparse.Namespace) -> int:
+    from recorder.trash import empty_trash
+
+    names = empty_trash(args.dir)
+    print(f"deleted {len(names)} episodes for good" + (f": {', '.join(names)}" if names else ""))
+    return 0
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from recorder.labels import label_episode
+
+    kwargs: dict[str, Any] = {"instruction": args.instruction, "note": args.note}
+    if args.unknown:
+        kwargs["success"] = None
+    elif args.success is not None:
+        kwargs["success"] = args.success
+    written = label_episode(args.episode, **kwargs)
+    print(f"{args.episode.name}: " + ", ".join(f"{key} = {value!r}" for key, value in written.items()))
+    return 0
+
+
+CURATION_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "show": _cmd_show, "trim": _cmd_trim, "delete": _cmd_delete, "restore": _cmd_restore, "trash": _cmd_trash,
+    "empty-trash": _cmd_empty_trash, "label": _cmd_label,
+}
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

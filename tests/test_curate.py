@@ -167,3 +167,81 @@ def test_trim_refuses_an_empty_or_out_of_range_cut(tmp_path: Path) -> None:
 
 def trim_entries_empty(directory: Path) -> bool:
     return trash_entries(directory) == [] and not [p for p in directory.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ the command line, on real recordings
+
+
+@pytest.fixture(scope="module", params=CODECS, ids=["-".join(c) for c in CODECS])
+def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two episodes recorded in simulation by the scripted operator (cameras, IK, the recorder)."""
+    from teleop.cli import main
+
+    fmt, codec = request.param
+    out = tmp_path_factory.mktemp(f"demo-{fmt}-{codec}")
+    assert main(["demo", "--episodes", "2", "--out", str(out), "--format", fmt, "--image-codec", codec]) == 0
+    return out
+
+
+def _copy_demo(demo: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "episodes"
+    shutil.copytree(demo, out)
+    return out
+
+
+def test_cli_curates_real_recordings(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    folder = _copy_demo(demo, tmp_path)
+    first, second = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    full = everything(first)
+    assert main(["episodes", "show", str(first)]) == 0
+    shown = capsys.readouterr().out
+    assert "franka / franka-reach, success" in shown and "cameras:" in shown and "front:" in shown
+
+    assert main(["episodes", "trim", str(first), "--auto"]) == 0
+    out = capsys.readouterr().out
+    assert "commanded motion: an action change above" in out and "the original is in the trash" in out
+    with open_episode(first) as episode:
+        start, end = (int(v) for v in episode.attrs["trim_range"])
+        assert 0 < end - start <= full["n"] and episode.num_steps == end - start
+        episode.verify()
+    cut = everything(first)
+    for key in ("t", "q", "a", "front/frames", "wrist/frames", "front/t"):
+        np.testing.assert_array_equal(cut[key], full[key][start:end], err_msg=key)
+
+    assert main(["episodes", "label", str(second), "--failure", "--note", "bumped the table"]) == 0
+    capsys.readouterr()
+    with open_episode(second) as episode:
+        assert episode.success is False and episode.attrs["note"] == "bumped the table"
+
+    assert main(["episodes", "delete", str(second)]) == 0
+    assert main(["episodes", "trash", str(folder)]) == 0
+    assert second.name in capsys.readouterr().out
+    assert main(["episodes", "restore", str(folder), second.name]) == 0
+    assert main(["episodes", "restore", str(folder), first.name, "--replace"]) == 0  # undo the trim
+    assert same(everything(first), full)
+    assert main(["episodes", "empty-trash", str(folder)]) == 0
+    assert "deleted 1 episodes for good" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["episodes", "check", str(folder)]) == 0
+
+
+def test_cli_trim_needs_one_way_to_say_the_range(demo: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    folder = _copy_demo(demo, tmp_path)
+    episode = sorted(folder.iterdir())[0]
+    with open_episode(episode) as reader:
+        full_times = reader.timestamps
+    assert main(["episodes", "trim", str(episode)]) != 0
+    assert main(["episodes", "trim", str(episode), "--auto", "--start", "2"]) != 0
+    assert "trim needs one of" in capsys.readouterr().err
+    assert main(["episodes", "trim", str(episode), "--start-s", "0.5", "--end-s", "1.0"]) == 0
+    with open_episode(episode) as reader:
+        kept = list(reader.attrs["trim_range"])
+    t = full_times - full_times[0]
+    inside = np.flatnonzero((t >= 0.5 - 1e-9) & (t < 1.0 - 1e-9))
+    assert kept == [inside[0], inside[-1] + 1]
