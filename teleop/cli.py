@@ -330,6 +330,14 @@ def _add_curation_parsers(episodes_sub: Any) -> None:
     trash.add_argument("dir", type=Path)
     empty = episodes_sub.add_parser("empty-trash", help="delete what is in DIR's trash for good")
     empty.add_argument("dir", type=Path)
+    report = episodes_sub.add_parser(
+        "report", help="quality of every episode in DIR and overall, flags for the ones to look at, and a plot")
+    report.add_argument("dir", type=Path)
+    report.add_argument("--plot", type=Path, default=None, help="PNG of the distributions (default DIR/report.png)")
+    stats = episodes_sub.add_parser("stats", help="per-feature mean/std/min/max/quantiles (LeRobot's stats.json)")
+    stats.add_argument("dir", type=Path)
+    stats.add_argument("--out", type=Path, default=None, help="JSON file (default DIR/stats.json)")
+    stats.add_argument("--all", action="store_true", help="every intact episode, not only the successful ones")
     label = episodes_sub.add_parser("label", help="change EP's success flag, instruction or note")
     label.add_argument("episode", type=Path)
     outcome = label.add_mutually_exclusive_group()
@@ -426,9 +434,38 @@ def _cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from recorder.report import dataset_report, format_report, plot_report
+
+    report = dataset_report(args.dir)
+    print(format_report(report))
+    if report.episodes:
+        print(f"plot: {plot_report(report, args.plot or args.dir / 'report.png')}")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from recorder.episodes import EpisodeSummary, scan_episodes, verify_episode
+    from recorder.stats import write_stats
+
+    chosen = [s.path for s in scan_episodes(args.dir)
+              if isinstance(s, EpisodeSummary) and (args.all or s.success is True)]
+    damaged = [p.name for p in chosen if not isinstance(verify_episode(p), EpisodeSummary)]
+    if damaged:
+        raise TeleopError(f"damaged episodes in {args.dir}: {', '.join(damaged)}; `teleop episodes check "
+                          f"{args.dir}` says what is wrong: delete or repair them first")
+    if not chosen:
+        raise TeleopError(f"no {'intact' if args.all else 'successful'} episode in {args.dir}"
+                          + ("" if args.all else ": label some as successful, or pass --all"))
+    out = args.out or args.dir / "stats.json"
+    stats = write_stats(chosen, out)
+    print(f"statistics of {len(chosen)} episodes, {len(stats)} features -> {out}")
+    return 0
+
+
 CURATION_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": _cmd_show, "trim": _cmd_trim, "delete": _cmd_delete, "restore": _cmd_restore, "trash": _cmd_trash,
-    "empty-trash": _cmd_empty_trash, "label": _cmd_label,
+    "empty-trash": _cmd_empty_trash, "label": _cmd_label, "report": _cmd_report, "stats": _cmd_stats,
 }
 
 

@@ -245,3 +245,68 @@ def test_cli_trim_needs_one_way_to_say_the_range(demo: Path, tmp_path: Path,
     t = full_times - full_times[0]
     inside = np.flatnonzero((t >= 0.5 - 1e-9) & (t < 1.0 - 1e-9))
     assert kept == [inside[0], inside[-1] + 1]
+
+
+def test_report_flags_what_a_person_should_look_at(demo: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from recorder.report import dataset_report
+    from teleop.cli import main
+
+    folder = _copy_demo(demo, tmp_path)
+    first, second = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    label_episode(second, success=False)
+    report = dataset_report(folder)
+    by_name = {e.name: e for e in report.episodes}
+    with open_episode(first) as episode:
+        t, action = episode.timestamps, episode.action
+        assert by_name[first.name].num_steps == episode.num_steps
+    moving = np.flatnonzero(np.abs(np.diff(action, axis=0)).max(axis=1) > 1e-4) + 1
+    assert by_name[first.name].idle_start_s == pytest.approx(t[moving[0] - 1] - t[0], abs=1e-9)
+    assert not [f for f in by_name[first.name].flags if "failed" in f or "finite" in f or "jumps" in f]
+    assert by_name[second.name].flags[0] == "failed"
+    assert main(["episodes", "report", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "    ! failed" in out and "2 episodes" in out and "1 succeeded (50%)" in out
+    png = folder / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_nan_and_a_jump_are_flagged(tmp_path: Path) -> None:
+    from recorder.report import dataset_report
+
+    from test_integrity import _meta, _step
+
+    writer = create_writer(tmp_path, _meta())
+
+    for i in range(20):
+        step = _step(i)
+        if i == 10:
+            step.action[1] = 50.0  # a jump
+        if i == 12:
+            step.joint_pos[0] = np.nan
+        writer.append(step)
+    writer.close(True)
+    [quality] = [e for e in dataset_report(tmp_path).episodes]
+    assert any("not finite" in flag for flag in quality.flags)
+    assert any("action jumps" in flag for flag in quality.flags)
+
+
+def test_stats_are_lerobots_set_over_every_step(demo: Path, tmp_path: Path) -> None:
+    import json
+
+    from teleop.cli import main
+
+    folder = _copy_demo(demo, tmp_path)
+    assert main(["episodes", "stats", str(folder)]) == 0
+    stats = json.loads((folder / "stats.json").read_text())
+    actions = []
+    for path in sorted(p for p in folder.iterdir() if p.name.startswith("episode_")):
+        with open_episode(path) as episode:
+            actions.append(episode.action)
+    a = np.concatenate(actions)
+    np.testing.assert_allclose(stats["action"]["mean"], a.mean(axis=0))
+    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(a, 0.99, axis=0))
+    assert stats["action"]["count"] == [len(a)]
+    assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    image = np.asarray(stats["observation.images.front"]["mean"])
+    assert image.shape == (3, 1, 1) and 0.0 < image.min() and image.max() < 1.0
