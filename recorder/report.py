@@ -2,8 +2,9 @@
 
 Per episode: duration, achieved control rate and late ticks, per camera the frames dropped, steps that reused
 a frame and stale steps, idle time at the start and end (no commanded motion, as recorder.trim finds it),
-values that are not finite (observations, actions, extras), the ranges of the action and the joint positions, the largest jump of the action
-in one step (as a share of the action's range over the whole dataset), and success. Flags name what is unusual (FLAG_RULES); `plot_report` draws the distributions.
+values that are not finite (observations, actions, extras), the ranges of the action and the joint positions,
+the largest jump of the action in one step (as a share of the action's range over the whole dataset), and
+success. Flags name what is unusual (the *_FLAG thresholds below); `plot_report` draws the distributions.
 """
 
 from __future__ import annotations

@@ -272,9 +272,9 @@ def test_report_flags_what_a_person_should_look_at(demo: Path, tmp_path: Path,
 
 
 def test_a_nan_and_a_jump_are_flagged(tmp_path: Path) -> None:
-    from recorder.report import dataset_report
-
     from test_integrity import _meta, _step
+
+    from recorder.report import dataset_report
 
     writer = create_writer(tmp_path, _meta())
 
