@@ -58,24 +58,25 @@ class ExportOptions:
         if self.image_size is not None and not (
             len(self.image_size) == 2 and all(isinstance(v, int) and v > 0 for v in self.image_size)
         ):
-            raise ExportOptionError(f"image size {self.image_size} is not two positive pixel counts: give "
-                                    "(height, width), e.g. (96, 128)")
+            raise ExportOptionError(f"image size (--image-size) {self.image_size} is not two positive pixel counts: "
+                                    "give (height, width), e.g. 96x128")
         if not (isinstance(self.valid_fraction, (int, float)) and math.isfinite(self.valid_fraction)
                 and 0 <= self.valid_fraction < 1):
-            raise ExportOptionError(f"valid fraction {self.valid_fraction} is outside [0, 1): give the share of "
-                                    "episodes held out for validation, e.g. 0.1, or 0 for none")
+            raise ExportOptionError(f"valid fraction (--valid-fraction) {self.valid_fraction} is outside [0, 1): give "
+                                    "the share of episodes held out for validation, e.g. 0.1, or 0 for none")
         if self.cameras is not None:
             if any(not name for name in self.cameras) or len(set(self.cameras)) < len(self.cameras):
-                raise ExportOptionError(f"cameras {list(self.cameras)}: name each camera once")
+                raise ExportOptionError(f"cameras (--camera) {list(self.cameras)}: name each camera once")
 
 
 class ExportProgress(NamedTuple):
-    """How far an export is: `done` of `total` units (camera frames written, steps × cameras; steps when no
-    camera is exported), and the episode being written."""
+    """How far an export is: `done` of `total` units, "frames" (camera frames written, steps × cameras) or
+    "steps" when no camera is exported, and the episode being written."""
 
     done: int
     total: int
     episode: str
+    unit: str = "frames"
 
 
 Progress = Callable[[ExportProgress], None]
@@ -101,6 +102,7 @@ class ExportResult:
         resize_cpu_s: CPU time they spent resizing frames [s].
         bytes: Size of the dataset on disk [bytes].
         skipped: (episode name, why) of the episodes of the folder that were not exported.
+        verify_s: Wall time spent verifying the episodes before the export (recorder.export.selection) [s].
     """
 
     path: Path
@@ -118,6 +120,7 @@ class ExportResult:
     resize_cpu_s: float
     bytes: int
     skipped: tuple[tuple[str, str], ...] = field(default=())
+    verify_s: float = 0.0
 
     @property
     def frames_per_s(self) -> float:
@@ -133,9 +136,10 @@ class ExportResult:
         """One line: what was written where, the split, and the speed."""
         cams = f" from cameras {', '.join(self.cameras)}" if self.cameras else " (no cameras)"
         skipped = f"; {len(self.skipped)} episodes not exported" if self.skipped else ""
+        verified = f" after {self.verify_s:.1f} s verifying them" if self.verify_s else ""
         return (f"exported {len(self.episodes)} episodes ({self.steps} steps, {self.frames} frames{cams}) as "
                 f"{self.format} to {self.path}: {len(self.episodes) - len(self.valid)} train / {len(self.valid)} "
-                f"valid, {self.action_space} actions, {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s "
+                f"valid, {self.action_space} actions, {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s{verified} "
                 f"({self.frames_per_s:.0f} frames/s, encoder {self.encoder_share:.0%} of the CPU time){skipped}")
 
 
@@ -148,7 +152,8 @@ class ExportJob:
     progress: Progress
 
     def report(self, done: int, episode: str) -> None:
-        self.progress(ExportProgress(done, self.plan.work_units, episode))
+        unit = "frames" if self.plan.cameras else "steps"
+        self.progress(ExportProgress(done, self.plan.work_units, episode, unit))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from recorder.export.base import Exporter, ExportOptions, ExportResult, Progress
 from recorder.export.diffusion_policy import DiffusionPolicyExporter
+from recorder.export.output import check_free
 from recorder.export.robomimic import RobomimicExporter
 from recorder.export.selection import select_episodes
 from teleop.errors import UnknownNameError
@@ -37,6 +39,9 @@ def export_directory(directory: Path, format: str, out: Path, options: ExportOpt
         EpisodeError: The directory does not exist, or an episode cannot be read.
     """
     exporter = exporter_named(format)(workers)
+    check_free(Path(out))  # before the verification pass, which reads every episode
+    start = time.perf_counter()
     selection = select_episodes(Path(directory), options.include_all, exporter.workers)
+    verify_s = time.perf_counter() - start
     result = exporter.export(selection.episodes, Path(out), options, progress)
-    return dataclasses.replace(result, skipped=selection.skipped)
+    return dataclasses.replace(result, skipped=selection.skipped, verify_s=verify_s)
