@@ -206,6 +206,7 @@ def _trim_zarr(path: Path, scratch: Path, start: int, end: int, ranges: Mapping[
     first = {cam: lo for cam, (lo, _) in ranges.items()}
     src = zarr.open_group(LocalStore(path, read_only=True), mode="r", zarr_format=3)
     scratch.mkdir()
+    linked: list[Path] = []
     for name, node in src.members(max_depth=None):
         folder = scratch / name
         folder.mkdir(parents=True)
@@ -219,8 +220,9 @@ def _trim_zarr(path: Path, scratch: Path, start: int, end: int, ranges: Mapping[
         if is_frame_array(name) and node.chunks[0] == 1:  # the stored files, linked under their new index
             tail = (0,) * (node.ndim - 1)
             for j in range(lo, hi):
-                os.link(path / name / node.metadata.encode_chunk_key((j, *tail)),
-                        folder / node.metadata.encode_chunk_key((j - lo, *tail)))
+                target = folder / node.metadata.encode_chunk_key((j - lo, *tail))
+                os.link(path / name / node.metadata.encode_chunk_key((j, *tail)), target)
+                linked.append(target)
         else:
             rows = _rebased(name, np.asarray(node[lo:hi]), first)
             array = zarr.open_array(LocalStore(scratch), path=name, mode="r+", zarr_format=3)
@@ -231,9 +233,11 @@ def _trim_zarr(path: Path, scratch: Path, start: int, end: int, ranges: Mapping[
     root.attrs.update({key: value.tolist() if isinstance(value, np.ndarray) else value
                        for key, value in attrs.items()})
     root.attrs[integrity.INTEGRITY_ATTR] = integrity.seal(describe(root, scratch))
-    for directory, _, files in os.walk(scratch):
+    linked_inodes = {os.stat(f).st_ino for f in linked}
+    for directory, _, files in os.walk(scratch):  # what was written here; linked files were durable already
         for file in files:
-            fsync_path(Path(directory) / file)
+            if os.stat(Path(directory) / file).st_ino not in linked_inodes:
+                fsync_path(Path(directory) / file)
         fsync_path(Path(directory))
 
 
