@@ -310,3 +310,15 @@ def test_stats_are_lerobots_set_over_every_step(demo: Path, tmp_path: Path) -> N
     assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
     image = np.asarray(stats["observation.images.front"]["mean"])
     assert image.shape == (3, 1, 1) and 0.0 < image.min() and image.max() < 1.0
+
+
+def test_replay_refuses_an_episode_trimmed_at_its_start(demo: Path, tmp_path: Path) -> None:
+    from recorder.trim import trim_episode
+    from teleop.errors import TeleopError
+    from teleop.replay import replay_joint_positions
+
+    folder = _copy_demo(demo, tmp_path)
+    episode = sorted(p for p in folder.iterdir() if p.name.startswith("episode_"))[0]
+    trim_episode(episode, 5, 20)
+    with pytest.raises(TeleopError, match="was trimmed"):
+        replay_joint_positions(episode)
