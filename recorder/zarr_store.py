@@ -18,9 +18,11 @@ checksum, so a damaged or truncated chunk fails on read instead of returning wro
 
 Writing: a camera's new frames are encoded and stored as they arrive (a frame is stored once however many
 steps use it); the small rows (per step, and the JPEG checksums per frame) are buffered and written at each
-flush (at least once a second), followed by the root attribute `num_steps`. zarr writes every file to a temporary
-name and renames it, so a killed recording leaves whole files only, and every row below `num_steps` is on
-disk. Arrays grow by blocks of rows and are trimmed at close, which then renames the directory.
+flush (every 0.2 s: recorder.backend.FLUSH_INTERVAL_S), followed by the root attribute `num_steps`. The writer
+encodes each chunk with its array's codecs itself (_ChunkWriter: no hand-off to zarr's threads, the small
+arrays' last chunk rewritten from memory) and, like zarr, writes every file to a temporary name and renames
+it, so a killed recording leaves whole files only, and every row below `num_steps` is on disk. Arrays grow by
+blocks of rows and are trimmed at close, which then renames the directory.
 
 The small arrays are chunked by 1024 rows (at most 1 MiB a chunk), not by the 64 of the HDF5 backend: every
 chunk is a file, and reading them back is what a trainer or an export does with every episode. Measured on
