@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from common import log
 
-from recorder.backend import EpisodeMeta, create_writer, open_episode
+from recorder.backend import create_writer, open_episode
 from recorder.cameras import synthetic_gradient, synthetic_image
-from recorder.step import CameraFrame, CameraInfo, Step
+from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from recorder.trim import trim_episode
 
 RATE_HZ, SIZE, N_JOINTS = 20.0, 224, 7

@@ -33,9 +33,9 @@ import numpy as np
 from common import log
 
 import recorder.zarr_store as zarr_store
-from recorder.backend import EpisodeMeta, create_writer, open_episode
+from recorder.backend import create_writer, open_episode
 from recorder.cameras import synthetic_gradient, synthetic_image
-from recorder.step import CameraFrame, CameraInfo, Step
+from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 
 RATE_HZ, CAMERA_FPS, N_JOINTS, WIDTH, HEIGHT = 100.0, 30.0, 15, 96, 72
 FLUSH_EVERY = 100  # steps: once a second at 100 Hz

@@ -119,13 +119,15 @@ from typing import Any, Literal  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
-from recorder.backend import EpisodeWriter, create_writer, open_episode, remove_episode_path, step_rows  # noqa: E402
+from recorder.backend import create_writer, open_episode  # noqa: E402
 from recorder.background import WRITER_NICE, BackgroundWriter  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera, synthetic_gradient, synthetic_image  # noqa: E402
 from recorder.episodes import EpisodeSummary, scan_episodes  # noqa: E402
 from recorder.jpeg import decode_jpeg, encode_jpeg  # noqa: E402
+from recorder.layout import remove_episode_path, step_rows  # noqa: E402
 from recorder.step import CameraFrame, EpisodeMeta, Step  # noqa: E402
 from recorder.sync import FrameSynchronizer  # noqa: E402
+from recorder.writer import EpisodeWriter  # noqa: E402
 
 RATE_HZ = 100.0
 PERIOD_S = 1.0 / RATE_HZ

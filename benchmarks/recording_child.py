@@ -77,7 +77,8 @@ def record(directory: Path, fmt: str, codec: str) -> None:
 
 
 def repair(partial: Path) -> None:
-    from recorder.backend import open_episode, remove_episode_path
+    from recorder.backend import open_episode
+    from recorder.layout import remove_episode_path
     from recorder.repair import repair_partial
     from teleop.errors import EpisodeError
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from recorder.backend import EpisodeWriter
 from recorder.step import Step
+from recorder.writer import EpisodeWriter
 from teleop.errors import EpisodeError
 
 # The writer thread's nice value: 0, the process's own priority. At +10 (as it once was) it disturbed the loop

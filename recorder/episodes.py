@@ -10,13 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.backend import (
-    EPISODE_NAME,
-    PARTIAL_SUFFIX,
-    check_directory,
-    next_episode_path,
-    open_episode,
-)
+from recorder.backend import check_directory, next_episode_path, open_episode
+from recorder.layout import EPISODE_NAME, PARTIAL_SUFFIX
 from teleop.errors import TeleopError
 
 __all__ = [

@@ -93,15 +93,14 @@ import numpy as np
 from h5py import h5s
 
 from recorder import integrity
-from recorder.backend import (
+from recorder.backend import BackendClasses
+from recorder.layout import (
     FORMAT,
     FORMAT_VERSION,
     PARTIAL_SUFFIX,
     ROW_BLOCK,
     SYNC_INTERVAL_S,
     UNFINISHED,
-    BackendClasses,
-    PartialEpisode,
     decode_attr,
     fail,
     fsync_path,
@@ -113,8 +112,9 @@ from recorder.backend import (
     partial_path,
     rows_per_chunk,
 )
-from recorder.backend import EpisodeReader as _BaseReader
-from recorder.backend import EpisodeWriter as _BaseWriter
+from recorder.partial import PartialEpisode
+from recorder.reader import EpisodeReader as _BaseReader
+from recorder.writer import EpisodeWriter as _BaseWriter
 
 __all__ = [
     "FORMAT",

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from recorder import integrity
-from recorder.backend import SUCCESS_CODES, backend_for, fail, fsync_path, open_episode
+from recorder.backend import backend_for, open_episode
+from recorder.layout import SUCCESS_CODES, fail, fsync_path
 
 _UNCHANGED: Any = object()
 

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.backend import BASE_DATASETS, PartialEpisode, camera_of, fail, final_path, is_frame_array, open_partial
+from recorder.backend import open_partial
 from recorder.episodes import find_partials
+from recorder.layout import BASE_DATASETS, camera_of, fail, final_path, is_frame_array
 from recorder.lock import EpisodeLock
+from recorder.partial import PartialEpisode
 from teleop.errors import TeleopError
 
 STORAGE_ERRORS = (OSError, RuntimeError, ValueError, KeyError)  # what h5py and zarr raise on damaged or full disks

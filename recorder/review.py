@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.backend import EpisodeReader, open_episode
+from recorder.backend import open_episode
+from recorder.reader import EpisodeReader
 
 PROVENANCE_ATTRS = ("incomplete", "repaired_from", "trimmed_from", "original_num_steps", "trim_range", "note")
 SESSION_ATTRS = ("achieved_rate_hz", "late_ticks", "stopped_by", "stale_samples", "malformed_samples",

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from recorder.backend import EpisodeReader, open_episode
+from recorder.backend import open_episode
+from recorder.reader import EpisodeReader
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 IMAGE_PIXELS = 64  # frames are subsampled to at most this many pixels a side for image statistics

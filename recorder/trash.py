@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.backend import EPISODE_NAME, TRASH_DIR, check_directory, fail, fsync_path, remove_episode_path
+from recorder.backend import check_directory
+from recorder.layout import EPISODE_NAME, TRASH_DIR, fail, fsync_path, remove_episode_path
 from recorder.lock import EpisodeLock
 
 TRASH = TRASH_DIR

@@ -30,16 +30,9 @@ from typing import Any
 import numpy as np
 
 from recorder import integrity
-from recorder.backend import (
-    EpisodeReader,
-    backend_for,
-    camera_of,
-    fail,
-    fsync_path,
-    is_frame_array,
-    open_episode,
-    remove_episode_path,
-)
+from recorder.backend import backend_for, open_episode
+from recorder.layout import camera_of, fail, fsync_path, is_frame_array, remove_episode_path
+from recorder.reader import EpisodeReader
 from recorder.trash import TrashEntry, move_to_trash
 
 MOTION_FRACTION = 1e-3  # a step moves when its action changes by more than this share of the action's range
@@ -187,7 +180,11 @@ def _trim_hdf5(path: Path, scratch: Path, start: int, end: int, ranges: Mapping[
 def _copy_frames_hdf5(src: Any, dst: Any, name: str, rows: tuple[int, int]) -> None:
     lo, hi = rows
     out = dst.create_dataset_like(name, src, shape=(hi - lo, *src.shape[1:]))
-    if src.dtype.kind == "O" or src.chunks[0] != 1:  # JPEG files and their checksums: rows, copied as bytes
+    if src.dtype.kind == "O":  # JPEG files: variable-length rows, copied as bytes (one by one: a lone row
+        for k, row in enumerate(src[lo:hi]):  # would be taken for a 2-D array)
+            out[k] = row
+        return
+    if src.chunks[0] != 1:  # the JPEG files' checksums: rows
         out[...] = src[lo:hi]
         return
     tail = (0,) * (src.ndim - 1)

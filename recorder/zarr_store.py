@@ -91,12 +91,11 @@ from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore
 
 from recorder import integrity
-from recorder.backend import (
+from recorder.backend import BackendClasses
+from recorder.layout import (
     FORMAT,
     MAX_CHUNK_BYTES,
     SYNC_INTERVAL_S,
-    BackendClasses,
-    PartialEpisode,
     decode_attr,
     fail,
     fsync_path,
@@ -105,8 +104,9 @@ from recorder.backend import (
     is_jpeg,
     meta_attrs,
 )
-from recorder.backend import EpisodeReader as _BaseReader
-from recorder.backend import EpisodeWriter as _BaseWriter
+from recorder.partial import PartialEpisode
+from recorder.reader import EpisodeReader as _BaseReader
+from recorder.writer import EpisodeWriter as _BaseWriter
 
 IMAGE_CODECS = (ZstdCodec(level=1), Crc32cCodec())
 DEPTH_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec())

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from test_recorder import FakeClock, make_meta, make_steps, rss_mb
 
-from recorder.backend import EpisodeWriter, create_writer, open_episode
+from recorder.backend import create_writer, open_episode
 from recorder.background import BackgroundWriter, release_freed_memory
 from recorder.cameras import DepthFrame
 from recorder.step import Step
+from recorder.writer import EpisodeWriter
 from teleop.errors import EpisodeError
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recorder.backend import BACKENDS, MIN_FREE_BYTES, create_writer, open_episode
+from recorder.backend import BACKENDS, create_writer, open_episode
 from recorder.background import BackgroundWriter
 from recorder.episodes import EpisodeProblem, EpisodeSummary, scan_episodes
 from recorder.jpeg import decode_jpeg, encode_jpeg
+from recorder.layout import MIN_FREE_BYTES
 from recorder.repair import RepairedEpisode, RepairProblem, format_repair_report, repair_directory, repair_partial
 from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import EpisodeError

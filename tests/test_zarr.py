@@ -23,7 +23,8 @@ from test_recorder import (
     write_episode,
 )
 
-from recorder.backend import open_episode, partial_path
+from recorder.backend import open_episode
+from recorder.layout import partial_path
 from recorder.step import CameraFrame, Step
 from recorder.zarr_store import DEPTH_CODECS, ZarrEpisodeWriter
 

@@ -39,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from recorder.backend import EpisodeReader, open_episode
+from recorder.backend import open_episode
 from recorder.export.actions import ACTION_SPACES, ActionBounds
 from recorder.export.base import Exporter, ExportJob, WriteStats
 from recorder.export.plan import DatasetPlan, read_steps
 from recorder.export.split import RULE
+from recorder.reader import EpisodeReader
 from teleop import __version__
 from teleop.deps import require
 

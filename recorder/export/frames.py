@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from recorder.backend import EpisodeReader
+from recorder.reader import EpisodeReader
 from teleop.deps import require
 
 Encode = Callable[[np.ndarray], bytes]  # one (H, W, 3) uint8 frame -> the bytes of its chunk

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recorder.backend import EpisodeReader, open_episode
+from recorder.backend import open_episode
 from recorder.episodes import EpisodeSummary
 from recorder.export import actions as act
 from recorder.export.errors import ExportError
 from recorder.export.split import valid_mask
+from recorder.reader import EpisodeReader
 
 if TYPE_CHECKING:
     from recorder.export.base import ExportOptions

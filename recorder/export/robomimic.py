@@ -47,11 +47,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from recorder.backend import EpisodeReader, open_episode
+from recorder.backend import open_episode
 from recorder.export.actions import ACTION_SPACES, ActionBounds
 from recorder.export.base import Exporter, ExportJob, WriteStats
 from recorder.export.plan import DatasetPlan, EpisodeInfo, StepArrays, read_steps
 from recorder.export.split import RULE
+from recorder.reader import EpisodeReader
 from teleop import __version__
 
 # zlib level 1: at 320x240 on this project's machine 810 frames/s a core, 42 kB a frame; level 4 (h5py's

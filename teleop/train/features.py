@@ -22,8 +22,8 @@ from teleop.deps import require
 from teleop.errors import EpisodeError, TeleopError
 
 if TYPE_CHECKING:
-    from recorder.backend import EpisodeReader
     from recorder.episodes import EpisodeProblem, EpisodeSummary
+    from recorder.reader import EpisodeReader
     from teleop.train.encoders import Encoder
 
 CACHE_VERSION = 1
