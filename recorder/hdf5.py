@@ -94,6 +94,7 @@ from h5py import h5s
 
 from recorder import integrity
 from recorder.backend import BackendClasses
+from recorder.fsync import BackgroundFsync
 from recorder.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -273,8 +274,8 @@ class Hdf5EpisodeWriter(_BaseWriter):
     See recorder.backend.EpisodeWriter for the lifecycle. Frames are written as they come; the rows of the
     small datasets are kept in memory and written as one block per dataset at each flush. A flush hands
     everything to the operating system (what a killed process keeps) and, at most once a SYNC_INTERVAL_S,
-    fsyncs it (what a power cut keeps), so close() has about a second of data left to make durable, whatever
-    the episode's length.
+    has it fsynced on another thread (what a power cut keeps; recorder.fsync), so close() has about a second
+    of data left to make durable, whatever the episode's length.
     """
 
     suffix = ".h5"
@@ -285,6 +286,7 @@ class Hdf5EpisodeWriter(_BaseWriter):
         self._file: h5py.File | None = None
         self._datasets: dict[str, _RowWriter] = {}
         self._last_sync = 0.0
+        self._fsync = BackgroundFsync(f"fsync {self.path.name}")
         self._flushed_end = 0  # end of HDF5's allocation at the last flush [bytes]
         self._unflushed = 0  # raw bytes written since [bytes]
         self._peak_unflushed = 0
@@ -341,7 +343,7 @@ class Hdf5EpisodeWriter(_BaseWriter):
         file.flush()
         fd = file.id.get_vfd_handle()
         if self.clock() - self._last_sync >= SYNC_INTERVAL_S:
-            os.fsync(fd)
+            self._fsync.submit(fds=[fd])  # on its own thread: the writer goes on (recorder.fsync)
             self._last_sync = self.clock()
         self._flushed_end = end_of_allocation(fd)
         self._peak_unflushed = max(self._peak_unflushed, self._unflushed)
@@ -374,6 +376,8 @@ class Hdf5EpisodeWriter(_BaseWriter):
 
     def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
         self._write_pending()
+        self._fsync.wait()  # before HDF5 closes the file descriptor it fsyncs
+        self._fsync.close()
         for name, rows in lengths.items():
             self._datasets[name].resize(rows)
         self._open_file().close()
@@ -386,6 +390,7 @@ class Hdf5EpisodeWriter(_BaseWriter):
             os.fsync(raw.fileno())
 
     def _close_storage(self) -> None:
+        self._fsync.close()
         if self._file is not None:
             try:
                 self._file.close()

@@ -92,6 +92,7 @@ from zarr.storage import LocalStore
 
 from recorder import integrity
 from recorder.backend import BackendClasses
+from recorder.fsync import BackgroundFsync
 from recorder.layout import (
     FORMAT,
     MAX_CHUNK_BYTES,
@@ -283,8 +284,8 @@ class ZarrEpisodeWriter(_BaseWriter):
     See recorder.backend.EpisodeWriter for the lifecycle. Zarr creates the arrays and grows them; the chunks
     are written by _ChunkWriter: frames as they come, the rows of the small arrays at each flush. A flush hands
     everything to the operating system (what a killed process keeps) and, at most once a SYNC_INTERVAL_S,
-    fsyncs the files it wrote since the last fsync (what a power cut keeps), so close() has about a second of
-    data left to make durable.
+    has the files written since fsynced on another thread (what a power cut keeps; recorder.fsync), so close()
+    has about a second of data left to make durable.
     """
 
     suffix = ".zarr"
@@ -298,6 +299,7 @@ class ZarrEpisodeWriter(_BaseWriter):
         self._rows: dict[str, _RowChunks] = {}  # small arrays
         self._unsynced: set[Path] = set()
         self._last_sync = 0.0
+        self._fsync = BackgroundFsync(f"fsync {self.path.name}")
 
     def _group(self) -> zarr.Group:
         if self._root is None:
@@ -375,12 +377,15 @@ class ZarrEpisodeWriter(_BaseWriter):
         self._group().attrs["num_steps"] = num_steps  # after the rows it counts
         self._unsynced.add(self.partial / ROOT_METADATA)
         if self.clock() - self._last_sync >= SYNC_INTERVAL_S:
-            self._sync()
+            self._fsync.submit(self._unsynced)  # on its own thread: the writer goes on (recorder.fsync)
+            self._unsynced = set()
+            self._last_sync = self.clock()
 
     def _sync(self) -> None:
-        _sync_files(self._unsynced)
-        self._unsynced.clear()
-        self._last_sync = self.clock()
+        """Make everything written durable; returns once it is."""
+        self._fsync.submit(self._unsynced)
+        self._unsynced = set()
+        self._fsync.wait()
 
     def _finish(self, lengths: Mapping[str, int], attrs: Mapping[str, Any]) -> None:
         self._write_pending()
@@ -394,6 +399,7 @@ class ZarrEpisodeWriter(_BaseWriter):
         self._close_storage()
 
     def _close_storage(self) -> None:
+        self._fsync.close()
         self._root = None
         self._arrays, self._chunks, self._rows = {}, {}, {}
 

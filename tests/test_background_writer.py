@@ -264,6 +264,34 @@ def test_zarr_chunks_written_directly_are_the_files_zarr_writes(tmp_path: Path, 
         np.testing.assert_array_equal(episode.depths("wrist"), np.stack([s.frames["wrist"].depth for s in steps]))
 
 
+def test_fsync_runs_on_its_own_thread_and_its_errors_reach_the_caller(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from recorder import fsync
+
+    synced: list[tuple[int, int]] = []  # (fd, thread)
+    failing: set[int] = set()
+
+    def fake_fsync(fd: int) -> None:
+        synced.append((fd, threading.get_ident()))
+        if fd in failing:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fsync.os, "fsync", fake_fsync)
+    files = [tmp_path / name for name in ("a", "b")]
+    for file in files:
+        file.write_bytes(b"x")
+    syncer = fsync.BackgroundFsync()
+    syncer.submit(files)
+    syncer.wait()
+    assert len(synced) == 3 and threading.get_ident() not in {thread for _, thread in synced}  # 2 files, 1 dir
+    failing.add(7)
+    syncer.submit(fds=[7])
+    with pytest.raises(OSError, match="Input/output error"):
+        syncer.wait()
+    syncer.wait()  # raised once
+    syncer.close()
+
+
 def test_open_errors_are_raised_in_the_caller(tmp_path: Path) -> None:
     writer = BackgroundWriter(create_writer(tmp_path / "missing" / "episode_000000.h5", make_meta()))
     with pytest.raises(EpisodeError, match="does not exist"):
