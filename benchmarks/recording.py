@@ -3,7 +3,8 @@
     python benchmarks/recording.py [--seconds S] [--backend hdf5|zarr|both] [--quick] [--dir DIR] [--load N]
                                    [--noise-bits B] [diagnostics: --nice-others N, --switch-interval-ms MS,
                                     --no-gc-freeze, --skip-peers]
-    python benchmarks/recording.py --kills K [--load N] [--kills-baseline ROOT] [--seed S]
+    python benchmarks/recording.py --kills K [--load N] [--baseline ROOT] [--seed S]
+    python benchmarks/recording.py --writer-cost [--seconds S] [--baseline ROOT]
     python benchmarks/recording.py --depth-codecs [--quick]
     python benchmarks/recording.py --image-codecs [--quick] [--video PATH]
 
@@ -73,8 +74,15 @@ steps compared with the steps the child had appended: {"kills": {"ours": {"hdf5 
 (episodes repaired whose steps are exactly the first ones appended), nothing_recovered, wrong_steps,
 self_stopped (recordings that had stopped themselves before the kill), lost_s_median / p90 / max / each
 (appended minus recovered steps, in seconds at 100 Hz), queued_at_kill_max, recorded_s_median,
-repair_s_max}, ...}}}. --kills-baseline ROOT runs the same kills, interleaved with ours, with the packages of
+repair_s_max}, ...}}}. --baseline ROOT runs the same kills, interleaved with ours, with the packages of
 another checkout (for example `git archive <commit> | tar -x -C ROOT`), reported as "baseline".
+
+--writer-cost measures the episode writer alone instead (benchmarks/recording_child.py cost: S seconds of
+the same steps, default 10, handed to create_writer's writer as fast as it takes them, on a clock advancing
+10 ms a step), for each format and codec in a fresh process: {"writer_cost": {"ours": {"hdf5 lossless":
+{cpu_s_per_s, wall_s_per_s, append_ms_p50 / p99 / max, flushes, flush_ms_mean / max, close_ms,
+flush_interval_s}, ...}}}; with --baseline ROOT also that checkout's writer as it flushes by default
+("baseline") and flushing every 0.2 s like ours ("baseline_flush_0.2s"), run interleaved.
 
 --image-codecs measures colour codecs instead, on 640x480 frames of a real camera video (default: the hand
 video of the shared data folder, --video to pick another; the SyntheticCamera's noisy frames where there is
@@ -855,9 +863,11 @@ def kill_figures(records: list[KillRecord]) -> dict[str, Any]:
     }
 
 
+KILL_CONFIGS = (("hdf5", "lossless"), ("zarr", "lossless"), ("hdf5", "jpeg"), ("zarr", "jpeg"))
+
+
 def run_kills(kills: int, roots: dict[str, Path], directory: Path, seed: int = 0,
-              configs: Sequence[tuple[str, str]] = (("hdf5", "lossless"), ("zarr", "lossless"), ("hdf5", "jpeg"),
-                                                    ("zarr", "jpeg"))) -> dict[str, Any]:
+              configs: Sequence[tuple[str, str]] = KILL_CONFIGS) -> dict[str, Any]:
     """`kills` kills per format and codec for each code root, interleaved (round by round, so that the machine's
     load drifts alike for all), each at a random time in KILL_WINDOW_S after the child's first step."""
     rng = np.random.default_rng(seed)
@@ -874,6 +884,21 @@ def run_kills(kills: int, roots: dict[str, Path], directory: Path, seed: int = 0
                     + (f"; {rec.problem[:200]}" if rec.problem else ""))
     return {name: {label: kill_figures(recs) for label, recs in by_config.items()}
             for name, by_config in records.items()}
+
+
+def run_writer_cost(runs: dict[str, tuple[Path, float | None]], directory: Path,
+                    seconds: float) -> dict[str, dict[str, Any]]:
+    """The writer's own cost (recording_child.py cost) per run (code root, flush interval or its default) for
+    each format and codec, each in a fresh process, the runs interleaved."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in runs}
+    for fmt, codec in KILL_CONFIGS:
+        for name, (root, flush_s) in runs.items():
+            command = [sys.executable, str(CHILD), "cost", str(root), str(directory), fmt, codec, str(seconds)]
+            done = subprocess.run(command + ([] if flush_s is None else [str(flush_s)]), capture_output=True,
+                                  text=True, check=True)
+            out[name][f"{fmt} {codec}"] = figures = json.loads(done.stdout.strip().splitlines()[-1])
+            log(f"writer cost, {name}, {fmt} {codec}: {figures}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ depth codecs
@@ -1112,9 +1137,11 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
                         help="run N busy processes (python -c 'while True: pass') beside the measurement (default 0)")
     parser.add_argument("--kills", type=int, default=0, metavar="K",
                         help="measure K kills (SIGKILL) of a recording per format and codec instead")
-    parser.add_argument("--kills-baseline", type=Path, default=None, metavar="ROOT",
-                        help="with --kills: the same kills, interleaved, recorded by the packages of another "
-                             "checkout (e.g. `git archive` of an earlier commit unpacked in ROOT)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="ROOT",
+                        help="with --kills or --writer-cost: the same measurement, interleaved, with the packages "
+                             "of another checkout (e.g. `git archive` of an earlier commit unpacked in ROOT)")
+    parser.add_argument("--writer-cost", action="store_true",
+                        help="measure the episode writer's own cost per second of recording instead")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times (default 0)")
     args = parser.parse_args(argv)
     if args.switch_interval_ms is not None:
@@ -1125,8 +1152,22 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     if args.image_codecs:
         emit(json.dumps(run_image_codecs(12 if args.quick else 60, 1 if args.quick else 3, args.video)))
         return
+    if args.writer_cost:
+        runs: dict[str, tuple[Path, float | None]] = {"ours": (_ROOT, None)}
+        if args.baseline:
+            runs.update({"baseline": (args.baseline.resolve(), None),
+                         "baseline_flush_0.2s": (args.baseline.resolve(), 0.2)})
+        directory = Path(tempfile.mkdtemp(prefix="writer-cost-", dir=args.dir))
+        try:
+            with busy_processes(args.load):
+                cost = run_writer_cost(runs, directory, args.seconds or 10.0)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        emit(json.dumps({"writer_cost": cost, "seconds": args.seconds or 10.0,
+                         "machine": {**machine(0), "busy_processes": args.load}}))
+        return
     if args.kills:
-        roots = {"ours": _ROOT, **({"baseline": args.kills_baseline.resolve()} if args.kills_baseline else {})}
+        roots = {"ours": _ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
         directory = Path(tempfile.mkdtemp(prefix="recording-kills-", dir=args.dir))
         try:
             with busy_processes(args.load):
