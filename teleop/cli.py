@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the last")
     evaluate.add_argument("--max-seconds", type=float, default=None, help="episode length cap (default: the task's)")
+    _add_export_parser(sub)
     return parser
 
 
@@ -643,6 +644,103 @@ _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibra
              "train": _cmd_train, "eval": _cmd_eval}
 _CHECKS = {"demo": _check_demo, "record": _check_record, "calibrate": _check_calibrate, "models": _check_models,
            "cameras": _check_cameras, "gui": _check_gui, "train": _check_train, "eval": _check_eval}
+
+
+# ------------------------------------------------------------------------------------------------- export
+def _add_export_parser(sub: Any) -> None:
+    from recorder.export.actions import ACTION_SPACES
+    from recorder.export.registry import EXPORTERS
+
+    export = sub.add_parser("export", help="turn recorded episodes into a dataset for a learning framework")
+    export.add_argument("dir", type=Path, help="folder of episodes")
+    export.add_argument("--format", required=True, metavar="FORMAT",
+                        help="; ".join(f"{name}: {entry.description}" for name, entry in EXPORTERS.items()))
+    export.add_argument("--out", type=Path, required=True,
+                        help="dataset to create (a file for robomimic, a folder for diffusion-policy); never replaced")
+    export.add_argument("--camera", action="extend", nargs="+", default=None, metavar="NAME",
+                        help="cameras to export, in this order (default: every camera of the episodes)")
+    export.add_argument("--image-size", type=_height_width, default=None, metavar="HxW",
+                        help="resize frames to HEIGHTxWIDTH pixels, e.g. 96x128 (default: as recorded)")
+    export.add_argument("--all", action="store_true",
+                        help="also export failed episodes and those without a success flag (default: successful ones)")
+    export.add_argument("--action-space", default="joint", choices=list(ACTION_SPACES),
+                        help="joint: joint targets as recorded; ee: the next step's end-effector pose and the gripper; "
+                             "delta: joint target minus joint position, gripper absolute (default joint)")
+    export.add_argument("--valid-fraction", type=float, default=0.1,
+                        help="share of the episodes held out for validation, in [0, 1) (default 0.1)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+
+
+def _height_width(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 96x128")
+    return int(height), int(width)
+
+
+def _export_options(args: argparse.Namespace):  # noqa: ANN202 - ExportOptions, imported lazily
+    from recorder.export.base import ExportOptions
+
+    return ExportOptions(cameras=None if args.camera is None else tuple(args.camera), image_size=args.image_size,
+                         action_space=args.action_space, include_all=args.all,
+                         valid_fraction=args.valid_fraction, seed=args.seed)
+
+
+class _ExportProgressBar:
+    """One line on stderr, redrawn at most ten times a second, and only on a terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        import time
+
+        self.stream, self.clock = stream, time.monotonic
+        self.tty = stream.isatty()
+        self.start = self.last = self.clock()
+        self.drawn = False
+
+    def __call__(self, progress: Any) -> None:
+        now = self.clock()
+        if not self.tty or (progress.done < progress.total and now - self.last < 0.1):
+            return
+        self.last, self.drawn = now, True
+        share = progress.done / max(1, progress.total)
+        bar = "#" * round(30 * share)
+        rate = progress.done / max(now - self.start, 1e-6)
+        print(f"\rexport [{bar:<30}] {share:4.0%} {progress.done}/{progress.total} {progress.unit} "
+              f"({rate:.0f}/s) {progress.episode}", end="", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.drawn:
+            print(file=self.stream, flush=True)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from recorder.export.registry import export_directory
+
+    bar = _ExportProgressBar(sys.stderr)
+    try:
+        result = export_directory(args.dir, args.format, args.out, _export_options(args), bar)
+    finally:
+        bar.close()
+    if result.skipped:
+        print(f"not exported: {'; '.join(f'{name} ({why})' for name, why in result.skipped)}")
+    print(result.summary())
+    return 0
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    from recorder.export.output import check_free
+    from recorder.export.registry import exporter_named
+
+    exporter_named(args.format)
+    _export_options(args)
+    if not args.dir.is_dir():
+        raise TeleopError(f"{args.dir}: no such folder of episodes: name the folder the episodes were recorded to")
+    _output_folder(args.out.parent, "the folder of --out")
+    check_free(args.out)
+
+
+_COMMANDS["export"] = _cmd_export
+_CHECKS["export"] = _check_export
 
 
 if __name__ == "__main__":

@@ -8,20 +8,5 @@ Shared by every format: which episodes (recorder.export.selection), how they fit
 (recorder.export.plan), the action spaces (recorder.export.actions), the train/validation split
 (recorder.export.split), frame resizing and compression on one thread per core (recorder.export.frames),
 and writing under a temporary name renamed once complete (recorder.export.output).
+`recorder.export.registry.export_directory` does it all for a folder of episodes.
 """
-
-from recorder.export.base import Exporter, ExportOptions, ExportProgress, ExportResult
-from recorder.export.errors import ExportError, ExportOptionError
-from recorder.export.registry import EXPORTERS, export_directory, exporter_named
-
-__all__ = [
-    "EXPORTERS",
-    "ExportError",
-    "ExportOptionError",
-    "ExportOptions",
-    "ExportProgress",
-    "ExportResult",
-    "Exporter",
-    "export_directory",
-    "exporter_named",
-]

@@ -1,23 +1,43 @@
-"""The export formats by name, and exporting a folder of episodes in one call (what the CLI and the app use)."""
+"""The export formats by name, and exporting a folder of episodes in one call (what the CLI and the app use).
+
+A format's module is imported when it is first used, so listing the formats (the CLI's parser does) costs
+nothing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recorder.export.base import Exporter, ExportOptions, ExportResult, Progress
-from recorder.export.diffusion_policy import DiffusionPolicyExporter
-from recorder.export.output import check_free
-from recorder.export.robomimic import RobomimicExporter
-from recorder.export.selection import select_episodes
 from teleop.errors import UnknownNameError
 
+if TYPE_CHECKING:
+    from recorder.export.base import Exporter, ExportOptions, ExportResult, Progress
+
+
+@dataclass(frozen=True)
+class ExporterEntry:
+    """A registered format: the module and class of its Exporter, and what it writes."""
+
+    module: str
+    cls: str
+    description: str
+
+    def load(self) -> type[Exporter]:
+        """The Exporter subclass (its module imported on first use)."""
+        return getattr(importlib.import_module(self.module), self.cls)  # type: ignore[no-any-return]
+
+
 # One line per format. A new format is one Exporter subclass in a module of its own plus one line here.
-EXPORTERS: dict[str, type[Exporter]] = {
-    "robomimic": RobomimicExporter,
-    "diffusion-policy": DiffusionPolicyExporter,
-    # "lerobot": LeRobotExporter,  (recorder/export/lerobot.py: LeRobotDataset v3.0)
+EXPORTERS: dict[str, ExporterEntry] = {
+    "robomimic": ExporterEntry("recorder.export.robomimic", "RobomimicExporter", "robomimic 0.3.0 HDF5 (a file)"),
+    "diffusion-policy": ExporterEntry("recorder.export.diffusion_policy", "DiffusionPolicyExporter",
+                                      "diffusion_policy replay buffer, zarr format 2 (a folder)"),
+    # "lerobot": ExporterEntry("recorder.export.lerobot", "LeRobotExporter", "LeRobotDataset v3.0 (a folder)"),
 }
 
 
@@ -25,7 +45,7 @@ def exporter_named(format: str) -> type[Exporter]:
     """The exporter class of a format name; UnknownNameError lists the formats."""
     if format not in EXPORTERS:
         raise UnknownNameError("export format", format, list(EXPORTERS))
-    return EXPORTERS[format]
+    return EXPORTERS[format].load()
 
 
 def export_directory(directory: Path, format: str, out: Path, options: ExportOptions,
@@ -38,6 +58,9 @@ def export_directory(directory: Path, format: str, out: Path, options: ExportOpt
         ExportError: `out` exists, no episode to export, or episodes that do not fit in one dataset.
         EpisodeError: The directory does not exist, or an episode cannot be read.
     """
+    from recorder.export.output import check_free
+    from recorder.export.selection import select_episodes
+
     exporter = exporter_named(format)(workers)
     check_free(Path(out))  # before the verification pass, which reads every episode
     start = time.perf_counter()
