@@ -275,3 +275,16 @@ def test_cli_train_include_failed_reaches_the_trainer(tmp_path: Path, monkeypatc
     record(tmp_path, "hdf5", "lossless")
     assert teleop.cli.main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--include-failed"]) == 0
     assert seen["include_failed"] is True
+
+
+def test_a_damaged_feature_cache_is_computed_again_not_used(tmp_path: Path) -> None:
+    from teleop.train.features import _read_cache, _write_cache
+
+    feats = np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32)
+    cached = tmp_path / "cache" / "key.npz"
+    _write_cache(cached, feats)
+    np.testing.assert_array_equal(_read_cache(cached, 40), feats)
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x10  # a bit inside the embeddings
+    cached.write_bytes(bytes(data))
+    assert _read_cache(cached, 40) is None

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from recorder.reader import EpisodeReader
     from teleop.train.encoders import Encoder
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: .npz, whose zip members carry a CRC-32 checked on every read
 
 
 @dataclass(frozen=True)
@@ -272,16 +273,18 @@ def cache_key(path: Path, encoder: Encoder, camera: str) -> str:
 
 
 def _cache_file(cache_dir: Path | None, path: Path, encoder: Encoder, camera: str) -> Path | None:
-    return None if cache_dir is None else Path(cache_dir) / f"{cache_key(path, encoder, camera)}.npy"
+    return None if cache_dir is None else Path(cache_dir) / f"{cache_key(path, encoder, camera)}.npz"
 
 
 def _read_cache(cached: Path | None, num_steps: int) -> np.ndarray | None:
-    """Cached embeddings, or None when absent or unusable (then they are computed again)."""
+    """Cached embeddings, or None when absent, damaged (the zip member's CRC-32 fails) or unusable (then they
+    are computed again)."""
     if cached is None or not cached.is_file():
         return None
     try:
-        feats = np.load(cached, allow_pickle=False)
-    except (OSError, ValueError):
+        with np.load(cached, allow_pickle=False) as stored:
+            feats = stored["feats"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
     return feats if feats.ndim == 2 and feats.shape[0] == num_steps and feats.dtype == np.float32 else None
 
@@ -292,5 +295,5 @@ def _write_cache(cached: Path | None, feats: np.ndarray) -> None:
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        np.save(f, feats, allow_pickle=False)
+        np.savez(f, feats=feats)
     tmp.replace(cached)
