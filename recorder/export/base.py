@@ -23,7 +23,7 @@ from typing import ClassVar, NamedTuple
 from recorder.episodes import EpisodeSummary
 from recorder.export.actions import ACTION_SPACES
 from recorder.export.errors import ExportOptionError
-from recorder.export.frames import FrameEncoder
+from recorder.export.frames import FrameEncoder, InlineExecutor
 from recorder.export.output import check_free, publish, temporary_path
 from recorder.export.plan import DatasetPlan, plan_dataset
 from teleop.errors import UnknownNameError
@@ -202,8 +202,9 @@ class Exporter(abc.ABC):
         start, cpu_start = time.perf_counter(), time.process_time()
         plan = plan_dataset(episodes, options)
         tmp = temporary_path(out)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="export-encoder") as pool:
-            job = ExportJob(plan, FrameEncoder(pool), progress or _no_progress)
+        pool = ThreadPoolExecutor(self.workers, "export-encoder") if self.workers > 1 else InlineExecutor()
+        with pool:
+            job = ExportJob(plan, FrameEncoder(pool, self.workers), progress or _no_progress)
             with publish(tmp, out) as target:
                 stats = self.write(job, target)
         return ExportResult(

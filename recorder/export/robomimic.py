@@ -62,7 +62,7 @@ GYM_ENV_TYPE = 2  # robomimic.envs.env_base.EnvType.GYM_TYPE
 PROGRESS_EVERY = 64  # frames
 
 
-def _gzip(frame: np.ndarray) -> bytes:
+def gzip_chunk(frame: np.ndarray) -> bytes:
     """A frame as the chunk HDF5's gzip (deflate) filter stores: a zlib stream of its bytes."""
     return zlib.compress(frame.data, GZIP_LEVEL)
 
@@ -197,7 +197,7 @@ class RobomimicExporter(Exporter):
         height, width = job.plan.image_sizes[cam]
         dset = obs.create_dataset(job.plan.image_key(cam), shape=(n, height, width, 3), dtype=np.uint8,
                                   chunks=(1, height, width, 3), compression="gzip", compression_opts=GZIP_LEVEL)
-        for t, chunk in enumerate(job.frames.chunks(reader, cam, (height, width), _gzip)):
+        for t, chunk in enumerate(job.frames.chunks(reader, cam, (height, width), gzip_chunk)):
             dset.id.write_direct_chunk((t, 0, 0, 0), chunk)
             done += 1
             if done % PROGRESS_EVERY == 0 or t == n - 1:
