@@ -361,15 +361,16 @@ def test_resize_averages_and_keeps_flat_colour() -> None:
 # ----------------------------------------------------------------------------------- a camera slower than the loop
 
 
-def _slow_camera_episode(folder: Path, fmt: str) -> Path:
-    """An episode whose camera delivers a new frame every third step (each frame stored once)."""
+def _slow_camera_episode(folder: Path, fmt: str, steps: int = 70) -> Path:
+    """An episode whose camera delivers a new frame every third step (each frame stored once): 70 steps span
+    three of the encoder's blocks of 32 steps, and a frame spans each block boundary."""
     info = CameraInfo(8, 6, np.eye(3), np.eye(4))
     meta = EpisodeMeta(robot="arm", task="slow", instruction="wait", control_rate_hz=30.0, operator_device="test",
                        joint_names=("j0", "j1"), action_names=("j0", "j1", "gripper"), cameras={"cam": info},
                        start_time=0.0)
     with create_writer(folder, meta, fmt) as writer:
-        for i in range(10):
-            rgb = np.full((6, 8, 3), 20 * (i // 3), np.uint8)
+        for i in range(steps):
+            rgb = np.full((6, 8, 3), 3 * (i // 3), np.uint8)
             rgb[0, 0] = i // 3
             writer.append(Step(t=i / 30, joint_pos=np.array([i, -i], float), joint_vel=np.zeros(2),
                                ee_pose=np.array([0, 0, i, 1, 0, 0, 0], float), action=np.array([i, 1, 0.5]),
@@ -385,7 +386,7 @@ def test_a_frame_several_steps_share_is_encoded_once_and_written_for_each(format
     source = _slow_camera_episode(episodes, "hdf5")
     out = tmp_path / "out"
     result = export_directory(episodes, format, out, ExportOptions(include_all=True, valid_fraction=0))
-    assert result.frames == 10 and result.encoded_frames == 4
+    assert result.frames == 70 and result.encoded_frames == 24
     with open_episode(source) as episode:
         expected = episode.frames("cam")
     if format == "robomimic":
@@ -395,7 +396,7 @@ def test_a_frame_several_steps_share_is_encoded_once_and_written_for_each(format
     else:
         images = zarr.open_group(str(out), mode="r")["data/cam_image"][:]
     np.testing.assert_array_equal(images, expected)
-    assert [int(img[0, 0, 0]) for img in images] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert [int(img[0, 0, 0]) for img in images] == [i // 3 for i in range(70)]
 
 
 # ------------------------------------------------------------------------------------- atomic, no overwrite

@@ -1,0 +1,448 @@
+"""Export benchmark: episodes recorded in simulation exported as robomimic HDF5 and diffusion-policy zarr, with
+the frame encoder on one thread and on one per core, against the storage libraries' own compression paths; and
+the real loaders run on the exports.
+
+    python benchmarks/export.py [--episodes N] [--seconds S] [--image-size WxH] [--rounds R] [--quick]
+                                [--loaders-python PYTHON]
+
+Progress goes to stderr; the last stdout line is one JSON object:
+{"machine": {...}, "sources": {...}, "exports": [...], "encoder": {...}, "loaders": {...} | null}.
+
+Sources: N episodes (default 6) of the scripted operator on franka-reach, S seconds each (default 10; the
+episode runs its full length), 20 Hz, two simulator cameras of WxH (default 224x224), recorded twice: HDF5
+with lossless frames and zarr with JPEG frames (quality 90). --quick: 2 episodes of 1.5 s at 64x48, 1 round.
+
+exports: for each source, format and encoder thread count (1, and one per core), the median of R rounds
+(default 3) of `export_directory` with every episode (--all) and default options: wall_s (the export after the
+verification pass), verify_s (the pass: every episode read and checked byte by byte, `workers` at a time),
+frames_per_s (camera frames written per second of wall_s), cpu_s (process CPU time over the export, all
+threads), cores_used (cpu_s / wall_s), encode_cpu_s and encoder_share (CPU time the encoder threads spent
+compressing frames, and its share of cpu_s), resize_cpu_s, mb. One more row per source and format resizes
+the frames to 96x128 (one encoder thread per core).
+
+encoder: the frames of the HDF5 source, decoded in memory, written once more without an episode to read:
+robomimic's chunks through h5py's gzip filter, one `dset[t] = frame` at a time (the library's own path, one
+thread), against this exporter's path (zlib on the encoder's threads, 1 and one per core, chunks stored with
+`write_direct_chunk`); diffusion-policy's chunks through zarr-python's `array[t] = frame`, against Blosc on the
+encoder's threads with the chunk files written directly. frames_per_s of each.
+
+loaders (with --loaders-python): the real loaders, in an interpreter that has them. Set it up once with
+
+    python -m venv --system-site-packages /tmp/loaders      # numpy, h5py and the CPU torch of the train extra
+    /tmp/loaders/bin/pip install 'zarr<3' tqdm termcolor   # zarr-python 2, as diffusion_policy uses
+    /tmp/loaders/bin/pip install --no-deps robomimic==0.3.0
+
+That interpreter runs this script with --check-loaders on one export of each format (from the zarr-JPEG
+source): robomimic's `scripts/get_dataset_info.py` (as a script; it refuses actions outside [-1, 1]),
+`FileUtils.get_env_metadata_from_dataset` and `get_shape_metadata_from_dataset`, and `SequenceDataset` with
+each mask (train, valid) and cache mode (none, low_dim, all), seq_length 10, frame_stack 2, next_obs loaded,
+each sample compared with the file's rows. robomimic's file_utils imports torchvision at module level for its
+models, which reading a dataset never calls: a stand-in module takes its place (torchvision is a multi-GB
+install). diffusion_policy is not on PyPI: the check makes the zarr-python 2 calls that
+ReplayBuffer.copy_from_path makes (zarr.open(path, "r"), zarr.group(store), the arrays of meta and data read
+to numpy; and, for a zarr backend, zarr.copy_store of /meta and of each /data array into a MemoryStore, whose
+chunks and compressor must be kept), the constructor's checks (data, meta, meta/episode_ends, every array's
+length == episode_ends[-1]), and slices every window SequenceSampler would (sequence_length 16, pad_before 1,
+pad_after 7) from the copy, checking that it holds the rows of one episode.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder leads sys.path; the packages live in the repository root (and
+# benchmarks/devices.py would shadow the `devices` package).
+_ROOT = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0] or ".").resolve() == _ROOT / "benchmarks":
+    sys.path[0] = str(_ROOT)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
+
+LOADER_ROWS = 10  # robomimic sequence length in the loader check
+WINDOW, PAD_BEFORE, PAD_AFTER = 16, 1, 7  # SequenceSampler window in the loader check
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def record_sources(root: Path, episodes: int, seconds: float, size: tuple[int, int]) -> dict[str, Path]:
+    """Episodes of the scripted operator, recorded as HDF5 with lossless frames and as zarr with JPEG frames."""
+    from teleop.recording import record_episode
+    from teleop.rig import RigConfig, build_rig
+    from teleop.session import SessionConfig
+    from teleop.sim import SimConfig
+
+    class Clock:  # moves only when slept on: the loop runs as fast as the simulator renders
+        t = 1000.0
+
+        def __call__(self) -> float:
+            return self.t
+
+        def sleep(self, dt: float) -> None:
+            self.t += max(0.0, dt)
+
+    clock = Clock()
+    config = RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=size),
+                       session=SessionConfig(rate_hz=20.0, max_duration_s=seconds, stop_on_success_s=None))
+    sources = {}
+    with c_stdout_to_stderr():
+        rig = build_rig(config, clock=clock, sleep=clock.sleep)
+        try:
+            for fmt, codec in (("hdf5", "lossless"), ("zarr", "jpeg")):
+                folder = root / f"{fmt}-{codec}"
+                folder.mkdir()
+                for seed in range(episodes):
+                    record_episode(rig, folder, seed, format=fmt, image_codec=codec)
+                sources[f"{fmt}-{codec}"] = folder
+                log(f"recorded {episodes} episodes as {fmt} with {codec} frames")
+        finally:
+            rig.close()
+    return sources
+
+
+# ------------------------------------------------------------------------------------------------ exports
+
+
+def export_row(source: str, folder: Path, fmt: str, workers: int, rounds: int, out_root: Path,
+               image_size: tuple[int, int] | None = None, keep: Path | None = None) -> dict[str, Any]:
+    """Median figures of `rounds` exports of a folder."""
+    from recorder.export.base import ExportOptions
+    from recorder.export.registry import EXPORTERS, export_directory
+
+    suffix = EXPORTERS[fmt].load().suffix
+    options = ExportOptions(include_all=True, image_size=image_size)
+    results = []
+    for k in range(rounds):
+        out = out_root / f"{source}-{fmt}-{workers}-{k}{suffix}"
+        results.append(export_directory(folder, fmt, out, options, workers=workers))
+        if keep is not None and k == 0 and not keep.exists():
+            out.rename(keep)
+        else:
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+    row: dict[str, Any] = {"source": source, "format": fmt, "workers": workers,
+                           "image_size": list(image_size) if image_size else None,
+                           "episodes": len(results[0].episodes), "frames": results[0].frames}
+    figures = {
+        "wall_s": [r.seconds for r in results], "verify_s": [r.verify_s for r in results],
+        "frames_per_s": [r.frames_per_s for r in results], "cpu_s": [r.cpu_s for r in results],
+        "cores_used": [r.cpu_s / r.seconds for r in results], "encode_cpu_s": [r.encode_cpu_s for r in results],
+        "encoder_share": [r.encoder_share for r in results], "resize_cpu_s": [r.resize_cpu_s for r in results],
+        "mb": [r.bytes / 1e6 for r in results],
+    }
+    row.update({key: round(statistics.median(values), 4) for key, values in figures.items()})
+    log(f"{source} -> {fmt}, {workers} encoder threads{f', {image_size}' if image_size else ''}: "
+        f"{row['frames_per_s']:.0f} frames/s, {row['cores_used']:.2f} cores, encoder {row['encoder_share']:.0%}")
+    return row
+
+
+# ------------------------------------------------------------------------------------------------ encoder
+
+
+def decoded_frames(folder: Path) -> list[np.ndarray]:
+    """Every step's frame of every camera of the episodes of a folder, decoded."""
+    from recorder.backend import open_episode
+
+    frames: list[np.ndarray] = []
+    for path in sorted(folder.iterdir()):
+        with open_episode(path) as episode:
+            for cam in episode.camera_names:
+                frames.extend(episode.frames(cam))
+    return frames
+
+
+def _timed(write: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    write()
+    return time.perf_counter() - start
+
+
+def encoder_figures(frames: list[np.ndarray], out_root: Path, rounds: int, cores: int) -> dict[str, Any]:
+    """Frames per second of writing `frames` through each path (median of `rounds`)."""
+    import h5py
+    import numcodecs
+    import zarr
+
+    from recorder.export.diffusion_policy import compressor
+    from recorder.export.robomimic import GZIP_LEVEL, gzip_chunk
+
+    shape = (len(frames), *frames[0].shape)
+    chunks = (1, *frames[0].shape)
+
+    def h5_filter() -> None:
+        with h5py.File(out_root / "filter.h5", "w") as f:
+            dset = f.create_dataset("x", shape=shape, dtype=np.uint8, chunks=chunks, compression="gzip",
+                                    compression_opts=GZIP_LEVEL)
+            for t, frame in enumerate(frames):
+                dset[t] = frame
+
+    def h5_ours(workers: int) -> Callable[[], None]:
+        def write() -> None:
+            with h5py.File(out_root / "ours.h5", "w") as f, ThreadPoolExecutor(workers) as pool:
+                dset = f.create_dataset("x", shape=shape, dtype=np.uint8, chunks=chunks, compression="gzip",
+                                        compression_opts=GZIP_LEVEL)
+                for t, data in enumerate(pool.map(gzip_chunk, frames)):
+                    dset.id.write_direct_chunk((t, 0, 0, 0), data)
+        return write
+
+    codec = compressor(numcodecs)
+
+    def zarr_api() -> None:
+        shutil.rmtree(out_root / "api.zarr", ignore_errors=True)
+        array = zarr.open_group(str(out_root / "api.zarr"), mode="w", zarr_format=2).create_array(
+            "x", shape=shape, chunks=chunks, dtype=np.uint8, compressors=codec, fill_value=0)
+        for t, frame in enumerate(frames):
+            array[t] = frame
+
+    def zarr_ours(workers: int) -> Callable[[], None]:
+        def write() -> None:
+            shutil.rmtree(out_root / "ours.zarr", ignore_errors=True)
+            zarr.open_group(str(out_root / "ours.zarr"), mode="w", zarr_format=2).create_array(
+                "x", shape=shape, chunks=chunks, dtype=np.uint8, compressors=codec, fill_value=0)
+            folder = out_root / "ours.zarr" / "x"
+            with ThreadPoolExecutor(workers) as pool:
+                for t, data in enumerate(pool.map(codec.encode, frames)):
+                    (folder / f"{t}.0.0.0").write_bytes(data)
+        return write
+
+    paths: dict[str, Callable[[], None]] = {
+        "robomimic h5py gzip filter (1 thread)": h5_filter,
+        "robomimic ours, 1 encoder thread": h5_ours(1),
+        f"robomimic ours, {cores} encoder threads": h5_ours(cores),
+        "diffusion-policy zarr array[t] = frame": zarr_api,
+        "diffusion-policy ours, 1 encoder thread": zarr_ours(1),
+        f"diffusion-policy ours, {cores} encoder threads": zarr_ours(cores),
+    }
+    figures: dict[str, Any] = {"frames": len(frames), "frame_shape": list(frames[0].shape)}
+    for name, write in paths.items():
+        seconds = statistics.median(_timed(write) for _ in range(rounds))
+        figures[name] = {"frames_per_s": round(len(frames) / seconds, 1)}
+        log(f"encoder: {name}: {len(frames) / seconds:.0f} frames/s")
+    return figures
+
+
+# ------------------------------------------------------------------------------------------- loader checks
+
+
+def run_loader_checks(python: str, robomimic_path: Path, zarr_path: Path) -> dict[str, Any]:
+    """This script with --check-loaders in the interpreter that has the loaders; its JSON line."""
+    done = subprocess.run([python, __file__, "--check-loaders", str(robomimic_path), str(zarr_path)],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        log(done.stderr[-4000:])
+        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
+        return {"check": {"ok": False, "error": error}}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _stub_torchvision() -> None:
+    """Stand-ins for the torchvision modules robomimic's models import at module level (only their classes
+    call into them)."""
+    import types
+
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.models")
+    modules = {name: types.ModuleType(name) for name in names}
+    modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
+    modules["torchvision"].models = modules["torchvision.models"]  # type: ignore[attr-defined]
+    modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]  # type: ignore
+    modules["torchvision.transforms"].Lambda = modules["torchvision.transforms"].Compose = object  # type: ignore
+    for name, module in modules.items():
+        sys.modules.setdefault(name, module)
+
+
+def check_robomimic(path: Path) -> dict[str, Any]:
+    import h5py
+    import robomimic
+    import robomimic.utils.obs_utils as obs_utils
+    from robomimic.utils.dataset import SequenceDataset
+
+    info = subprocess.run([sys.executable, "-m", "robomimic.scripts.get_dataset_info", "--dataset", str(path)],
+                          capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        raise RuntimeError(f"get_dataset_info failed: {info.stderr.strip().splitlines()[-1]}")
+    stats = dict(line.split(": ", 1) for line in info.stdout.splitlines()
+                 if line.startswith(("total transitions", "total trajectories", "action min", "action max")))
+    with h5py.File(path, "r") as f:
+        obs_keys = sorted(f["data/demo_0/obs"])
+        demos = {k: [d.decode() for d in f[f"mask/{k}"][:]] for k in ("train", "valid")}
+        lengths = {d: int(f[f"data/{d}"].attrs["num_samples"]) for d in f["data"]}
+    images = [k for k in obs_keys if k.endswith("_image")]
+    obs_utils.initialize_obs_utils_with_obs_specs(
+        {"obs": {"low_dim": [k for k in obs_keys if k not in images], "rgb": images}})
+    _stub_torchvision()
+    import robomimic.utils.file_utils as file_utils
+
+    env_meta = file_utils.get_env_metadata_from_dataset(str(path))
+    shape_meta = file_utils.get_shape_metadata_from_dataset(str(path), all_obs_keys=obs_keys)
+    samples = 0
+    with h5py.File(path, "r", swmr=True, libver="latest") as f:  # as SequenceDataset opens it
+        for mask, names in demos.items():
+            for cache in (None, "low_dim", "all"):
+                dataset = SequenceDataset(str(path), obs_keys=obs_keys, dataset_keys=("actions", "rewards", "dones"),
+                                          frame_stack=2, seq_length=LOADER_ROWS, hdf5_cache_mode=cache,
+                                          filter_by_attribute=mask, load_next_obs=True)
+                if len(dataset) != sum(lengths[d] for d in names):
+                    raise RuntimeError(f"{mask}/{cache}: {len(dataset)} samples for demos {names}")
+                for index in range(0, len(dataset), 7):
+                    samples += _compare_sample(f, dataset, index)
+    return {"ok": True, "robomimic_version": robomimic.__version__, "get_dataset_info": stats,
+            "env_name": env_meta["env_name"], "env_type": env_meta["type"], "ac_dim": shape_meta["ac_dim"],
+            "shapes": {k: list(v) for k, v in shape_meta["all_shapes"].items()},
+            "use_images": shape_meta["use_images"], "demos": {k: len(v) for k, v in demos.items()},
+            "samples_compared": samples}
+
+
+def _compare_sample(f: Any, dataset: Any, index: int) -> int:
+    """One SequenceDataset sample against the rows of its demo in the file (padding repeats the ends)."""
+    demo = dataset._index_to_demo_id[index]
+    start = index - dataset._demo_id_to_start_indices[demo]
+    n = dataset._demo_id_to_demo_length[demo]
+    sample = dataset[index]
+    # frame_stack 2: one row before the sample's step, then seq_length rows; padding repeats the first / last row
+    rows = np.clip(np.arange(start - 1, start + LOADER_ROWS), 0, n - 1)
+    group = f[f"data/{demo}"]
+    # float64 as stored without a cache, float32 from the caches
+    if not np.array_equal(np.asarray(sample["actions"], np.float32), group["actions"][()][rows].astype(np.float32)):
+        raise RuntimeError(f"{demo} step {start}: actions differ")
+    if np.abs(sample["actions"]).max() > 1:
+        raise RuntimeError(f"{demo} step {start}: actions outside [-1, 1]")
+    for key, value in sample["obs"].items():
+        if not np.array_equal(value, group[f"obs/{key}"][()][rows]):
+            raise RuntimeError(f"{demo} step {start}: obs/{key} differs")
+        following = np.minimum(rows + 1, n - 1)
+        if not np.array_equal(sample["next_obs"][key], group[f"obs/{key}"][()][following]):
+            raise RuntimeError(f"{demo} step {start}: next_obs/{key} is not the next step's obs")
+    return 1
+
+
+def check_replay_buffer(path: Path) -> dict[str, Any]:
+    import numcodecs
+    import zarr
+
+    if not zarr.__version__.startswith("2."):
+        raise RuntimeError(f"zarr-python {zarr.__version__}: the check needs zarr-python 2, as diffusion_policy")
+    group = zarr.open(str(path), "r")  # ReplayBuffer.copy_from_path
+    src_store = group.store
+    src_root = zarr.group(src_store)  # copy_from_store
+    numpy_root = {"meta": {k: (np.array(v) if len(v.shape) == 0 else v[:]) for k, v in src_root["meta"].items()},
+                  "data": {k: v[:] for k, v in src_root["data"].items()}}
+    ends = numpy_root["meta"]["episode_ends"]
+    if ends.dtype != np.int64:
+        raise RuntimeError(f"episode_ends is {ends.dtype}")
+    for key, value in numpy_root["data"].items():  # ReplayBuffer.__init__
+        if value[: ends[-1]].shape[0] != ends[-1]:
+            raise RuntimeError(f"data/{key} has {value.shape[0]} rows, episode_ends[-1] is {ends[-1]}")
+    store = zarr.MemoryStore()  # the zarr backend: copied without recompression
+    root = zarr.group(store=store)
+    zarr.copy_store(source=src_store, dest=store, source_path="/meta", dest_path="/meta", if_exists="replace")
+    root.create_group("data", overwrite=True)
+    compressors = set()
+    for key in src_root["data"].keys():
+        value = src_root["data"][key]
+        compressors.add(repr(value.compressor))
+        if not isinstance(value.compressor, (numcodecs.Blosc, type(None))):
+            raise RuntimeError(f"data/{key} has compressor {value.compressor}")
+        zarr.copy_store(source=src_store, dest=store, source_path=f"/data/{key}", dest_path=f"/data/{key}",
+                        if_exists="replace")
+    windows = 0
+    starts = np.concatenate([[0], ends[:-1]])
+    for key in root["data"].keys():
+        copy = root["data"][key]
+        if not np.array_equal(copy[:], numpy_root["data"][key]):
+            raise RuntimeError(f"data/{key} differs after zarr.copy_store")
+        if key.endswith("_image") and copy.chunks != (1, *copy.shape[1:]):
+            raise RuntimeError(f"data/{key} is chunked {copy.chunks}, not one frame per chunk")
+        for start, end in zip(starts, ends, strict=True):
+            for first in range(-PAD_BEFORE, end - start - WINDOW + PAD_AFTER + 1):  # create_indices' windows
+                lo, hi = max(first, 0) + start, min(first + WINDOW, end - start) + start
+                window = copy[lo:hi]
+                if len(window) != hi - lo or not np.array_equal(window, numpy_root["data"][key][lo:hi]):
+                    raise RuntimeError(f"data/{key} window {lo}:{hi} differs")
+                windows += 1
+    valid = numpy_root["meta"]["valid_mask"]
+    return {"ok": True, "zarr_version": zarr.__version__, "episodes": len(ends), "steps": int(ends[-1]),
+            "data_keys": sorted(numpy_root["data"]), "meta_keys": sorted(numpy_root["meta"]),
+            "valid_episodes": int(valid.sum()), "compressors": sorted(compressors), "windows_sliced": windows}
+
+
+def check_loaders(robomimic_path: Path, zarr_path: Path) -> None:
+    """Runs in the interpreter that has the loaders; prints one JSON line."""
+    results: dict[str, Any] = {}
+    for name, check, path in (("robomimic", check_robomimic, robomimic_path),
+                              ("diffusion_policy", check_replay_buffer, zarr_path)):
+        try:
+            results[name] = check(path)
+        except Exception as exc:  # the benchmark reports a failed check instead of stopping
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        log(f"{name}: {results[name]}")
+    print(json.dumps(results))
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--image-size", default="224x224", help="recorded camera size WxH")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 short episodes of 64x48 frames, 1 round")
+    parser.add_argument("--loaders-python", default=None, help="interpreter with robomimic 0.3.0 and zarr-python 2")
+    parser.add_argument("--check-loaders", nargs=2, type=Path, metavar=("HDF5", "ZARR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.check_loaders:
+        check_loaders(*args.check_loaders)
+        return
+    if args.quick:
+        args.episodes, args.seconds, args.image_size, args.rounds = 2, 1.5, "64x48", 1
+    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    cores = os.cpu_count() or 1
+    load_start = os.getloadavg()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="export-benchmark-") as tmp:
+        root = Path(tmp)
+        sources = record_sources(root, args.episodes, args.seconds, (width, height))
+        out_root = root / "out"
+        out_root.mkdir()
+        kept = {"robomimic": root / "kept.hdf5", "diffusion-policy": root / "kept.zarr"}
+        rows = []
+        for source, folder in sources.items():
+            for fmt in ("robomimic", "diffusion-policy"):
+                for workers in sorted({1, cores}):
+                    keep = kept[fmt] if source == "zarr-jpeg" else None
+                    rows.append(export_row(source, folder, fmt, workers, args.rounds, out_root, keep=keep))
+                rows.append(export_row(source, folder, fmt, cores, args.rounds, out_root, image_size=(96, 128)))
+        encoder = encoder_figures(decoded_frames(sources["hdf5-lossless"]), out_root, args.rounds, cores)
+        loaders = None
+        if args.loaders_python:
+            loaders = run_loader_checks(args.loaders_python, kept["robomimic"], kept["diffusion-policy"])
+    result = {
+        "machine": {"cpus": cores, "load_avg_start": [round(v, 2) for v in load_start],
+                    "load_avg_end": [round(v, 2) for v in os.getloadavg()],
+                    "wall_s": round(time.monotonic() - started, 1)},
+        "sources": {"episodes": args.episodes, "seconds": args.seconds, "image_size_wh": [width, height],
+                    "cameras": 2, "rate_hz": 20.0, "storage": sorted(sources)},
+        "exports": rows, "encoder": encoder, "loaders": loaders,
+    }
+    print(json.dumps(result))
+    if loaders is not None and not all(check.get("ok") for check in loaders.values() if isinstance(check, dict)):
+        sys.exit(1)  # a loader refused an export
+
+
+if __name__ == "__main__":
+    main()
