@@ -361,20 +361,22 @@ def test_resize_averages_and_keeps_flat_colour() -> None:
 # ----------------------------------------------------------------------------------- a camera slower than the loop
 
 
-def _slow_camera_episode(folder: Path, fmt: str, steps: int = 70) -> Path:
-    """An episode whose camera delivers a new frame every third step (each frame stored once): 70 steps span
-    three of the encoder's blocks of 32 steps, and a frame spans each block boundary."""
-    info = CameraInfo(8, 6, np.eye(3), np.eye(4))
-    meta = EpisodeMeta(robot="arm", task="slow", instruction="wait", control_rate_hz=30.0, operator_device="test",
+def _slow_camera_episode(folder: Path, fmt: str, steps: int = 70, size: tuple[int, int] = (8, 6),
+                         robot: str = "arm", extras: tuple[str, ...] = ()) -> Path:
+    """An episode whose camera (size: width, height) delivers a new frame every third step (each frame stored
+    once): 70 steps span three of the encoder's blocks of 32 steps, and a frame spans each block boundary."""
+    info = CameraInfo(size[0], size[1], np.eye(3), np.eye(4))
+    meta = EpisodeMeta(robot=robot, task="slow", instruction="wait", control_rate_hz=30.0, operator_device="test",
                        joint_names=("j0", "j1"), action_names=("j0", "j1", "gripper"), cameras={"cam": info},
                        start_time=0.0)
     with create_writer(folder, meta, fmt) as writer:
         for i in range(steps):
-            rgb = np.full((6, 8, 3), 3 * (i // 3), np.uint8)
+            rgb = np.full((size[1], size[0], 3), 3 * (i // 3), np.uint8)
             rgb[0, 0] = i // 3
             writer.append(Step(t=i / 30, joint_pos=np.array([i, -i], float), joint_vel=np.zeros(2),
                                ee_pose=np.array([0, 0, i, 1, 0, 0, 0], float), action=np.array([i, 1, 0.5]),
-                               frames={"cam": CameraFrame(rgb, t=(i // 3) / 10, seq=i // 3)}))
+                               frames={"cam": CameraFrame(rgb, t=(i // 3) / 10, seq=i // 3)},
+                               extras={key: np.array([float(i)]) for key in extras}))
         path = writer.path
     return path
 
@@ -397,6 +399,28 @@ def test_a_frame_several_steps_share_is_encoded_once_and_written_for_each(format
         images = zarr.open_group(str(out), mode="r")["data/cam_image"][:]
     np.testing.assert_array_equal(images, expected)
     assert [int(img[0, 0, 0]) for img in images] == [i // 3 for i in range(70)]
+
+
+def test_episodes_that_do_not_fit_in_one_dataset_are_named(tmp_path: Path) -> None:
+    episodes = tmp_path / "episodes"
+    episodes.mkdir()
+    _slow_camera_episode(episodes, "hdf5", steps=4)
+    _slow_camera_episode(episodes, "hdf5", steps=4, size=(16, 12))
+    with pytest.raises(ExportError, match=r"episode_000000.h5 and episode_000001.h5 differ in the \(height, width\) "
+                                          r"of camera 'cam' \(\(6, 8\) and \(12, 16\)\).*--image-size"):
+        export_directory(episodes, "robomimic", tmp_path / "a.hdf5", ExportOptions(include_all=True))
+    result = export_directory(episodes, "robomimic", tmp_path / "b.hdf5",
+                              ExportOptions(include_all=True, image_size=(6, 8)))
+    assert result.steps == 8
+    _slow_camera_episode(episodes, "hdf5", steps=4, robot="other")
+    with pytest.raises(ExportError, match="differ in robot.*separately"):
+        export_directory(episodes, "diffusion-policy", tmp_path / "c.zarr", ExportOptions(include_all=True))
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    _slow_camera_episode(clash, "hdf5", steps=4, extras=("cam_timestamp",))
+    with pytest.raises(ExportError, match=r"extras \['cam_timestamp'\] have the names of the exported arrays"):
+        export_directory(clash, "diffusion-policy", tmp_path / "d.zarr", ExportOptions(include_all=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.hdf5", "clash", "episodes"]
 
 
 # ------------------------------------------------------------------------------------- atomic, no overwrite

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # Names of the per-step arrays every format writes beside the extras and the cameras ("<cam>_image").
 STEP_ARRAYS = ("timestamp", "joint_pos", "joint_vel", "ee_pose", "action", "actions")
 IMAGE_SUFFIX = "_image"
+TIMESTAMP_SUFFIX = "_timestamp"  # a camera's capture times, where a format stores them beside the steps
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _image_sizes(metas: dict[str, _Metadata], cameras: tuple[str, ...],
 
 
 def _check_names(extras: dict[str, tuple[int, ...]], cameras: tuple[str, ...]) -> None:
-    taken = set(STEP_ARRAYS) | {cam + IMAGE_SUFFIX for cam in cameras}
+    taken = set(STEP_ARRAYS) | {cam + suffix for cam in cameras for suffix in (IMAGE_SUFFIX, TIMESTAMP_SUFFIX)}
     clash = sorted(taken & set(extras))
     if clash:
         raise ExportError(f"the episodes' extras {clash} have the names of the exported arrays "
