@@ -100,6 +100,7 @@ class ExportResult:
         cpu_s: CPU time of the process over the export, all threads [s].
         encode_cpu_s: CPU time the frame encoder threads spent compressing frames [s].
         resize_cpu_s: CPU time they spent resizing frames [s].
+        read_cpu_s: CPU time they spent reading (and decoding) the episodes' frames [s].
         bytes: Size of the dataset on disk [bytes].
         skipped: (episode name, why) of the episodes of the folder that were not exported.
         verify_s: Wall time spent verifying the episodes before the export (recorder.export.selection) [s].
@@ -118,6 +119,7 @@ class ExportResult:
     cpu_s: float
     encode_cpu_s: float
     resize_cpu_s: float
+    read_cpu_s: float
     bytes: int
     skipped: tuple[tuple[str, str], ...] = field(default=())
     verify_s: float = 0.0
@@ -203,17 +205,21 @@ class Exporter(abc.ABC):
         plan = plan_dataset(episodes, options)
         tmp = temporary_path(out)
         pool = ThreadPoolExecutor(self.workers, "export-encoder") if self.workers > 1 else InlineExecutor()
-        with pool:
-            job = ExportJob(plan, FrameEncoder(pool, self.workers), progress or _no_progress)
-            with publish(tmp, out) as target:
-                stats = self.write(job, target)
+        frames = FrameEncoder(pool, self.workers)
+        try:
+            with pool:
+                job = ExportJob(plan, frames, progress or _no_progress)
+                with publish(tmp, out) as target:
+                    stats = self.write(job, target)
+        finally:
+            frames.close()
         return ExportResult(
             path=out, format=self.name, episodes=tuple(e.name for e in plan.episodes),
             valid=tuple(e.name for e, valid in zip(plan.episodes, plan.valid_mask, strict=True) if valid),
             steps=stats.steps, frames=stats.frames, encoded_frames=job.frames.encoded,
             cameras=plan.cameras, action_space=options.action_space, seconds=time.perf_counter() - start,
             cpu_s=time.process_time() - cpu_start, encode_cpu_s=job.frames.encode_cpu_s,
-            resize_cpu_s=job.frames.resize_cpu_s, bytes=_size(out),
+            resize_cpu_s=job.frames.resize_cpu_s, read_cpu_s=job.frames.read_cpu_s, bytes=_size(out),
         )
 
 
