@@ -9,15 +9,17 @@ Progress goes to stderr; the last stdout line is one JSON object:
 {"machine": {...}, "sources": {...}, "exports": [...], "encoder": {...}, "loaders": {...} | null}.
 
 Sources: N episodes (default 6) of the scripted operator on franka-reach, S seconds each (default 10; the
-episode runs its full length), 20 Hz, two simulator cameras of WxH (default 224x224), recorded twice: HDF5
-with lossless frames and zarr with JPEG frames (quality 90). --quick: 2 episodes of 1.5 s at 64x48, 1 round.
+episode runs its full length), 20 Hz in real time, two simulator cameras of WxH (default 224x224), recorded
+twice: HDF5 with lossless frames and zarr with JPEG frames (quality 90). --quick: 2 episodes of 1.5 s at 64x48, 1 round.
 
-exports: for each source, format and encoder thread count (1, and one per core), the median of R rounds
+exports: for each source, format and encoder thread count (1: everything on the calling thread, and one per
+core), the median of R rounds
 (default 3) of `export_directory` with every episode (--all) and default options: wall_s (the export after the
 verification pass), verify_s (the pass: every episode read and checked byte by byte, `workers` at a time),
 frames_per_s (camera frames written per second of wall_s), cpu_s (process CPU time over the export, all
 threads), cores_used (cpu_s / wall_s), encode_cpu_s and encoder_share (CPU time the encoder threads spent
-compressing frames, and its share of cpu_s), resize_cpu_s, mb. One more row per source and format resizes
+compressing frames, and its share of cpu_s), resize_cpu_s, read_cpu_s and read_share (the encoder threads
+reading and decoding the episodes' frames), mb. One more row per source and format resizes
 the frames to 96x128 (one encoder thread per core).
 
 encoder: the frames of the HDF5 source, decoded in memory, written once more without an episode to read:
@@ -87,21 +89,11 @@ def record_sources(root: Path, episodes: int, seconds: float, size: tuple[int, i
     from teleop.session import SessionConfig
     from teleop.sim import SimConfig
 
-    class Clock:  # moves only when slept on: the loop runs as fast as the simulator renders
-        t = 1000.0
-
-        def __call__(self) -> float:
-            return self.t
-
-        def sleep(self, dt: float) -> None:
-            self.t += max(0.0, dt)
-
-    clock = Clock()
     config = RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=size),
                        session=SessionConfig(rate_hz=20.0, max_duration_s=seconds, stop_on_success_s=None))
     sources = {}
     with c_stdout_to_stderr():
-        rig = build_rig(config, clock=clock, sleep=clock.sleep)
+        rig = build_rig(config)  # in real time: the background writer keeps pace with a real loop
         try:
             for fmt, codec in (("hdf5", "lossless"), ("zarr", "jpeg")):
                 folder = root / f"{fmt}-{codec}"
@@ -142,6 +134,7 @@ def export_row(source: str, folder: Path, fmt: str, workers: int, rounds: int, o
         "frames_per_s": [r.frames_per_s for r in results], "cpu_s": [r.cpu_s for r in results],
         "cores_used": [r.cpu_s / r.seconds for r in results], "encode_cpu_s": [r.encode_cpu_s for r in results],
         "encoder_share": [r.encoder_share for r in results], "resize_cpu_s": [r.resize_cpu_s for r in results],
+        "read_cpu_s": [r.read_cpu_s for r in results], "read_share": [r.read_cpu_s / r.cpu_s for r in results],
         "mb": [r.bytes / 1e6 for r in results],
     }
     row.update({key: round(statistics.median(values), 4) for key, values in figures.items()})
