@@ -13,16 +13,18 @@ episode runs its full length), 20 Hz in real time, two simulator cameras of WxH 
 twice: HDF5 with lossless frames and zarr with JPEG frames (quality 90). --quick: 2 episodes of 1.5 s at 64x48, 1 round.
 
 exports: for each source, format and encoder thread count (1: everything on the calling thread, and one per
-core), the median of R rounds
-(default 3) of `export_directory` with every episode (--all) and default options: wall_s (the export after the
-verification pass), verify_s (the pass: every episode read and checked byte by byte, `workers` at a time),
-frames_per_s (camera frames written per second of wall_s), cpu_s (process CPU time over the export, all
-threads), cores_used (cpu_s / wall_s), encode_cpu_s and encoder_share (CPU time the encoder threads spent
-compressing frames, and its share of cpu_s), resize_cpu_s, read_cpu_s and read_share (the encoder threads
-reading and decoding the episodes' frames), mb. One more row per source and format resizes
-the frames to 96x128 (one encoder thread per core).
+core), the median of R rounds (default 3, interleaved: each round exports every configuration once) of
+`export_directory` with every episode (--all) and default options: wall_s (the export after the verification
+pass), verify_s (the pass: every episode read and checked byte by byte, `workers` at a time), frames_per_s
+(camera frames written per second of wall_s), cpu_s (process CPU time over the export, all threads), cores_used
+(cpu_s / wall_s), busiest_thread_share (the share of the frame work's CPU time done on the busiest encoder
+thread: 1.0 for one thread, 0.5 when two shared it evenly), encode_cpu_s and encoder_share (CPU time the encoder
+threads spent compressing frames, and its share of cpu_s), resize_cpu_s, read_cpu_s and read_share (the encoder
+threads reading and decoding the episodes' frames), mb. One more row per source and format resizes the frames to
+96x128 (one encoder thread per core).
 
-encoder: the frames of the HDF5 source, decoded in memory, written once more without an episode to read:
+encoder: the frames of the HDF5 source, decoded in memory, written once more without an episode to read
+(median of 2R rounds, interleaved):
 robomimic's chunks through h5py's gzip filter, one `dset[t] = frame` at a time (the library's own path, one
 thread), against this exporter's path (zlib on the encoder's threads, 1 and one per core, chunks stored with
 `write_direct_chunk`); diffusion-policy's chunks through zarr-python's `array[t] = frame`, against Blosc on the
@@ -110,37 +112,48 @@ def record_sources(root: Path, episodes: int, seconds: float, size: tuple[int, i
 # ------------------------------------------------------------------------------------------------ exports
 
 
-def export_row(source: str, folder: Path, fmt: str, workers: int, rounds: int, out_root: Path,
-               image_size: tuple[int, int] | None = None, keep: Path | None = None) -> dict[str, Any]:
-    """Median figures of `rounds` exports of a folder."""
+def export_rows(configs: list[dict[str, Any]], rounds: int, out_root: Path) -> list[dict[str, Any]]:
+    """Median figures of `rounds` exports per configuration (source, folder, format, workers, image_size, keep);
+    the rounds are interleaved (each round exports every configuration once), so a change in the machine's
+    load falls on all of them alike."""
     from recorder.export.base import ExportOptions
     from recorder.export.registry import EXPORTERS, export_directory
 
-    suffix = EXPORTERS[fmt].load().suffix
-    options = ExportOptions(include_all=True, image_size=image_size)
-    results = []
+    results: list[list[Any]] = [[] for _ in configs]
     for k in range(rounds):
-        out = out_root / f"{source}-{fmt}-{workers}-{k}{suffix}"
-        results.append(export_directory(folder, fmt, out, options, workers=workers))
-        if keep is not None and k == 0 and not keep.exists():
-            out.rename(keep)
-        else:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-    row: dict[str, Any] = {"source": source, "format": fmt, "workers": workers,
-                           "image_size": list(image_size) if image_size else None,
-                           "episodes": len(results[0].episodes), "frames": results[0].frames}
-    figures = {
-        "wall_s": [r.seconds for r in results], "verify_s": [r.verify_s for r in results],
-        "frames_per_s": [r.frames_per_s for r in results], "cpu_s": [r.cpu_s for r in results],
-        "cores_used": [r.cpu_s / r.seconds for r in results], "encode_cpu_s": [r.encode_cpu_s for r in results],
-        "encoder_share": [r.encoder_share for r in results], "resize_cpu_s": [r.resize_cpu_s for r in results],
-        "read_cpu_s": [r.read_cpu_s for r in results], "read_share": [r.read_cpu_s / r.cpu_s for r in results],
-        "mb": [r.bytes / 1e6 for r in results],
-    }
-    row.update({key: round(statistics.median(values), 4) for key, values in figures.items()})
-    log(f"{source} -> {fmt}, {workers} encoder threads{f', {image_size}' if image_size else ''}: "
-        f"{row['frames_per_s']:.0f} frames/s, {row['cores_used']:.2f} cores, encoder {row['encoder_share']:.0%}")
-    return row
+        for c, config in enumerate(configs):
+            suffix = EXPORTERS[config["format"]].load().suffix
+            out = out_root / f"{c}-{k}{suffix}"
+            options = ExportOptions(include_all=True, image_size=config["image_size"])
+            results[c].append(export_directory(config["folder"], config["format"], out, options,
+                                               workers=config["workers"]))
+            keep = config.get("keep")
+            if keep is not None and not keep.exists():
+                out.rename(keep)
+            else:
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+        log(f"round {k + 1} of {rounds} done")
+    rows = []
+    for config, runs in zip(configs, results, strict=True):
+        row: dict[str, Any] = {"source": config["source"], "format": config["format"], "workers": config["workers"],
+                               "image_size": list(config["image_size"]) if config["image_size"] else None,
+                               "episodes": len(runs[0].episodes), "frames": runs[0].frames}
+        figures = {
+            "wall_s": [r.seconds for r in runs], "verify_s": [r.verify_s for r in runs],
+            "frames_per_s": [r.frames_per_s for r in runs], "cpu_s": [r.cpu_s for r in runs],
+            "cores_used": [r.cpu_s / r.seconds for r in runs], "encode_cpu_s": [r.encode_cpu_s for r in runs],
+            "encoder_share": [r.encoder_share for r in runs], "resize_cpu_s": [r.resize_cpu_s for r in runs],
+            "read_cpu_s": [r.read_cpu_s for r in runs], "read_share": [r.read_cpu_s / r.cpu_s for r in runs],
+            "busiest_thread_share": [r.thread_cpu_s[0] / sum(r.thread_cpu_s) for r in runs],
+            "mb": [r.bytes / 1e6 for r in runs],
+        }
+        row.update({key: round(statistics.median(values), 4) for key, values in figures.items()})
+        rows.append(row)
+        log(f"{row['source']} -> {row['format']}, {row['workers']} encoder threads"
+            f"{', ' + str(row['image_size']) if row['image_size'] else ''}: {row['frames_per_s']:.0f} frames/s, "
+            f"{row['cores_used']:.2f} cores, encoder {row['encoder_share']:.0%}, reading {row['read_share']:.0%}, "
+            f"busiest thread {row['busiest_thread_share']:.0%} of the frame work")
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ encoder
@@ -220,11 +233,14 @@ def encoder_figures(frames: list[np.ndarray], out_root: Path, rounds: int, cores
         "diffusion-policy ours, 1 encoder thread": zarr_ours(1),
         f"diffusion-policy ours, {cores} encoder threads": zarr_ours(cores),
     }
-    figures: dict[str, Any] = {"frames": len(frames), "frame_shape": list(frames[0].shape)}
-    for name, write in paths.items():
-        seconds = statistics.median(_timed(write) for _ in range(rounds))
-        figures[name] = {"frames_per_s": round(len(frames) / seconds, 1)}
-        log(f"encoder: {name}: {len(frames) / seconds:.0f} frames/s")
+    figures: dict[str, Any] = {"frames": len(frames), "frame_shape": list(frames[0].shape), "rounds": rounds}
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):  # interleaved, as the exports
+        for name, write in paths.items():
+            times[name].append(_timed(write))
+    for name, seconds in times.items():
+        figures[name] = {"frames_per_s": round(len(frames) / statistics.median(seconds), 1)}
+        log(f"encoder: {name}: {figures[name]['frames_per_s']:.0f} frames/s")
     return figures
 
 
@@ -413,14 +429,16 @@ def main() -> None:
         out_root = root / "out"
         out_root.mkdir()
         kept = {"robomimic": root / "kept.hdf5", "diffusion-policy": root / "kept.zarr"}
-        rows = []
+        configs = []
         for source, folder in sources.items():
             for fmt in ("robomimic", "diffusion-policy"):
                 for workers in sorted({1, cores}):
-                    keep = kept[fmt] if source == "zarr-jpeg" else None
-                    rows.append(export_row(source, folder, fmt, workers, args.rounds, out_root, keep=keep))
-                rows.append(export_row(source, folder, fmt, cores, args.rounds, out_root, image_size=(96, 128)))
-        encoder = encoder_figures(decoded_frames(sources["hdf5-lossless"]), out_root, args.rounds, cores)
+                    configs.append({"source": source, "folder": folder, "format": fmt, "workers": workers,
+                                    "image_size": None, "keep": kept[fmt] if source == "zarr-jpeg" else None})
+                configs.append({"source": source, "folder": folder, "format": fmt, "workers": cores,
+                                "image_size": (96, 128)})
+        rows = export_rows(configs, args.rounds, out_root)
+        encoder = encoder_figures(decoded_frames(sources["hdf5-lossless"]), out_root, 2 * args.rounds, cores)
         loaders = None
         if args.loaders_python:
             loaders = run_loader_checks(args.loaders_python, kept["robomimic"], kept["diffusion-policy"])

@@ -101,6 +101,7 @@ class ExportResult:
         encode_cpu_s: CPU time the frame encoder threads spent compressing frames [s].
         resize_cpu_s: CPU time they spent resizing frames [s].
         read_cpu_s: CPU time they spent reading (and decoding) the episodes' frames [s].
+        thread_cpu_s: CPU time of the frame work done on each encoder thread, largest first [s].
         bytes: Size of the dataset on disk [bytes].
         skipped: (episode name, why) of the episodes of the folder that were not exported.
         verify_s: Wall time spent verifying the episodes before the export (recorder.export.selection) [s].
@@ -120,6 +121,7 @@ class ExportResult:
     encode_cpu_s: float
     resize_cpu_s: float
     read_cpu_s: float
+    thread_cpu_s: tuple[float, ...]
     bytes: int
     skipped: tuple[tuple[str, str], ...] = field(default=())
     verify_s: float = 0.0
@@ -219,7 +221,8 @@ class Exporter(abc.ABC):
             steps=stats.steps, frames=stats.frames, encoded_frames=job.frames.encoded,
             cameras=plan.cameras, action_space=options.action_space, seconds=time.perf_counter() - start,
             cpu_s=time.process_time() - cpu_start, encode_cpu_s=job.frames.encode_cpu_s,
-            resize_cpu_s=job.frames.resize_cpu_s, read_cpu_s=job.frames.read_cpu_s, bytes=_size(out),
+            resize_cpu_s=job.frames.resize_cpu_s, read_cpu_s=job.frames.read_cpu_s,
+            thread_cpu_s=tuple(sorted(job.frames.thread_cpu_s.values(), reverse=True)), bytes=_size(out),
         )
 
 

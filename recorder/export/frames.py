@@ -70,6 +70,7 @@ class _Encoded:
     read_s: float
     resize_s: float
     encode_s: float
+    thread: int
 
 
 class FrameEncoder:
@@ -79,6 +80,7 @@ class FrameEncoder:
         encoded: Distinct frames resized and compressed so far.
         read_cpu_s, encode_cpu_s, resize_cpu_s: CPU time the pool's threads spent reading (and decoding),
             compressing and resizing frames [s].
+        thread_cpu_s: CPU time of each thread's tasks [s], by thread id.
     """
 
     def __init__(self, pool: Executor, workers: int) -> None:
@@ -86,6 +88,7 @@ class FrameEncoder:
         self.workers = max(1, workers)
         self.encoded = 0
         self.read_cpu_s = self.encode_cpu_s = self.resize_cpu_s = 0.0
+        self.thread_cpu_s: dict[int, float] = {}  # thread -> CPU time of its tasks [s]
         self._readers: dict[tuple[int, Path], EpisodeReader] = {}  # (thread, episode) -> the thread's reader
         self._lock = threading.Lock()
 
@@ -126,7 +129,7 @@ class FrameEncoder:
             chunks.append(encode(np.ascontiguousarray(rgb)))
             resize_s += t2 - t1
             encode_s += time.thread_time() - t2
-        return _Encoded(chunks, np.cumsum(new) - 1, read_s, resize_s, encode_s)
+        return _Encoded(chunks, np.cumsum(new) - 1, read_s, resize_s, encode_s, threading.get_ident())
 
     def _collect(self, future: Future[_Encoded], last: list[bytes]) -> Iterator[bytes]:
         """The chunks of a block's steps, in order; `last` holds the last distinct chunk of the block before
@@ -136,6 +139,8 @@ class FrameEncoder:
         self.resize_cpu_s += block.resize_s
         self.encode_cpu_s += block.encode_s
         self.encoded += len(block.chunks)
+        busy = block.read_s + block.resize_s + block.encode_s
+        self.thread_cpu_s[block.thread] = self.thread_cpu_s.get(block.thread, 0.0) + busy
         for slot in block.slots:
             yield last[-1] if slot < 0 else block.chunks[slot]
         if block.chunks:
