@@ -155,7 +155,8 @@ with c_stdout_to_stderr():
 # ----------------------------------------------------------------------------------------------- process
 
 
-BUSY_LOOP = "while True: pass"
+# `while True: pass`, ending when its parent is gone (a benchmark killed before its cleanup leaves no busy loop)
+BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(1000000): pass"
 
 
 @contextlib.contextmanager
