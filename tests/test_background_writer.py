@@ -233,12 +233,12 @@ def test_zarr_chunks_written_directly_are_the_files_zarr_writes(tmp_path: Path, 
     zarr would have written: colour, JPEG and depth frames, and small arrays across chunks (of 16 rows here)."""
     zarr_store = pytest.importorskip("recorder.zarr_store")
     monkeypatch.setattr(zarr_store, "STEP_CHUNK_ROWS", 16)
-    steps = []
+    steps, depths = [], []
     for step in make_steps(100):
         wrist = step.frames["wrist"]
-        depth = (wrist.rgb[..., 0].astype(np.uint16) * 7).astype(np.uint16)
-        frames = {**step.frames, "wrist": DepthFrame(wrist.rgb, wrist.t, wrist.seq, depth=depth, depth_scale_m=1e-3)}
-        steps.append(Step(**{**step.__dict__, "frames": frames}))
+        depths.append((wrist.rgb[..., 0].astype(np.uint16) * 7).astype(np.uint16))
+        wrist = DepthFrame(wrist.rgb, wrist.t, wrist.seq, depth=depths[-1], depth_scale_m=1e-3)
+        steps.append(Step(**{**step.__dict__, "frames": {**step.frames, "wrist": wrist}}))
 
     def record(directory: Path) -> Path:
         directory.mkdir()
@@ -261,7 +261,7 @@ def test_zarr_chunks_written_directly_are_the_files_zarr_writes(tmp_path: Path, 
     with open_episode(ours) as episode:
         assert episode.num_steps == len(steps)
         np.testing.assert_array_equal(episode.timestamps, [s.t for s in steps])
-        np.testing.assert_array_equal(episode.depths("wrist"), np.stack([s.frames["wrist"].depth for s in steps]))
+        np.testing.assert_array_equal(episode.depths("wrist"), np.stack(depths))
 
 
 def test_fsync_runs_on_its_own_thread_and_its_errors_reach_the_caller(tmp_path: Path,

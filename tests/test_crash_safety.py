@@ -81,10 +81,10 @@ def crash_step(i: int, rate_hz: float = RATE_HZ, size: int = 24, noisy: bool = F
 def _child(command: str, directory: Path, fmt: str, rate_hz: float, size: int, noisy: bool, min_free: int,
            codec: str) -> None:
     """The recording process: record crash steps at rate_hz until killed or stopped by an EpisodeError."""
-    writer = create_writer(directory, crash_meta(size), fmt, min_free_bytes=min_free, image_codec=codec)
+    episode_writer = create_writer(directory, crash_meta(size), fmt, min_free_bytes=min_free, image_codec=codec)
     # Patient: these tests are about kills and full disks, and on a loaded machine the writer can fall 128 steps
     # behind noisy frames for a moment; test_background_writer.py tests the "cannot keep up" stop.
-    writer = BackgroundWriter(writer, put_timeout_s=10.0).open()
+    writer = BackgroundWriter(episode_writer, put_timeout_s=10.0).open()
     print(f"partial {writer.partial}", flush=True)
     if command == "open":
         time.sleep(600)  # killed before its first step
