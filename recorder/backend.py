@@ -151,8 +151,14 @@ def create_writer(
         path, lock = reserve_episode_path(path, format)
     elif not path.name.endswith(backend.suffix):
         raise fail(path, f"a {format} episode must be named *{backend.suffix}", "rename it or pick another format")
-    return classes.writer(path, meta, flush_interval_s=flush_interval_s, clock=clock, min_free_bytes=min_free_bytes,
-                          image_codec=image_codec, jpeg_quality=jpeg_quality, lock=lock)
+    try:
+        return classes.writer(path, meta, flush_interval_s=flush_interval_s, clock=clock,
+                              min_free_bytes=min_free_bytes, image_codec=image_codec, jpeg_quality=jpeg_quality,
+                              lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()  # refused before anything was written: the number is free again
+        raise
 
 
 def open_episode(path: Path) -> EpisodeReader:

@@ -85,5 +85,4 @@ class EpisodeLock:
         self.release(remove=False)
 
     def __del__(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
+        self.release()  # a writer dropped unopened gives its number back

@@ -3,6 +3,7 @@ exit, and no work started (no rig built, no training, no window, nothing written
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,10 @@ class WorkStarted(Exception):
 
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # Modules that import these functions by name must hold the real ones before they are patched: a module
+    # first imported while the patch is on would keep the fake after the test.
+    for module in ("teleop.evaluate", "teleop.replay", "ui.rig_worker"):
+        importlib.import_module(module)
     calls: list[str] = []
     for target in WORK:
         def work(*args: object, _name: str = target, **kwargs: object) -> int:
