@@ -6,8 +6,10 @@ the `.partial` ones that recordings in progress (or killed) left.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from recorder.backend import check_directory, next_episode_path, open_episode
@@ -95,9 +97,55 @@ def scan_episodes(directory: Path) -> list[EpisodeSummary | EpisodeProblem]:
     return [_summarise(p) for p in _episode_paths(check_directory(directory))]
 
 
-def verify_episode(path: Path) -> EpisodeSummary | EpisodeProblem:
-    """One episode read and verified byte by byte (EpisodeReader.verify), or what is wrong with it."""
-    return _summarise(path, verify=True)
+VERIFY_TIMEOUT_S = 60.0  # a verification may take this long, plus VERIFY_S_PER_MB per megabyte [s]
+VERIFY_S_PER_MB = 0.5
+
+
+def verify_episode(path: Path, timeout_s: float | None = None) -> EpisodeSummary | EpisodeProblem:
+    """One episode read and verified byte by byte (EpisodeReader.verify), or what is wrong with it.
+
+    The reading runs in a child process (from a fork server, so it works from any thread): some damage makes
+    the storage library hang (HDF5 on a damaged heap of JPEG files) or crash instead of raising, and such an
+    episode is reported as damaged once `timeout_s` (default VERIFY_TIMEOUT_S plus VERIFY_S_PER_MB per MB)
+    has passed, or the child has died.
+    """
+    path = Path(path)
+    limit = timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S + VERIFY_S_PER_MB * _size_mb(path)
+    context = multiprocessing.get_context("forkserver")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_verify_in_child, args=(path, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if receive.poll(limit):
+            try:
+                result: EpisodeSummary | EpisodeProblem = receive.recv()
+            except EOFError:
+                child.join()
+                result = EpisodeProblem(path.name, path, f"reading it crashed the reader (exit status "
+                                        f"{child.exitcode}): it is damaged; restore it from a copy or delete it")
+        else:
+            child.kill()
+            result = EpisodeProblem(path.name, path, f"reading it did not finish within {limit:.0f} s: it is "
+                                    "damaged in a way the storage library does not report; restore it from a "
+                                    "copy or delete it")
+    finally:
+        receive.close()
+        child.join()
+    return result
+
+
+def _verify_in_child(path: Path, send: Connection) -> None:
+    send.send(_summarise(path, verify=True))
+    send.close()
+
+
+def _size_mb(path: Path) -> float:
+    try:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files) / 1e6
+    except OSError:
+        return 0.0
 
 
 def check_episodes(

@@ -288,3 +288,17 @@ def test_a_damaged_feature_cache_is_computed_again_not_used(tmp_path: Path) -> N
     data[len(data) // 2] ^= 0x10  # a bit inside the embeddings
     cached.write_bytes(bytes(data))
     assert _read_cache(cached, 40) is None
+
+
+def test_damage_that_hangs_the_storage_library_is_reported_not_waited_on(tmp_path: Path) -> None:
+    from recorder.episodes import verify_episode
+
+    pytest.importorskip("PIL")
+    path = record(tmp_path, "hdf5", "jpeg")
+    data = bytearray(path.read_bytes())
+    n = len(data)
+    data[n // 3 : n // 3 + n // 10] = bytes(n // 10)  # zeroes over the heap of JPEG files: HDF5 loops on it
+    path.write_bytes(bytes(data))
+    problem = verify_episode(path, timeout_s=10.0)
+    assert isinstance(problem, EpisodeProblem)
+    assert "did not finish within 10 s" in problem.message and "damaged" in problem.message
