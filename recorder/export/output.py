@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recorder.export.errors import ExportError
+from recorder.layout import fsync_path
 
 PARTIAL_SUFFIX = ".partial"
 NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
@@ -37,21 +38,13 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_durable(path: Path) -> None:
     """Flush a written file, or a folder with all it holds, to the disk."""
     if path.is_dir():
         # One sync for thousands of chunk files is far cheaper than one fsync each.
         os.sync()
     else:
-        _fsync(path)
+        fsync_path(path)
 
 
 @contextlib.contextmanager
@@ -73,7 +66,7 @@ def publish(tmp: Path, out: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             remove(tmp)
         raise
-    _fsync(out.parent)
+    fsync_path(out.parent)
 
 
 def _rename_no_replace(tmp: Path, out: Path) -> None:
