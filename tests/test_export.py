@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import SimulatedClock
 
 from recorder.backend import create_writer, open_episode
 from recorder.episodes import scan_episodes
@@ -44,19 +45,6 @@ SIZE_WH = (64, 48)  # recorded frames [px]
 FAILED_STEPS = 6
 
 
-class _Clock:
-    """A clock that moves only when slept on (tests/conftest.py's SimulatedClock, for a module fixture)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     """Per (storage format, image codec) a folder with two successful episodes of the scripted operator and one
@@ -66,7 +54,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     from teleop.session import SessionConfig
     from teleop.sim import SimConfig
 
-    clock = _Clock()
+    clock = SimulatedClock()
     config = RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=SIZE_WH),
                        session=SessionConfig(rate_hz=20.0, max_duration_s=5.0, stop_on_success_s=0.2))
     rig = build_rig(config, clock=clock, sleep=clock.sleep)

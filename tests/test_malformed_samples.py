@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from conftest import SimulatedClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
@@ -106,19 +107,6 @@ class Bad:
         return dataclasses.replace(self.good.sample(t), **{self.field: value})
 
 
-class Clock:
-    """A monotonic clock that moves only when slept on (the loop runs as fast as it can, deterministically)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-
-
 class ScriptedDevice(Device):
     """Returns the script's samples in order; `before_read` sees the command in force before each tick."""
 
@@ -171,7 +159,7 @@ def _record(good: Good, t: float, engaged: bool) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", params=["franka", "allegro"])
 def rig(request: pytest.FixtureRequest) -> Any:
-    clock = Clock()
+    clock = SimulatedClock()
     config = RigConfig(robot=request.param, sim=SimConfig(cameras=()),
                        session=SessionConfig(rate_hz=20.0, max_duration_s=1000.0, stop_on_success_s=None))
     built = build_rig(config, clock=clock, sleep=clock.sleep)
@@ -208,7 +196,7 @@ def test_a_valid_sample_comes_back_in_plain_types_with_its_own_arrays() -> None:
 
 
 def test_device_read_refuses_a_malformed_sample_naming_the_device_and_goes_on_after_it() -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     script: list[Good | Bad] = [Bad(GOOD, "engaged", np.array([True, False])), GOOD]
     device = ScriptedDevice(clock, script, lambda: None)
     device.connect()
@@ -221,7 +209,7 @@ def test_device_read_refuses_a_malformed_sample_naming_the_device_and_goes_on_af
 
 
 def test_a_trace_keeps_only_the_samples_that_passed(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     script: list[Good | Bad] = [GOOD, Bad(GOOD, "t", None), Bad(GOOD, "axes", None), GOOD]
     recorder = TraceRecorder(tmp_path / "t.trace.jsonl")
     device = RecordingDevice(ScriptedDevice(clock, script, lambda: None), recorder)
