@@ -6,10 +6,12 @@ the `.partial` ones that recordings in progress (or killed) left.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from recorder.backend import check_directory, next_episode_path, open_episode
@@ -104,40 +106,41 @@ VERIFY_S_PER_MB = 0.5
 def verify_episode(path: Path, timeout_s: float | None = None) -> EpisodeSummary | EpisodeProblem:
     """One episode read and verified byte by byte (EpisodeReader.verify), or what is wrong with it.
 
-    The reading runs in a child process (from a fork server, so it works from any thread): some damage makes
-    the storage library hang (HDF5 on a damaged heap of JPEG files) or crash instead of raising, and such an
-    episode is reported as damaged once `timeout_s` (default VERIFY_TIMEOUT_S plus VERIFY_S_PER_MB per MB)
-    has passed, or the child has died.
+    The reading runs in a child interpreter (started with fork and exec, so it works from any thread and never
+    runs the caller's main script again): some damage makes the storage library hang (HDF5 on a damaged heap of
+    JPEG files) or crash instead of raising, and such an episode is reported as damaged once `timeout_s`
+    (default VERIFY_TIMEOUT_S plus VERIFY_S_PER_MB per MB) has passed, or the child has died.
     """
     path = Path(path)
     limit = timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S + VERIFY_S_PER_MB * _size_mb(path)
-    context = multiprocessing.get_context("forkserver")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_verify_in_child, args=(path, send), daemon=True)
-    child.start()
-    send.close()
+    package_root = str(Path(__file__).resolve().parents[1])  # where `recorder` is imported from
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    child = subprocess.Popen([sys.executable, "-c", "from recorder.episodes import _verify_main; _verify_main()",
+                              str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        if receive.poll(limit):
-            try:
-                result: EpisodeSummary | EpisodeProblem = receive.recv()
-            except EOFError:
-                child.join()
-                result = EpisodeProblem(path.name, path, f"reading it crashed the reader (exit status "
-                                        f"{child.exitcode}): it is damaged; restore it from a copy or delete it")
-        else:
-            child.kill()
-            result = EpisodeProblem(path.name, path, f"reading it did not finish within {limit:.0f} s: it is "
-                                    "damaged in a way the storage library does not report; restore it from a "
-                                    "copy or delete it")
-    finally:
-        receive.close()
-        child.join()
-    return result
+        out, err = child.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return EpisodeProblem(path.name, path, f"reading it did not finish within {limit:.0f} s: it is damaged in "
+                              "a way the storage library does not report; restore it from a copy or delete it")
+    if child.returncode == 0:
+        result: EpisodeSummary | EpisodeProblem = pickle.loads(out)
+        return result
+    if child.returncode < 0:
+        return EpisodeProblem(path.name, path, f"reading it crashed the reader (signal {-child.returncode}): it is "
+                              "damaged; restore it from a copy or delete it")
+    last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+    return EpisodeProblem(path.name, path, f"verifying it failed (exit status {child.returncode}): {last[0]}")
 
 
-def _verify_in_child(path: Path, send: Connection) -> None:
-    send.send(_summarise(path, verify=True))
-    send.close()
+def _verify_main() -> None:
+    """The child of verify_episode: the pickled result on the original stdout; anything the libraries print
+    goes to stderr."""
+    result = os.dup(1)
+    os.dup2(2, 1)
+    with os.fdopen(result, "wb") as out:
+        out.write(pickle.dumps(_summarise(Path(sys.argv[1]), verify=True)))
 
 
 def _size_mb(path: Path) -> float:

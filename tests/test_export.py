@@ -458,7 +458,7 @@ def test_bad_options_are_refused_with_what_to_give() -> None:
         ExportOptions(cameras=("front", "front"))
     with pytest.raises(UnknownNameError, match="action space 'joints'.*delta, ee, joint"):
         ExportOptions(action_space="joints")
-    with pytest.raises(UnknownNameError, match="export format 'lerobot2'.*diffusion-policy, robomimic"):
+    with pytest.raises(UnknownNameError, match="export format 'lerobot2'.*diffusion-policy, lerobot, robomimic"):
         exporter_named("lerobot2")
     with pytest.raises(ExportOptionError, match="workers"):
         exporter_named("robomimic")(workers=0)
@@ -469,7 +469,7 @@ def test_every_registered_format_is_an_exporter_with_a_suffix() -> None:
 
     for name, entry in EXPORTERS.items():
         cls = entry.load()
-        assert issubclass(cls, Exporter) and cls.name == name and cls.suffix.startswith(".")
+        assert issubclass(cls, Exporter) and cls.name == name and (cls.suffix == "" or cls.suffix.startswith("."))
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -28,6 +28,8 @@ from recorder.export.output import check_free, publish, temporary_path
 from recorder.export.plan import DatasetPlan, plan_dataset
 from teleop.errors import UnknownNameError
 
+VIDEO_CODECS = ("av1", "h264")  # ExportOptions.video_codec
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -43,6 +45,7 @@ class ExportOptions:
             ones only.
         valid_fraction: Share of the episodes held out for validation, in [0, 1).
         seed: Seed of the train/validation split.
+        video_codec: Codec of the formats that store camera frames as videos (lerobot): "av1" or "h264".
     """
 
     cameras: tuple[str, ...] | None = None
@@ -51,6 +54,7 @@ class ExportOptions:
     include_all: bool = False
     valid_fraction: float = 0.1
     seed: int = 0
+    video_codec: str = "av1"
 
     def __post_init__(self) -> None:
         if self.action_space not in ACTION_SPACES:
@@ -64,6 +68,8 @@ class ExportOptions:
                 and 0 <= self.valid_fraction < 1):
             raise ExportOptionError(f"valid fraction (--valid-fraction) {self.valid_fraction} is outside [0, 1): give "
                                     "the share of episodes held out for validation, e.g. 0.1, or 0 for none")
+        if self.video_codec not in VIDEO_CODECS:
+            raise UnknownNameError("video codec", self.video_codec, list(VIDEO_CODECS))
         if self.cameras is not None:
             if any(not name for name in self.cameras) or len(set(self.cameras)) < len(self.cameras):
                 raise ExportOptionError(f"cameras (--camera) {list(self.cameras)}: name each camera once")
@@ -98,8 +104,8 @@ class ExportResult:
         action_space: The action space of the actions written.
         seconds: Wall time of the export, from planning to the rename [s].
         cpu_s: CPU time of the process over the export, all threads [s].
-        encode_cpu_s: CPU time the frame encoder threads spent compressing frames [s].
-        resize_cpu_s: CPU time they spent resizing frames [s].
+        encode_cpu_s: CPU time spent compressing frames (the frame encoder threads, and a video encoder's own) [s].
+        resize_cpu_s: CPU time the frame encoder threads spent resizing frames [s].
         read_cpu_s: CPU time they spent reading (and decoding) the episodes' frames [s].
         thread_cpu_s: CPU time of the frame work done on each encoder thread, largest first [s].
         bytes: Size of the dataset on disk [bytes].
@@ -162,10 +168,20 @@ class ExportJob:
 
 @dataclass(frozen=True)
 class WriteStats:
-    """What `Exporter.write` reports back: steps and frames written."""
+    """What `Exporter.write` reports back.
+
+    Attributes:
+        steps, frames: Steps and camera frames written.
+        codec_cpu_s: CPU time spent compressing frames outside the frame encoder's tasks, e.g. by a video
+            encoder's own threads [s]; added to ExportResult.encode_cpu_s.
+        order: The plan's episodes in the order the dataset holds them (indices into plan.episodes); None
+            keeps the plan's order.
+    """
 
     steps: int
     frames: int
+    codec_cpu_s: float = 0.0
+    order: tuple[int, ...] | None = None
 
 
 def _no_progress(progress: ExportProgress) -> None:
@@ -215,12 +231,13 @@ class Exporter(abc.ABC):
                     stats = self.write(job, target)
         finally:
             frames.close()
+        order = stats.order if stats.order is not None else range(len(plan.episodes))
         return ExportResult(
-            path=out, format=self.name, episodes=tuple(e.name for e in plan.episodes),
-            valid=tuple(e.name for e, valid in zip(plan.episodes, plan.valid_mask, strict=True) if valid),
+            path=out, format=self.name, episodes=tuple(plan.episodes[i].name for i in order),
+            valid=tuple(plan.episodes[i].name for i in order if plan.valid_mask[i]),
             steps=stats.steps, frames=stats.frames, encoded_frames=job.frames.encoded,
             cameras=plan.cameras, action_space=options.action_space, seconds=time.perf_counter() - start,
-            cpu_s=time.process_time() - cpu_start, encode_cpu_s=job.frames.encode_cpu_s,
+            cpu_s=time.process_time() - cpu_start, encode_cpu_s=job.frames.encode_cpu_s + stats.codec_cpu_s,
             resize_cpu_s=job.frames.resize_cpu_s, read_cpu_s=job.frames.read_cpu_s,
             thread_cpu_s=tuple(sorted(job.frames.thread_cpu_s.values(), reverse=True)), bytes=_size(out),
         )

@@ -1,4 +1,5 @@
-"""Camera frames of an episode, one per step, read, resized and compressed on a pool of threads.
+"""Camera frames of an episode, one per step, read, resized and compressed (or otherwise prepared for the
+format) on a pool of threads.
 
 Each task of the pool takes a block of BLOCK_STEPS steps of one camera: it reads (and for JPEG episodes
 decodes) their frames through a reader of its own thread, resizes and compresses each distinct frame; the
@@ -27,7 +28,7 @@ from recorder.backend import open_episode
 from recorder.reader import EpisodeReader
 from teleop.deps import require
 
-Encode = Callable[[np.ndarray], bytes]  # one (H, W, 3) uint8 frame -> the bytes of its chunk
+Encode = Callable[[np.ndarray], Any]  # one (H, W, 3) uint8 frame -> what is written for it (a chunk's bytes)
 BLOCK_STEPS = 32  # steps of one task
 BLOCKS_AHEAD = 2  # tasks handed out per thread and not yet written, at most
 T = TypeVar("T")
@@ -65,7 +66,7 @@ class _Encoded:
     """What one task returns: the chunk of each distinct frame of its block, for every step of the block the
     index of its frame among them (-1: the last distinct frame of the block before), and CPU times [s]."""
 
-    chunks: list[bytes]
+    chunks: list[Any]
     slots: np.ndarray
     read_s: float
     resize_s: float
@@ -92,13 +93,13 @@ class FrameEncoder:
         self._readers: dict[tuple[int, Path], EpisodeReader] = {}  # (thread, episode) -> the thread's reader
         self._lock = threading.Lock()
 
-    def chunks(self, reader: EpisodeReader, cam: str, size: tuple[int, int], encode: Encode) -> Iterator[bytes]:
+    def chunks(self, reader: EpisodeReader, cam: str, size: tuple[int, int], encode: Encode) -> Iterator[Any]:
         """The compressed frame of every step of camera `cam` of the episode `reader` reads, in step order:
         `encode` of the frame resized to size = (height, width)."""
         self._release(keep=reader.path)  # the tasks of earlier episodes are done: close their readers
         index = reader.frame_indices(cam)
         queue: deque[Future[_Encoded]] = deque()
-        last: list[bytes] = []
+        last: list[Any] = []
         for start in range(0, len(index), BLOCK_STEPS):
             before = int(index[start - 1]) if start else -1
             queue.append(self.pool.submit(self._encode, reader.path, cam, start, before, size, encode))
@@ -131,7 +132,7 @@ class FrameEncoder:
             encode_s += time.thread_time() - t2
         return _Encoded(chunks, np.cumsum(new) - 1, read_s, resize_s, encode_s, threading.get_ident())
 
-    def _collect(self, future: Future[_Encoded], last: list[bytes]) -> Iterator[bytes]:
+    def _collect(self, future: Future[_Encoded], last: list[Any]) -> Iterator[Any]:
         """The chunks of a block's steps, in order; `last` holds the last distinct chunk of the block before
         (and is updated to this block's)."""
         block = future.result()

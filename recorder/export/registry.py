@@ -37,7 +37,8 @@ EXPORTERS: dict[str, ExporterEntry] = {
     "robomimic": ExporterEntry("recorder.export.robomimic", "RobomimicExporter", "robomimic 0.3.0 HDF5 (a file)"),
     "diffusion-policy": ExporterEntry("recorder.export.diffusion_policy", "DiffusionPolicyExporter",
                                       "diffusion_policy replay buffer, zarr format 2 (a folder)"),
-    # "lerobot": ExporterEntry("recorder.export.lerobot", "LeRobotExporter", "LeRobotDataset v3.0 (a folder)"),
+    "lerobot": ExporterEntry("recorder.export.lerobot", "LeRobotExporter",
+                             "LeRobotDataset v3.0, parquet and mp4 videos (a folder)"),
 }
 
 
