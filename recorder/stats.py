@@ -69,7 +69,7 @@ def histogram_stats(histogram: np.ndarray, frames: int) -> dict[str, Any]:
         at_low = values[[np.searchsorted(cumulative[c], low[c], side="right") for c in range(3)]]
         at_high = values[[np.searchsorted(cumulative[c], high[c], side="right") for c in range(3)]]
         out[key] = at_low + (position - low) * (at_high - at_low)
-    stats = {key: np.asarray(value).reshape(3, 1, 1).tolist() for key, value in out.items()}
+    stats: dict[str, Any] = {key: np.asarray(value).reshape(3, 1, 1).tolist() for key, value in out.items()}
     stats["count"] = [int(frames)]
     return stats
 
@@ -78,7 +78,10 @@ def _image_histogram(reader: EpisodeReader, cam: str, image_stride: int) -> tupl
     """Histogram (3, 256) of every image_stride-th stored frame of a camera, and how many frames it counts."""
     _, first_steps = np.unique(reader.frame_indices(cam), return_index=True)  # one step per stored frame
     steps = first_steps[::image_stride]
-    return sum(channel_histogram(reader.frame(cam, int(i))) for i in steps), len(steps)
+    histogram = np.zeros((3, 256), np.int64)
+    for i in steps:
+        histogram += channel_histogram(reader.frame(cam, int(i)))
+    return histogram, len(steps)
 
 
 def dataset_stats(episodes: Sequence[Path], image_stride: int = 10) -> dict[str, dict[str, Any]]:
@@ -101,7 +104,8 @@ def dataset_stats(episodes: Sequence[Path], image_stride: int = 10) -> dict[str,
                 images.setdefault(cam, []).append(_image_histogram(reader, cam, image_stride))
     stats = {name: feature_stats(np.concatenate(parts)) for name, parts in columns.items()}
     for cam, parts in images.items():
-        stats[f"observation.images.{cam}"] = histogram_stats(sum(h for h, _ in parts), sum(n for _, n in parts))
+        stats[f"observation.images.{cam}"] = histogram_stats(np.sum([h for h, _ in parts], axis=0),
+                                                             sum(n for _, n in parts))
     return stats
 
 

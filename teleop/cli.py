@@ -649,6 +649,7 @@ _CHECKS = {"demo": _check_demo, "record": _check_record, "calibrate": _check_cal
 # ------------------------------------------------------------------------------------------------- export
 def _add_export_parser(sub: Any) -> None:
     from recorder.export.actions import ACTION_SPACES
+    from recorder.export.base import VIDEO_CODECS
     from recorder.export.registry import EXPORTERS
 
     export = sub.add_parser("export", help="turn recorded episodes into a dataset for a learning framework")
@@ -656,7 +657,8 @@ def _add_export_parser(sub: Any) -> None:
     export.add_argument("--format", required=True, metavar="FORMAT",
                         help="; ".join(f"{name}: {entry.description}" for name, entry in EXPORTERS.items()))
     export.add_argument("--out", type=Path, required=True,
-                        help="dataset to create (a file for robomimic, a folder for diffusion-policy); never replaced")
+                        help="dataset to create (a file for robomimic, a folder for diffusion-policy and lerobot); "
+                             "never replaced")
     export.add_argument("--camera", action="extend", nargs="+", default=None, metavar="NAME",
                         help="cameras to export, in this order (default: every camera of the episodes)")
     export.add_argument("--image-size", type=_height_width, default=None, metavar="HxW",
@@ -669,6 +671,9 @@ def _add_export_parser(sub: Any) -> None:
     export.add_argument("--valid-fraction", type=float, default=0.1,
                         help="share of the episodes held out for validation, in [0, 1) (default 0.1)")
     export.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    export.add_argument("--video-codec", default="av1", choices=list(VIDEO_CODECS),
+                        help="lerobot: codec of the camera videos, av1 (libsvtav1, as LeRobot records) or h264 "
+                             "(libx264) (default av1)")
 
 
 def _height_width(text: str) -> tuple[int, int]:
@@ -683,7 +688,7 @@ def _export_options(args: argparse.Namespace):  # noqa: ANN202 - ExportOptions, 
 
     return ExportOptions(cameras=None if args.camera is None else tuple(args.camera), image_size=args.image_size,
                          action_space=args.action_space, include_all=args.all,
-                         valid_fraction=args.valid_fraction, seed=args.seed)
+                         valid_fraction=args.valid_fraction, seed=args.seed, video_codec=args.video_codec)
 
 
 class _ExportProgressBar:

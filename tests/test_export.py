@@ -8,6 +8,10 @@ compared value by value with the episodes, against the rules of each format's lo
 - diffusion_policy (ReplayBuffer.copy_from_path, SequenceSampler; zarr-python 2): a zarr format 2 group
   (.zgroup, .zarray with zarr_format 2 and a compressor zarr 2 knows) holding data/<key> time-major arrays with
   shape[0] == meta/episode_ends[-1], episode_ends int64 cumulative, frames chunked one per chunk.
+- lerobot 0.4.4 (LeRobotDataset with torchcodec): meta/info.json (codebase_version v3.0, whole fps, features,
+  path templates, totals), tasks.parquet indexed by the task, the episodes' parquet (row ranges, video files
+  and times, stats/*), data parquet files with the columns and types of datasets' features, and mp4 videos whose
+  frame round(t × average_fps) lies within 1e-4 s of every step's time t.
 
 benchmarks/export.py runs the real loaders on such exports (see BENCHMARKS.md).
 """
@@ -239,6 +243,164 @@ def test_diffusion_policy_export_holds_the_successful_episodes_value_for_value(
     assert [p.name for p in tmp_path.iterdir()] == ["replay.zarr"]
 
 
+# ------------------------------------------------------------------------------------------------- lerobot
+
+FPS = 20  # the recorded control rate
+
+
+def _parquet(path: Path):  # noqa: ANN202 - a pyarrow Table
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _decoded(path: Path, codec: str = "av1") -> tuple[np.ndarray, np.ndarray, float]:
+    """Every frame of an mp4 as RGB, its time [s] and the stream's average rate [frames/s], by PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name in {"av1": ("libdav1d", "av1", "libaom-av1"), "h264": ("h264",)}[codec]
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        decoded = [(frame.to_ndarray(format="rgb24"), float(frame.pts * frame.time_base))
+                   for frame in container.decode(stream)]
+        rate = float(stream.average_rate)
+    return np.stack([f for f, _ in decoded]), np.array([t for _, t in decoded]), rate
+
+
+def _check_lerobot(path: Path, sources: list[Path], result: ExportResult, options: ExportOptions) -> None:
+    """Every rule of lerobot 0.4.4's loader (see recorder/export/lerobot.py), and every value and frame
+    against the source episodes."""
+    import pandas as pd
+
+    info = json.loads((path / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == FPS and isinstance(info["fps"], int)
+    assert info["total_episodes"] == len(sources) and info["total_frames"] == result.steps
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] == ("videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+                                  if result.cameras else None)
+    features = info["features"]
+    assert not any("/" in key for key in features)
+    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        assert features[key]["shape"] == [1]
+    video_keys = [f"observation.images.{cam}" for cam in result.cameras]
+    assert [k for k, ft in features.items() if ft["dtype"] == "video"] == video_keys
+    height, width = options.image_size or (SIZE_WH[1], SIZE_WH[0])
+    for key in video_keys:
+        assert features[key]["shape"] == [height, width, 3]
+        assert features[key]["info"]["video.codec"] == options.video_codec and features[key]["info"]["video.fps"] == FPS
+    n_train = len(sources) - len(result.valid)
+    assert info["splits"] == {"train": f"0:{n_train}"} | ({"validation": f"{n_train}:{len(sources)}"}
+                                                           if result.valid else {})
+    assert list(result.episodes[n_train:]) == list(result.valid)  # training episodes first
+
+    tasks = pd.read_parquet(path / "meta/tasks.parquet")
+    by_name = {p.name: p for p in sources}
+    episodes = _parquet(path / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [e["episode_index"] for e in episodes] == list(range(len(sources)))
+    assert [e["teleop/source_episode"] for e in episodes] == list(result.episodes)
+
+    data = _parquet(path / "data/chunk-000/file-000.parquet")
+    hf = json.loads(data.schema.metadata[b"huggingface"])["info"]["features"]
+    assert list(hf) == [k for k, ft in features.items() if ft["dtype"] != "video"] == data.column_names
+    for key in data.column_names:
+        kind = data.schema.field(key).type
+        if features[key]["shape"] == [1]:
+            assert str(kind) == {"float32": "float", "int64": "int64"}[features[key]["dtype"]]
+        else:
+            assert str(kind) == f"fixed_size_list<element: float>[{features[key]['shape'][0]}]"
+    rows = {key: np.asarray(data.column(key).to_pylist()) for key in data.column_names}
+    assert np.array_equal(rows["index"], np.arange(result.steps))
+    assert rows["timestamp"].dtype == np.float64 and np.array_equal(
+        rows["timestamp"].astype(np.float32), (rows["frame_index"] / FPS).astype(np.float32))
+
+    videos = {key: _decoded(path / f"videos/{key}/chunk-000/file-000.mp4", options.video_codec) for key in video_keys}
+    for e, ep in enumerate(episodes):
+        start, end = ep["dataset_from_index"], ep["dataset_to_index"]
+        assert ep["data/chunk_index"] == ep["data/file_index"] == 0 and end - start == ep["length"]
+        assert start == (episodes[e - 1]["dataset_to_index"] if e else 0)
+        with open_episode(by_name[ep["teleop/source_episode"]]) as episode:
+            assert ep["length"] == episode.num_steps
+            task = episode.attrs["instruction"] or episode.attrs["task"]
+            assert ep["tasks"] == [task] and tasks.loc[task, "task_index"] == rows["task_index"][start]
+            assert ep["teleop/success"] == episode.success
+            assert ep["teleop/split"] == ("validation" if e >= n_train else "train")
+            sl = slice(start, end)
+            assert np.array_equal(rows["episode_index"][sl], np.full(end - start, e))
+            assert np.array_equal(rows["frame_index"][sl], np.arange(end - start))
+            expected = act.convert_actions(options.action_space, episode.action, episode.joint_pos, episode.ee_pose,
+                                           episode.attrs["action_names"], episode.attrs["joint_names"])
+            for key, values in (("action", expected), ("observation.state", episode.joint_pos),
+                                ("observation.velocity", episode.joint_vel), ("observation.ee_pose", episode.ee_pose),
+                                ("observation.target_pos", episode.extras("target_pos"))):
+                np.testing.assert_array_equal(rows[key][sl], values.astype(np.float32))
+                np.testing.assert_allclose(ep[f"stats/{key}/mean"], values.astype(np.float32).mean(axis=0),
+                                           rtol=1e-6, atol=1e-9)
+            for key, cam in zip(video_keys, result.cameras, strict=True):
+                frames, times, rate = videos[key]
+                assert rate == FPS and ep[f"videos/{key}/chunk_index"] == 0
+                t0, t1 = ep[f"videos/{key}/from_timestamp"], ep[f"videos/{key}/to_timestamp"]
+                assert t1 - t0 == pytest.approx(ep["length"] / FPS, abs=1e-9)
+                # torchcodec's lookup: frame round(t × average_fps) must lie within 1e-4 s of t
+                query = t0 + rows["timestamp"][sl].astype(np.float32)
+                found = np.round(query * rate).astype(int)
+                assert np.all(np.abs(times[found] - query) < 1e-4)
+                expected_frames = _expected_frames(episode, cam, options.image_size).astype(int)
+                error = np.abs(frames[found].astype(int) - expected_frames).mean()
+                assert error < 8.0, f"{key}: mean absolute error {error:.2f} of 255"  # lossy, yet the same images
+                image_stats = ep[f"stats/{key}/mean"]
+                assert np.asarray(image_stats).shape == (3, 1, 1) and ep[f"stats/{key}/count"] == [ep["length"]]
+    for frames, times, _ in videos.values():
+        assert len(frames) == result.steps and np.allclose(times, np.arange(result.steps) / FPS, atol=1e-9, rtol=0)
+
+    stats = json.loads((path / "meta/stats.json").read_text())
+    assert set(stats) == set(features)
+    np.testing.assert_allclose(stats["action"]["mean"], rows["action"].mean(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(rows["action"], 0.99, axis=0), rtol=1e-6,
+                               atol=1e-9)
+    assert stats["index"]["count"] == [result.steps] and stats["index"]["max"] == [result.steps - 1]
+    for key in video_keys:
+        assert np.asarray(stats[key]["std"]).shape == (3, 1, 1) and stats[key]["count"] == [result.steps]
+
+
+@pytest.mark.parametrize("storage", STORAGE, ids=[f"{f}-{c}" for f, c in STORAGE])
+def test_lerobot_export_holds_the_successful_episodes_value_for_value_and_frame_for_frame(
+    recorded: dict, storage: tuple[str, str], tmp_path: Path
+) -> None:
+    folder = recorded[storage]
+    options = ExportOptions(valid_fraction=0.5, seed=0)
+    out = tmp_path / "dataset"
+    result = export_directory(folder, "lerobot", out, options)
+    sources = _episodes(folder)
+    assert sorted(result.episodes) == [p.name for p in sources] and len(result.valid) == 1
+    assert result.frames == result.steps * 2 and result.encoder_share > 0
+    _check_lerobot(out, sources, result, options)
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset"]
+
+
+def test_lerobot_export_in_h264_with_one_resized_camera_or_no_camera(recorded: dict, tmp_path: Path) -> None:
+    folder = recorded[("zarr", "lossless")]
+    options = ExportOptions(cameras=("wrist",), image_size=(32, 40), video_codec="h264", action_space="delta",
+                            valid_fraction=0)
+    result = export_directory(folder, "lerobot", tmp_path / "h264", options)
+    _check_lerobot(tmp_path / "h264", _episodes(folder), result, options)
+    options = ExportOptions(cameras=(), include_all=True)
+    result = export_directory(folder, "lerobot", tmp_path / "none", options)
+    assert result.frames == 0 and not (tmp_path / "none/videos").exists()
+    _check_lerobot(tmp_path / "none", _episodes(folder, include_all=True), result, options)
+    with pytest.raises(ExportError, match="H.264 needs frames of an even height and width.*--image-size"):
+        export_directory(folder, "lerobot", tmp_path / "odd", ExportOptions(image_size=(31, 40), video_codec="h264"))
+    assert not (tmp_path / "odd").exists()
+
+
+def test_lerobot_needs_a_whole_frame_rate(tmp_path: Path) -> None:
+    from recorder.export.lerobot import whole_fps
+
+    assert whole_fps(30.0) == 30
+    with pytest.raises(ExportError, match="12.5 Hz.*whole number of frames per second"):
+        whole_fps(12.5)
+
+
 # ------------------------------------------------------------------------------- selection, split, spaces
 
 
@@ -350,16 +512,17 @@ def test_resize_averages_and_keeps_flat_colour() -> None:
 
 
 def _slow_camera_episode(folder: Path, fmt: str, steps: int = 70, size: tuple[int, int] = (8, 6),
-                         robot: str = "arm", extras: tuple[str, ...] = ()) -> Path:
+                         robot: str = "arm", extras: tuple[str, ...] = (), shade: int = 3) -> Path:
     """An episode whose camera (size: width, height) delivers a new frame every third step (each frame stored
-    once): 70 steps span three of the encoder's blocks of 32 steps, and a frame spans each block boundary."""
+    once), frame k of colour shade × k: 70 steps span three of the encoder's blocks of 32 steps, and a frame
+    spans each block boundary."""
     info = CameraInfo(size[0], size[1], np.eye(3), np.eye(4))
     meta = EpisodeMeta(robot=robot, task="slow", instruction="wait", control_rate_hz=30.0, operator_device="test",
                        joint_names=("j0", "j1"), action_names=("j0", "j1", "gripper"), cameras={"cam": info},
                        start_time=0.0)
     with create_writer(folder, meta, fmt) as writer:
         for i in range(steps):
-            rgb = np.full((size[1], size[0], 3), 3 * (i // 3), np.uint8)
+            rgb = np.full((size[1], size[0], 3), shade * (i // 3), np.uint8)
             rgb[0, 0] = i // 3
             writer.append(Step(t=i / 30, joint_pos=np.array([i, -i], float), joint_vel=np.zeros(2),
                                ee_pose=np.array([0, 0, i, 1, 0, 0, 0], float), action=np.array([i, 1, 0.5]),
@@ -369,16 +532,21 @@ def _slow_camera_episode(folder: Path, fmt: str, steps: int = 70, size: tuple[in
     return path
 
 
-@pytest.mark.parametrize("format", ["robomimic", "diffusion-policy"])
+@pytest.mark.parametrize("format", ["robomimic", "diffusion-policy", "lerobot"])
 def test_a_frame_several_steps_share_is_encoded_once_and_written_for_each(format: str, tmp_path: Path) -> None:
     episodes = tmp_path / "episodes"
     episodes.mkdir()
-    source = _slow_camera_episode(episodes, "hdf5")
+    source = _slow_camera_episode(episodes, "hdf5", shade=10 if format == "lerobot" else 3)
     out = tmp_path / "out"
     result = export_directory(episodes, format, out, ExportOptions(include_all=True, valid_fraction=0))
     assert result.frames == 70 and result.encoded_frames == 24
     with open_episode(source) as episode:
         expected = episode.frames("cam")
+    if format == "lerobot":  # lossy: each step's frame has the flat colour 10 × (step // 3), within 3 levels
+        images, times, _ = _decoded(out / "videos/observation.images.cam/chunk-000/file-000.mp4")
+        assert np.array_equal(times, np.arange(70) / 30)
+        assert np.abs(np.median(images, axis=(1, 2, 3)) - expected[:, 3, 3, 0]).max() <= 3
+        return
     if format == "robomimic":
         with h5py.File(out, "r") as f:
             images = f["data/demo_0/obs/cam_image"][()]
@@ -414,7 +582,7 @@ def test_episodes_that_do_not_fit_in_one_dataset_are_named(tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------- atomic, no overwrite
 
 
-@pytest.mark.parametrize("format", ["robomimic", "diffusion-policy"])
+@pytest.mark.parametrize("format", list(EXPORTERS))
 def test_an_existing_output_is_never_replaced(recorded: dict, format: str, tmp_path: Path) -> None:
     folder = recorded[("hdf5", "lossless")]
     for existing in (tmp_path / "file", tmp_path / "folder"):
@@ -424,7 +592,7 @@ def test_an_existing_output_is_never_replaced(recorded: dict, format: str, tmp_p
     assert (tmp_path / "file").read_text() == "mine" and not list((tmp_path / "folder").iterdir())
 
 
-@pytest.mark.parametrize("format", ["robomimic", "diffusion-policy"])
+@pytest.mark.parametrize("format", list(EXPORTERS))
 def test_a_failed_export_leaves_nothing_behind(recorded: dict, format: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     folder = recorded[("zarr", "jpeg")]
@@ -472,6 +640,23 @@ def test_every_registered_format_is_an_exporter_with_a_suffix() -> None:
         assert issubclass(cls, Exporter) and cls.name == name and (cls.suffix == "" or cls.suffix.startswith("."))
 
 
+def test_a_script_without_a_main_guard_exports(recorded: dict, tmp_path: Path) -> None:
+    """Verification runs in a child interpreter that never runs the calling script again (multiprocessing's
+    spawn and forkserver would, and the script would start its export again inside the child)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "export_mine.py"
+    script.write_text("from pathlib import Path\n"
+                      "from recorder.export.base import ExportOptions\n"
+                      "from recorder.export.registry import export_directory\n"
+                      f"print(export_directory(Path({str(recorded[('hdf5', 'jpeg')])!r}), 'lerobot', "
+                      f"Path({str(tmp_path / 'out')!r}), ExportOptions()).summary())\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("exported 2 episodes") and (tmp_path / "out/meta/info.json").exists()
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
@@ -512,7 +697,18 @@ def test_cli_refuses_bad_options_before_any_work(recorded: dict, bad: list[str],
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("bad", [["--image-size", "96"], ["--action-space", "cartesian"]])
+def test_cli_exports_lerobot_with_the_codec_asked_for(recorded: dict, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "lerobot"
+    assert main(["export", str(recorded[("hdf5", "lossless")]), "--format", "lerobot", "--out", str(out),
+                 "--video-codec", "h264", "--camera", "front", "--image-size", "24x32"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("exported 2 episodes")
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"]["observation.images.front"]["info"]["video.codec"] == "h264"
+    assert info["features"]["observation.images.front"]["shape"] == [24, 32, 3]
+
+
+@pytest.mark.parametrize("bad", [["--image-size", "96"], ["--action-space", "cartesian"], ["--video-codec", "vp9"]])
 def test_cli_rejects_malformed_values(recorded: dict, bad: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["export", str(recorded[("hdf5", "lossless")]), "--format", "robomimic", "--out", str(tmp_path / "x"),

@@ -97,7 +97,7 @@ def whole_fps(rate_hz: float) -> int:
 
 def vector_features(plan: DatasetPlan) -> dict[str, dict[str, Any]]:
     """info.json's features of the per-step vectors, in the column order of the data files."""
-    features = {
+    features: dict[str, dict[str, Any]] = {
         "observation.state": {"dtype": "float32", "shape": [len(plan.joint_names)], "names": list(plan.joint_names)},
         "observation.velocity": {"dtype": "float32", "shape": [len(plan.joint_names)],
                                  "names": list(plan.joint_names)},
