@@ -1,12 +1,13 @@
-"""Export benchmark: episodes recorded in simulation exported as robomimic HDF5 and diffusion-policy zarr, with
-the frame encoder on one thread and on one per core, against the storage libraries' own compression paths; and
-the real loaders run on the exports.
+"""Export benchmark: episodes recorded in simulation exported as robomimic HDF5, diffusion-policy zarr and
+LeRobot v3.0, with the frame encoder on one thread and on one per core, against the storage libraries' own
+compression paths (and LeRobot's own dataset writer); and the real loaders run on the exports.
 
     python benchmarks/export.py [--episodes N] [--seconds S] [--image-size WxH] [--rounds R] [--quick]
-                                [--loaders-python PYTHON]
+                                [--loaders-python PYTHON] [--lerobot-python PYTHON]
 
 Progress goes to stderr; the last stdout line is one JSON object:
-{"machine": {...}, "sources": {...}, "exports": [...], "encoder": {...}, "loaders": {...} | null}.
+{"machine": {...}, "sources": {...}, "exports": [...], "encoder": {...}, "loaders": {...} | null,
+ "lerobot": {...} | null}.
 
 Sources: N episodes (default 6) of the scripted operator on franka-reach, S seconds each (default 10; the
 episode runs its full length), 20 Hz in real time, two simulator cameras of WxH (default 224x224), recorded
@@ -19,9 +20,10 @@ pass), verify_s (the pass: every episode read and checked byte by byte, `workers
 (camera frames written per second of wall_s), cpu_s (process CPU time over the export, all threads), cores_used
 (cpu_s / wall_s), busiest_thread_share (the share of the frame work's CPU time done on the busiest encoder
 thread: 1.0 for one thread, 0.5 when two shared it evenly), encode_cpu_s and encoder_share (CPU time the encoder
-threads spent compressing frames, and its share of cpu_s), resize_cpu_s, read_cpu_s and read_share (the encoder
-threads reading and decoding the episodes' frames), mb. One more row per source and format resizes the frames to
-96x128 (one encoder thread per core).
+threads spent compressing frames, and its share of cpu_s; for lerobot, the video encoder's own threads too),
+resize_cpu_s, read_cpu_s and read_share (the encoder threads reading and decoding the episodes' frames), mb. One
+more row per source and format resizes the frames to 96x128 (one encoder thread per core). lerobot rows encode
+AV1 (the default); one more row per source encodes H.264.
 
 encoder: the frames of the HDF5 source, decoded in memory, written once more without an episode to read
 (median of 2R rounds, interleaved):
@@ -48,6 +50,26 @@ to numpy; and, for a zarr backend, zarr.copy_store of /meta and of each /data ar
 chunks and compressor must be kept), the constructor's checks (data, meta, meta/episode_ends, every array's
 length == episode_ends[-1]), and slices every window SequenceSampler would (sequence_length 16, pad_before 1,
 pad_after 7) from the copy, checking that it holds the rows of one episode.
+
+lerobot (with --lerobot-python): lerobot 0.4.4's own LeRobotDataset on the LeRobot export of the zarr-JPEG
+source, in an interpreter that has it. Set it up once with
+
+    apt-get install ffmpeg                                  # torchcodec links the system's FFmpeg libraries
+    python -m venv --system-site-packages /tmp/lerobot      # numpy, av, pyarrow and the CPU torch of the app
+    /tmp/lerobot/bin/pip install --no-deps lerobot==0.4.4 torchcodec==0.13.0 accelerate
+    /tmp/lerobot/bin/pip install 'datasets>=4,<5' 'huggingface-hub>=0.34.2,<0.36' jsonlines deepdiff \
+        draccus einops safetensors pandas
+
+(lerobot 0.4.4 pins torch<2.11, whose PyPI wheels carry CUDA; its dataset code runs on the CPU torch 2.13.
+torchcodec 0.13 is the newest whose PyPI wheel works without CUDA's libraries. lerobot imports torchvision at
+module level for image transforms and its older decoder, neither used on a video dataset read with torchcodec: a
+stand-in module takes its place.) The check opens the export with `LeRobotDataset(repo_id, root=PATH)` and its
+default checks (tolerance_s 1e-4), reads every item (every frame of every camera decoded by torchcodec at its
+timestamp) and compares it with the export's parquet rows and with the frames PyAV decodes from the mp4 files;
+reads items with delta_timestamps (two frames, three actions) at every episode's ends; and, as the peer, writes
+the same episodes (the export's rows and decoded frames) through LeRobot's own recording path
+(LeRobotDataset.create, add_frame, save_episode, finalize: PNG files, then libsvtav1 through PyAV) and reports
+its frames per second beside this exporter's.
 """
 
 from __future__ import annotations
@@ -124,7 +146,8 @@ def export_rows(configs: list[dict[str, Any]], rounds: int, out_root: Path) -> l
         for c, config in enumerate(configs):
             suffix = EXPORTERS[config["format"]].load().suffix
             out = out_root / f"{c}-{k}{suffix}"
-            options = ExportOptions(include_all=True, image_size=config["image_size"])
+            options = ExportOptions(include_all=True, image_size=config["image_size"],
+                                    video_codec=config.get("video_codec", "av1"))
             results[c].append(export_directory(config["folder"], config["format"], out, options,
                                                workers=config["workers"]))
             keep = config.get("keep")
@@ -138,6 +161,8 @@ def export_rows(configs: list[dict[str, Any]], rounds: int, out_root: Path) -> l
         row: dict[str, Any] = {"source": config["source"], "format": config["format"], "workers": config["workers"],
                                "image_size": list(config["image_size"]) if config["image_size"] else None,
                                "episodes": len(runs[0].episodes), "frames": runs[0].frames}
+        if config["format"] == "lerobot":
+            row["video_codec"] = config.get("video_codec", "av1")
         figures = {
             "wall_s": [r.seconds for r in runs], "verify_s": [r.verify_s for r in runs],
             "frames_per_s": [r.frames_per_s for r in runs], "cpu_s": [r.cpu_s for r in runs],
@@ -259,16 +284,22 @@ def run_loader_checks(python: str, robomimic_path: Path, zarr_path: Path) -> dic
 
 
 def _stub_torchvision() -> None:
-    """Stand-ins for the torchvision modules robomimic's models import at module level (only their classes
-    call into them)."""
+    """Stand-ins for the torchvision modules that robomimic's models and lerobot's image transforms import at
+    module level (only code that reading a video dataset or an HDF5 file never runs calls into them)."""
+    import importlib.machinery
     import types
 
-    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.models")
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.models",
+             "torchvision.transforms.v2", "torchvision.transforms.v2.functional", "torchvision.io")
     modules = {name: types.ModuleType(name) for name in names}
-    modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
-    modules["torchvision"].models = modules["torchvision.models"]  # type: ignore[attr-defined]
-    modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]  # type: ignore
+    for name, module in modules.items():
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # `datasets` looks for torchvision's spec
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(modules[parent], child, module)
     modules["torchvision.transforms"].Lambda = modules["torchvision.transforms"].Compose = object  # type: ignore
+    modules["torchvision.transforms.v2"].Transform = object  # type: ignore[attr-defined]
+    modules["torchvision"].set_video_backend = lambda backend: None  # type: ignore[attr-defined]
     for name, module in modules.items():
         sys.modules.setdefault(name, module)
 
@@ -401,6 +432,116 @@ def check_loaders(robomimic_path: Path, zarr_path: Path) -> None:
     print(json.dumps(results))
 
 
+def run_lerobot_check(python: str, path: Path) -> dict[str, Any]:
+    """This script with --check-lerobot in the interpreter that has lerobot; its JSON line."""
+    done = subprocess.run([python, __file__, "--check-lerobot", str(path)], capture_output=True, text=True,
+                          timeout=1800, check=False)
+    if done.returncode != 0:
+        log(done.stderr[-4000:])
+        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
+        return {"ok": False, "error": error}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _mp4_frames(path: Path) -> dict[float, np.ndarray]:
+    """Every frame of an mp4 by PyAV, by its time [s] rounded to 0.1 ms."""
+    import av
+
+    with av.open(str(path)) as container:
+        return {round(float(f.pts * f.time_base), 4): f.to_ndarray(format="rgb24")
+                for f in container.decode(container.streams.video[0])}
+
+
+def check_lerobot(path: Path) -> dict[str, Any]:
+    """Runs in the interpreter that has lerobot 0.4.4 (see the module docstring); prints one JSON line."""
+    _stub_torchvision()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from lerobot import __version__ as lerobot_version
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    dataset = LeRobotDataset("teleop/export", root=path)  # default checks, tolerance_s 1e-4
+    meta = dataset.meta
+    rows = pa.concat_tables([pq.read_table(f) for f in sorted((path / "data").glob("*/*.parquet"))]).to_pydict()
+    episodes = pq.read_table(path / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    videos: dict[Path, dict[float, np.ndarray]] = {}
+    largest = 0.0
+    for idx in range(len(dataset)):
+        item = dataset[idx]
+        for key in rows:
+            if not np.array_equal(item[key].numpy(), np.asarray(rows[key][idx], dtype=item[key].numpy().dtype)):
+                raise RuntimeError(f"item {idx}: {key} differs from the data file")
+        episode = episodes[rows["episode_index"][idx]]
+        if item["task"] != episode["tasks"][0]:
+            raise RuntimeError(f"item {idx}: task {item['task']!r}, the episode's is {episode['tasks'][0]!r}")
+        for key in meta.video_keys:
+            file = path / meta.get_video_file_path(rows["episode_index"][idx], key)
+            frames = videos.setdefault(file, _mp4_frames(file))
+            t = round(episode[f"videos/{key}/from_timestamp"] + rows["timestamp"][idx], 4)
+            theirs = item[key].numpy().transpose(1, 2, 0) * 255.0  # torchcodec's frame, (C, H, W) on [0, 1]
+            largest = max(largest, float(np.abs(theirs - frames[t]).mean()))
+    if largest > 1.0:
+        raise RuntimeError(f"torchcodec's frames differ from PyAV's by {largest:.2f} levels on average")
+    fps = meta.fps
+    deltas = {key: [-1 / fps, 0.0] for key in meta.video_keys} | {"action": [0.0, 1 / fps, 2 / fps]}
+    windows = LeRobotDataset("teleop/export", root=path, delta_timestamps=deltas)
+    for episode in episodes:
+        first, last = episode["dataset_from_index"], episode["dataset_to_index"] - 1
+        for key in meta.video_keys:
+            if windows[first][f"{key}_is_pad"].tolist() != [True, False]:
+                raise RuntimeError(f"{key}: the frame before an episode's first is not padding")
+        if windows[last]["action_is_pad"].tolist() != [False, True, True]:
+            raise RuntimeError("the actions after an episode's last are not padding")
+    peer = _lerobot_writer(path, dataset, rows, episodes, videos)
+    return {"ok": True, "lerobot_version": lerobot_version, "items": len(dataset), "episodes": meta.total_episodes,
+            "video_keys": meta.video_keys, "codec": [meta.features[k]["info"]["video.codec"] for k in meta.video_keys],
+            "frames_decoded": len(dataset) * len(meta.video_keys), "torchcodec_vs_pyav_mean_abs_levels": largest,
+            "delta_timestamp_windows": 2 * len(episodes), "peer": peer}
+
+
+def _lerobot_writer(path: Path, dataset: Any, rows: dict[str, list[Any]], episodes: list[dict[str, Any]],
+                    videos: dict[Path, dict[float, np.ndarray]]) -> dict[str, Any]:
+    """LeRobot's own recording path writing the same episodes (rows and decoded frames), timed: frames/s."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    meta = dataset.meta
+    defaults = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+    features = {k: {key: v for key, v in ft.items() if key != "info"} for k, ft in meta.features.items()
+                if k not in defaults}
+    vector_keys = [k for k, ft in features.items() if ft["dtype"] != "video"]
+    frames = {}  # (episode, step, key) -> frame, decoded before the clock starts
+    for episode in episodes:
+        for key in meta.video_keys:
+            file = path / meta.get_video_file_path(episode["episode_index"], key)
+            for i in range(episode["length"]):
+                t = round(episode[f"videos/{key}/from_timestamp"] + i / meta.fps, 4)
+                frames[episode["episode_index"], i, key] = videos[file][t]
+    figures = {}
+    for mode, streaming in (("png files, then encode (LeRobot's default)", False), ("streaming encoder", True)):
+        with tempfile.TemporaryDirectory(prefix="lerobot-writer-") as tmp:
+            start = time.perf_counter()
+            peer = LeRobotDataset.create("teleop/peer", fps=meta.fps, features=features, root=Path(tmp) / "peer",
+                                         robot_type=meta.robot_type, use_videos=True,
+                                         image_writer_threads=4 * len(meta.video_keys), streaming_encoding=streaming)
+            for episode in episodes:
+                for i in range(episode["length"]):
+                    row = episode["dataset_from_index"] + i
+                    frame = {k: np.asarray(rows[k][row], np.float32) for k in vector_keys}
+                    frame |= {k: frames[episode["episode_index"], i, k] for k in meta.video_keys}
+                    peer.add_frame(frame | {"task": episode["tasks"][0]})
+                peer.save_episode()
+            peer.finalize()
+            seconds = time.perf_counter() - start
+            if len(LeRobotDataset("teleop/peer", root=Path(tmp) / "peer")) != len(dataset):
+                raise RuntimeError(f"LeRobot's writer ({mode}) wrote another number of frames")
+        count = len(dataset) * len(meta.video_keys)
+        figures[mode] = {"seconds": round(seconds, 3), "frames_per_s": round(count / seconds, 1)}
+        log(f"lerobot's writer, {mode}: {figures[mode]['frames_per_s']:.0f} frames/s")
+    return figures
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -412,10 +553,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 short episodes of 64x48 frames, 1 round")
     parser.add_argument("--loaders-python", default=None, help="interpreter with robomimic 0.3.0 and zarr-python 2")
+    parser.add_argument("--lerobot-python", default=None, help="interpreter with lerobot 0.4.4 and torchcodec")
     parser.add_argument("--check-loaders", nargs=2, type=Path, metavar=("HDF5", "ZARR"), help=argparse.SUPPRESS)
+    parser.add_argument("--check-lerobot", type=Path, metavar="DATASET", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check_loaders:
         check_loaders(*args.check_loaders)
+        return
+    if args.check_lerobot:
+        try:
+            result = check_lerobot(args.check_lerobot)
+        except Exception as exc:  # the benchmark reports a failed check instead of stopping
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        log(f"lerobot: {result}")
+        print(json.dumps(result))
         return
     if args.quick:
         args.episodes, args.seconds, args.image_size, args.rounds = 2, 1.5, "64x48", 1
@@ -428,31 +579,38 @@ def main() -> None:
         sources = record_sources(root, args.episodes, args.seconds, (width, height))
         out_root = root / "out"
         out_root.mkdir()
-        kept = {"robomimic": root / "kept.hdf5", "diffusion-policy": root / "kept.zarr"}
+        kept = {"robomimic": root / "kept.hdf5", "diffusion-policy": root / "kept.zarr",
+                "lerobot": root / "kept-lerobot"}
         configs = []
         for source, folder in sources.items():
-            for fmt in ("robomimic", "diffusion-policy"):
+            for fmt in ("robomimic", "diffusion-policy", "lerobot"):
                 for workers in sorted({1, cores}):
                     configs.append({"source": source, "folder": folder, "format": fmt, "workers": workers,
                                     "image_size": None, "keep": kept[fmt] if source == "zarr-jpeg" else None})
                 configs.append({"source": source, "folder": folder, "format": fmt, "workers": cores,
                                 "image_size": (96, 128)})
+            configs.append({"source": source, "folder": folder, "format": "lerobot", "workers": cores,
+                            "image_size": None, "video_codec": "h264"})
         rows = export_rows(configs, args.rounds, out_root)
         encoder = encoder_figures(decoded_frames(sources["hdf5-lossless"]), out_root, 2 * args.rounds, cores)
-        loaders = None
+        loaders = lerobot = None
         if args.loaders_python:
             loaders = run_loader_checks(args.loaders_python, kept["robomimic"], kept["diffusion-policy"])
+        if args.lerobot_python:
+            lerobot = run_lerobot_check(args.lerobot_python, kept["lerobot"])
     result = {
         "machine": {"cpus": cores, "load_avg_start": [round(v, 2) for v in load_start],
                     "load_avg_end": [round(v, 2) for v in os.getloadavg()],
                     "wall_s": round(time.monotonic() - started, 1)},
         "sources": {"episodes": args.episodes, "seconds": args.seconds, "image_size_wh": [width, height],
                     "cameras": 2, "rate_hz": 20.0, "storage": sorted(sources)},
-        "exports": rows, "encoder": encoder, "loaders": loaders,
+        "exports": rows, "encoder": encoder, "loaders": loaders, "lerobot": lerobot,
     }
     print(json.dumps(result))
     if loaders is not None and not all(check.get("ok") for check in loaders.values() if isinstance(check, dict)):
         sys.exit(1)  # a loader refused an export
+    if lerobot is not None and not lerobot.get("ok"):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
