@@ -1,26 +1,50 @@
-"""Frozen image encoders: torchvision-layout ResNets with R3M's preprocessing built in.
+"""Frozen image encoders: R3M's ResNets and MAE / MVP's Vision Transformers, preprocessing built in.
 
 The ResNets are defined here with torchvision's parameter and buffer names (`conv1`, `bn1`,
 `layer1.0.conv1`, ..., `layer4.1.bn2`, `downsample.0/1`, Bottleneck `conv3`/`bn3`) and `fc` replaced by an
 identity, so R3M checkpoints (`torch.load(p)["r3m"]`, keys `module.convnet.*`) and torchvision state dicts
-load with strict key matching. The encoder takes images with values in 0-255 and does what R3M's
-evaluation does: Resize(256) of the shorter side, CenterCrop(224), /255, ImageNet mean/std.
+load with strict key matching. A ResNet encoder does what R3M's evaluation does: Resize(256) of the shorter
+side, CenterCrop(224), /255, ImageNet mean/std.
+
+The ViTs (`vit.VisionTransformer`, timm's names) load MAE and MVP checkpoints (`torch.load(p)["model"]`; the
+decoder's `decoder_*` and `mask_token` and a classifier `head.*` are dropped) or a bare state dict of the
+encoder, with strict key matching. A ViT encoder does what MVP does to its camera frames (pixmc's
+`compute_pixel_obs`, mvp/bc/dataset.py's `resize_crop` + `normalize`): the centred square of side min(H, W),
+resized to the ViT's input size (224, or what the checkpoint's `pos_embed` was trained at, e.g. MVP's 256-px
+ViT-L) with bilinear interpolation and no antialiasing (cv2.INTER_LINEAR), /255, ImageNet mean/std. Its
+embedding is MVP's, the CLS token after the final LayerNorm; the `-avgpool` names give MAE fine-tuning's
+mean patch token after `fc_norm` instead.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teleop.deps import require
-from teleop.errors import TeleopError, UnknownNameError
+from teleop.errors import TeleopError
+from teleop.train.architectures import (
+    ARCHITECTURES,
+    VIT_IMAGE_SIZE,
+    ResNetArchitecture,
+    ViTArchitecture,
+    architecture,
+)
+from teleop.train.architectures import encoder_feature_dim as encoder_feature_dim  # re-exported
+from teleop.train.architectures import encoder_names as encoder_names  # re-exported
 
 if TYPE_CHECKING:
     import torch
 else:
     torch = require("torch", extra="train", purpose="an image encoder for behaviour cloning")
+
+from teleop.train.vit import VisionTransformer  # noqa: E402  (after the torch check, for its error)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,29 +52,19 @@ RESIZE_SHORTER_SIDE = 256  # [px], R3M / torchvision Resize(256)
 CROP_SIZE = 224  # [px], CenterCrop(224)
 PREPROCESSING = "resize256-antialias-bilinear/centercrop224/imagenet-norm"  # part of the feature cache key
 
-# name -> (block kind, blocks per stage, feature dim)
-_ARCHITECTURES: dict[str, tuple[str, tuple[int, int, int, int], int]] = {
-    "resnet18": ("basic", (2, 2, 2, 2), 512),
-    "resnet34": ("basic", (3, 4, 6, 3), 512),
-    "resnet50": ("bottleneck", (3, 4, 6, 3), 2048),
-}
 _R3M_PREFIXES = ("module.convnet.", "convnet.")
+_R3M_FILES = "an R3M model.pt or a torchvision ResNet state dict"
+_VIT_FILES = (
+    "an MAE or MVP checkpoint ({'model': {'cls_token': ..., 'blocks.0.attn.qkv.weight': ...}}) or a ViT state dict"
+)
+_VIT_DROPPED_PREFIXES = ("decoder_", "mask_token", "head.")  # MAE's decoder, MAE's mask token, a classifier
 
 
-def encoder_names() -> tuple[str, ...]:
-    """Names accepted by build_encoder."""
-    return tuple(_ARCHITECTURES)
-
-
-def encoder_feature_dim(name: str) -> int:
-    """Length of the embedding that encoder `name` returns (512 for ResNet-18/34, 2048 for ResNet-50)."""
-    return _architecture(name)[2]
-
-
-def _architecture(name: str) -> tuple[str, tuple[int, int, int, int], int]:
-    if name not in _ARCHITECTURES:
-        raise UnknownNameError("encoder", name, list(_ARCHITECTURES))
-    return _ARCHITECTURES[name]
+def _resnet_architecture(name: str) -> ResNetArchitecture:
+    arch = architecture(name)
+    if not isinstance(arch, ResNetArchitecture):
+        raise TeleopError(f"{name} is not a ResNet: build it with build_encoder({name!r})")
+    return arch
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> torch.nn.Conv2d:
@@ -159,8 +173,8 @@ def _stage(
 
 def build_resnet(name: str) -> ResNet:
     """An untrained ResNet-18/34/50 with torchvision's names and no `fc` (uses the global torch RNG)."""
-    kind, layers, _ = _architecture(name)
-    return ResNet(BasicBlock if kind == "basic" else Bottleneck, layers)
+    arch = _resnet_architecture(name)
+    return ResNet(BasicBlock if arch.block == "basic" else Bottleneck, arch.layers)
 
 
 def resize_shorter_side(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -185,6 +199,49 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (B, C, H, W) -> (B, C, size, size), bilinear without antialiasing (as cv2.INTER_LINEAR)."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    return torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=False
+    )
+
+
+@dataclass(frozen=True)
+class ResizeCenterCrop:
+    """R3M's geometry (torchvision's ImageNet evaluation): Resize(resize) of the shorter side, CenterCrop(crop)."""
+
+    resize: int = RESIZE_SHORTER_SIDE  # [px]
+    crop: int = CROP_SIZE  # [px]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images (B, C, H, W) -> (B, C, crop, crop)."""
+        return center_crop(resize_shorter_side(images, self.resize), self.crop)
+
+    def describe(self) -> str:
+        return f"resize{self.resize}-antialias-bilinear/centercrop{self.crop}"
+
+
+@dataclass(frozen=True)
+class SquareCropResize:
+    """MVP's geometry: the centred min(H, W) square, resized to size x size (bilinear, no antialiasing).
+
+    MVP's simulated camera renders H = size and crops the centred square (pixmc `compute_pixel_obs`); its
+    real-robot data crops a square (`lower_center_crop`, bottom-aligned in its configs) and resizes it
+    with cv2.INTER_LINEAR (mvp/bc/dataset.py `resize_crop`). The centred square is the camera-neutral case.
+    """
+
+    size: int = VIT_IMAGE_SIZE  # [px]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images (B, C, H, W) -> (B, C, size, size)."""
+        return resize_square(center_crop(images, min(images.shape[-2:])), self.size)
+
+    def describe(self) -> str:
+        return f"centersquare/resize{self.size}-bilinear-noantialias"
+
+
 class Encoder(torch.nn.Module):
     """Frozen image encoder: images with values in 0-255 -> embeddings.
 
@@ -193,8 +250,10 @@ class Encoder(torch.nn.Module):
     requires a gradient.
 
     Attributes:
-        name: Architecture name ("resnet18", "resnet34", "resnet50").
+        name: Architecture name (one of `encoder_names()`, e.g. "resnet18" or "vit-b16").
         feature_dim: Embedding length.
+        backbone: The ResNet or VisionTransformer, taking geometry-transformed, ImageNet-normalised images.
+        geometry: Crop and resize of the frames before normalisation.
         weights: Checkpoint the weights came from, None for a seeded random initialisation.
         weights_sha256: SHA-256 of that file, None for random weights.
         init_seed: Seed of the random initialisation (only meaningful when weights is None).
@@ -204,32 +263,51 @@ class Encoder(torch.nn.Module):
     std: torch.Tensor  # (1, 3, 1, 1) ImageNet std
 
     def __init__(
-        self, name: str, convnet: ResNet, weights: Path | None, weights_sha256: str | None, init_seed: int
+        self,
+        name: str,
+        backbone: ResNet | VisionTransformer,
+        weights: Path | None,
+        weights_sha256: str | None,
+        init_seed: int,
+        geometry: ResizeCenterCrop | SquareCropResize | None = None,
     ) -> None:
+        """`geometry` None: R3M's Resize(256) + CenterCrop(224)."""
         super().__init__()
         self.name = name
         self.feature_dim = encoder_feature_dim(name)
         self.weights = weights
         self.weights_sha256 = weights_sha256
         self.init_seed = init_seed
-        self.convnet = convnet
+        self.geometry = ResizeCenterCrop() if geometry is None else geometry
+        self.backbone = backbone
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def convnet(self) -> ResNet:
+        """The torchvision-layout ResNet of a ResNet encoder."""
+        if not isinstance(self.backbone, ResNet):
+            raise AttributeError(f"encoder {self.name} has no convnet: its backbone is {type(self.backbone).__name__}")
+        return self.backbone
 
     def train(self, mode: bool = True) -> Encoder:
         """Stay in eval mode: the encoder is frozen, its BatchNorm statistics are the checkpoint's."""
         return super().train(False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """Images 0-255 -> (B, 3, 224, 224) float32, resized, cropped and ImageNet-normalised."""
+        """Images 0-255 -> (B, 3, S, S) float32, cropped, resized and ImageNet-normalised (S = 224 mostly)."""
         x = _channels_first(images).to(self.mean.device).to(torch.float32) / 255.0  # move uint8, then convert
-        x = center_crop(resize_shorter_side(x, RESIZE_SHORTER_SIDE), CROP_SIZE)
-        return (x - self.mean) / self.std
+        return (self.geometry(x) - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.convnet(self.preprocess(images))
+        return self.backbone(self.preprocess(images))
+
+    def preprocessing(self) -> str:
+        """Everything between the pixels and the embedding besides the weights (part of the feature cache key)."""
+        text = f"{self.geometry.describe()}/imagenet-norm"
+        return f"{text}/{self.backbone.readout}" if isinstance(self.backbone, VisionTransformer) else text
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description for run configs and checkpoints."""
@@ -242,7 +320,7 @@ class Encoder(torch.nn.Module):
             if self.weights is not None
             else f"random (seed {self.init_seed}), untrained",
             "init_seed": self.init_seed,
-            "preprocessing": PREPROCESSING,
+            "preprocessing": self.preprocessing(),
         }
 
 
@@ -268,9 +346,14 @@ def build_encoder(
     """Build a frozen encoder, loading `weights` or, without weights, a random init seeded with `init_seed`.
 
     Args:
-        name: "resnet18", "resnet34" or "resnet50".
-        weights: An R3M checkpoint (`{"r3m": {"module.convnet.*": ...}}`), a torchvision-layout state
-            dict (`fc.*` ignored) or `{"state_dict": ...}` of either. None: random weights.
+        name: One of `encoder_names()`: "resnet18", "resnet34", "resnet50", "vit-s16", "vit-b16",
+            "vit-l16" (CLS token after the final norm, as MVP) or "vit-*-avgpool" (mean patch token after
+            `fc_norm`, as MAE's fine-tuning).
+        weights: ResNets: an R3M checkpoint (`{"r3m": {"module.convnet.*": ...}}`), a torchvision-layout
+            state dict (`fc.*` ignored) or `{"state_dict": ...}` of either. ViTs: an MAE / MVP checkpoint
+            (`{"model": {"cls_token": ..., ...}}`; decoder, `mask_token` and `head.*` ignored), the bare
+            state dict or `{"state_dict": ...}`; the input size follows the checkpoint's `pos_embed`.
+            None: random weights.
         init_seed: Seed of the random initialisation; the global torch RNG is left untouched.
         expected_sha256: If given, the weights file must have this SHA-256 (that of a policy's training).
 
@@ -278,22 +361,45 @@ def build_encoder(
         UnknownNameError: Unknown architecture.
         TeleopError: Missing, unreadable or changed file, or keys/shapes that do not match the architecture.
     """
-    _architecture(name)
+    arch = architecture(name)
+    path = None if weights is None else Path(weights).expanduser().resolve()
+    if isinstance(arch, ViTArchitecture):
+        return _build_vit_encoder(name, arch, path, init_seed, expected_sha256)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         convnet = build_resnet(name)
-    if weights is None:
+    if path is None:
         return Encoder(name, convnet, None, None, init_seed)
-    weights = Path(weights).expanduser().resolve()
-    state = read_convnet_state_dict(weights)
-    sha256 = file_sha256(weights)
-    if expected_sha256 is not None and sha256 != expected_sha256:
+    state = read_convnet_state_dict(path)
+    sha256 = _checked_sha256(path, expected_sha256)
+    load_convnet_weights(convnet, name, state, path)
+    return Encoder(name, convnet, path, sha256, init_seed)
+
+
+def _build_vit_encoder(
+    name: str, arch: ViTArchitecture, path: Path | None, init_seed: int, expected_sha256: str | None
+) -> Encoder:
+    if path is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            vit = VisionTransformer(arch)
+        return Encoder(name, vit, None, None, init_seed, SquareCropResize(vit.image_size))
+    state = vit_state_dict(_read_torch_file(path, _VIT_FILES), path)
+    sha256 = _checked_sha256(path, expected_sha256)
+    with torch.device("meta"):  # no random init of weights that the checkpoint replaces
+        vit = VisionTransformer(arch, vit_image_size(state, arch, path))
+    load_vit_weights(vit, name, state, path)
+    return Encoder(name, vit, path, sha256, init_seed, SquareCropResize(vit.image_size))
+
+
+def _checked_sha256(path: Path, expected: str | None) -> str:
+    sha256 = file_sha256(path)
+    if expected is not None and sha256 != expected:
         raise TeleopError(
-            f"encoder weights {weights} changed since the policy was trained (sha256 {sha256[:12]}..., "
-            f"expected {expected_sha256[:12]}...): restore the original file or train the policy again"
+            f"encoder weights {path} changed since the policy was trained (sha256 {sha256[:12]}..., "
+            f"expected {expected[:12]}...): restore the original file or train the policy again"
         )
-    load_convnet_weights(convnet, name, state, weights)
-    return Encoder(name, convnet, weights, sha256, init_seed)
+    return sha256
 
 
 def file_sha256(path: Path) -> str:
@@ -305,21 +411,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_convnet_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint and return the ResNet's state dict in torchvision layout (no `fc`)."""
+def _read_torch_file(path: Path, accepted: str) -> Any:
+    """torch.load of tensors and plain containers; `accepted` names the files that fit, for the errors."""
     if not path.is_file():
         raise TeleopError(
-            f"encoder weights {path} not found: pass an R3M model.pt or a torchvision ResNet state dict, "
-            "or no weights for a randomly initialised encoder"
+            f"encoder weights {path} not found: pass {accepted}, or no weights for a randomly initialised encoder"
         )
+    # MAE's and MVP's training checkpoints carry their argparse.Namespace beside the weights; allow only it
+    allow = getattr(torch.serialization, "safe_globals", None)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with allow([argparse.Namespace]) if allow is not None else contextlib.nullcontext():
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-tensor pickles
         raise TeleopError(
             f"cannot read encoder weights {path} ({type(exc).__name__}: {exc}): it must be a torch "
-            "checkpoint holding only tensors (an R3M model.pt or a ResNet state_dict)"
+            f"checkpoint holding only tensors ({accepted})"
         ) from exc
-    return convnet_state_dict(checkpoint, path)
+
+
+def read_convnet_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint and return the ResNet's state dict in torchvision layout (no `fc`)."""
+    return convnet_state_dict(_read_torch_file(path, _R3M_FILES), path)
 
 
 def convnet_state_dict(checkpoint: Any, source: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -334,10 +446,9 @@ def convnet_state_dict(checkpoint: Any, source: Path | str = "checkpoint") -> di
         state = state["r3m"]
     elif isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        keys = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
+    if not _is_state_dict(state):
         raise TeleopError(
-            f"{source} is not a ResNet state dict (top level: {keys}): expected an R3M checkpoint "
+            f"{source} is not a ResNet state dict (top level: {_top_level(state)}): expected an R3M checkpoint "
             "{'r3m': {'module.convnet.conv1.weight': ...}} or a torchvision state dict {'conv1.weight': ...}"
         )
     for prefix in _R3M_PREFIXES:
@@ -347,15 +458,75 @@ def convnet_state_dict(checkpoint: Any, source: Path | str = "checkpoint") -> di
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
+def vit_state_dict(checkpoint: Any, source: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Pick the ViT encoder's weights out of an MAE / MVP checkpoint, `{"state_dict": ...}` or a bare state dict.
+
+    MAE and MVP save `{"model": state_dict, ...}` (training checkpoints add "optimizer", "epoch", "args").
+    MAE's decoder (`decoder_embed`, `decoder_pos_embed`, `decoder_blocks`, `decoder_norm`, `decoder_pred`),
+    its `mask_token` and a fine-tuned classifier `head.*` are dropped; every other key must fit the ViT.
+    """
+    state = checkpoint
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not _is_state_dict(state):
+        raise TeleopError(
+            f"{source} is not a ViT state dict (top level: {_top_level(state)}): expected {_VIT_FILES}"
+        )
+    return {k: v for k, v in state.items() if not k.startswith(_VIT_DROPPED_PREFIXES)}
+
+
+def _is_state_dict(state: Any) -> bool:
+    return isinstance(state, Mapping) and bool(state) and all(torch.is_tensor(v) for v in state.values())
+
+
+def _top_level(state: Any) -> str:
+    return str(list(state)[:5]) if isinstance(state, Mapping) else type(state).__name__
+
+
+def vit_image_size(state: Mapping[str, torch.Tensor], arch: ViTArchitecture, source: Path | str) -> int:
+    """The input side [px] that a checkpoint's `pos_embed` (1, 1 + n^2, D) was trained at: n * patch_size.
+
+    MAE's and most of MVP's checkpoints hold 1 + 14^2 positions (224 px); MVP's ViT-L holds 1 + 16^2 (256 px).
+    Without `pos_embed` this is the default 224 px, and loading names the missing key.
+    """
+    pos = state.get("pos_embed")
+    if pos is None:
+        return VIT_IMAGE_SIZE
+    grid = math.isqrt(max(pos.shape[1] - 1, 0)) if pos.ndim == 3 else 0
+    if pos.ndim != 3 or pos.shape[0] != 1 or grid == 0 or grid * grid != pos.shape[1] - 1:
+        raise TeleopError(
+            f"encoder weights {source} do not fit a ViT: pos_embed has shape {tuple(pos.shape)}, expected "
+            f"(1, 1 + n * n, {arch.embed_dim}) with the CLS token's position first and an n x n grid of patches"
+        )
+    return grid * arch.patch_size
+
+
 def load_convnet_weights(
     convnet: ResNet, name: str, state: Mapping[str, torch.Tensor], source: Path | str = "checkpoint"
 ) -> None:
     """Copy `state` into `convnet` with strict key and shape matching, or raise a TeleopError saying why."""
-    expected = convnet.state_dict()
+    _check_keys(convnet, name, state, source, _guess_architecture(state))
+    convnet.load_state_dict(dict(state), strict=True)
+
+
+def load_vit_weights(
+    vit: VisionTransformer, name: str, state: Mapping[str, torch.Tensor], source: Path | str = "checkpoint"
+) -> None:
+    """Put `state` into `vit` (on any device, also "meta") with strict key and shape matching, as float32."""
+    _check_keys(vit, name, state, source, _guess_vit(state))
+    vit.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True, assign=True)
+
+
+def _check_keys(
+    module: torch.nn.Module, name: str, state: Mapping[str, torch.Tensor], source: Path | str, looks_like: str
+) -> None:
+    expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in {name}"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
@@ -363,10 +534,8 @@ def load_convnet_weights(
         raise TeleopError(
             f"encoder weights {source} do not fit {name}"
             + _key_problems(missing, unexpected, reshaped)
-            + f"; the checkpoint looks like {_guess_architecture(state)}: pass the matching --encoder"
-            " or another checkpoint"
+            + f"; the checkpoint looks like {looks_like}: pass the matching --encoder or another checkpoint"
         )
-    convnet.load_state_dict(dict(state), strict=True)
 
 
 def _key_problems(missing: list[str], unexpected: list[str], reshaped: list[str]) -> str:
@@ -386,3 +555,21 @@ def _guess_architecture(state: Mapping[str, torch.Tensor]) -> str:
     if "layer1.0.conv3.weight" in state:
         return "resnet50" if deep else "a Bottleneck ResNet other than resnet50"
     return "resnet34" if deep else "resnet18"
+
+
+def _guess_vit(state: Mapping[str, torch.Tensor]) -> str:
+    """Which ViT a state dict comes from, judged by the CLS token's width, the blocks and the final norm."""
+    cls = state.get("cls_token")
+    if cls is None or cls.ndim != 3:
+        return "no ViT (there is no cls_token of shape (1, 1, D))"
+    width = cls.shape[-1]
+    indices = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    depth = 1 + max((int(i) for i in indices if i.isdigit()), default=-1)
+    pooling = "avg" if "fc_norm.weight" in state and "norm.weight" not in state else "cls"
+    names = [
+        n
+        for n, a in ARCHITECTURES.items()
+        if isinstance(a, ViTArchitecture) and (a.embed_dim, a.depth, a.pooling) == (width, depth, pooling)
+    ]
+    final = "fc_norm (fine-tuned with global pooling)" if pooling == "avg" else "norm"
+    return names[0] if names else f"a ViT of width {width} with {depth} blocks and a final {final}"
