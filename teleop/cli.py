@@ -103,13 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     gui.add_argument("--out", type=Path, default=Path("episodes"))
     _add_camera_arguments(gui)
 
+    from teleop.train.architectures import encoder_names
+
     train = sub.add_parser("train", help="train a behaviour-cloning policy on recorded episodes")
     train.add_argument("dir", type=Path, help="folder of episodes")
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
     train.add_argument("--steps", type=int, default=20000)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--encoder", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    train.add_argument("--encoder", default="resnet18", choices=encoder_names())
     train.add_argument("--encoder-weights", type=Path, default=None,
                        help="R3M or torchvision checkpoint (default: random init)")
     train.add_argument("--camera", default="front")
