@@ -86,14 +86,30 @@ def auto_trim_range(reader: EpisodeReader, margin_s: float = MARGIN_S) -> AutoTr
     action = np.asarray(reader.action, dtype=np.float64)
     if len(action) < 2:
         raise fail(reader.path, f"{len(action)} steps: nothing to trim")
-    change = np.abs(np.diff(action, axis=0)).max(axis=1)
-    span = float(np.ptp(action, axis=0).max())
-    threshold = max(MIN_MOTION, MOTION_FRACTION * span)
-    moving = np.flatnonzero(change > threshold) + 1  # step i moves when action[i] differs from action[i - 1]
-    if moving.size == 0:
+    found = motion_range(action, float(reader.meta.control_rate_hz), margin_s)
+    if found is None:
+        threshold = motion_threshold(action)
         raise fail(reader.path, f"the commanded action never changes by more than {threshold:.2g} per step",
                    "nothing to keep: delete the episode instead")
-    margin = int(round(margin_s * float(reader.meta.control_rate_hz)))
+    return found
+
+
+def motion_threshold(action: np.ndarray) -> float:
+    """An action change per step above this is motion [action units] (MOTION_FRACTION of the widest
+    column's range, at least MIN_MOTION)."""
+    return max(MIN_MOTION, MOTION_FRACTION * float(np.ptp(action, axis=0).max())) if len(action) else MIN_MOTION
+
+
+def motion_range(action: np.ndarray, rate_hz: float, margin_s: float = MARGIN_S) -> AutoTrim | None:
+    """The steps of actions (N, A) from just before the first commanded motion to just after the last one
+    (margin_s of idle kept on each side); None when the action never moves."""
+    action = np.asarray(action, dtype=np.float64)
+    threshold = motion_threshold(action)
+    change = np.abs(np.diff(action, axis=0)).max(axis=1) if len(action) > 1 else np.zeros(0)
+    moving = np.flatnonzero(change > threshold) + 1  # step i moves when action[i] differs from action[i - 1]
+    if moving.size == 0:
+        return None
+    margin = int(round(margin_s * rate_hz))
     first, last = int(moving[0]), int(moving[-1])
     return AutoTrim(start=max(0, first - 1 - margin), end=min(len(action), last + 1 + margin),
                     threshold=threshold, first_motion=first, last_motion=last, margin_steps=margin)

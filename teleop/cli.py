@@ -122,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--include-failed", action="store_true",
                        help="train on every intact episode, also those marked failed or without a success flag "
                             "(e.g. repaired ones)")
+    train.add_argument("--action-space", default="auto", choices=["auto", "joint", "ee-delta"],
+                       help="what the policy predicts: joint targets as recorded, or the commanded end-effector "
+                            "motion --horizon steps ahead, through IK at run time (default auto: ee-delta for "
+                            "arms, joint for hands)")
+    train.add_argument("--horizon", type=int, default=3, help="steps ahead of an ee-delta target (default 3)")
+    train.add_argument("--keep-idle", action="store_true",
+                       help="also train on each episode's idle start (default: left out, as trim --auto finds it)")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch threads while the policy trains and acts (default 1; encoding uses every core)")
 
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
     evaluate.add_argument("run", type=Path)
@@ -526,15 +535,15 @@ def _cmd_gui(args: argparse.Namespace) -> int:
 
 def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, eval_every: int = 0,
            **kwargs: object) -> float | None:
-    from teleop.evaluate import evaluate_runner
+    from teleop.evaluate import VALID_SEED_OFFSET, evaluate_runner
     from teleop.train.trainer import TrainConfig, train
 
     config = TrainConfig(episodes_dir=episodes_dir, out_dir=out, steps=steps,
                          eval_every=eval_every or steps, **kwargs)  # type: ignore[arg-type]
     evaluate = None
-    if eval_episodes:
+    if eval_episodes:  # on validation scenes: `teleop eval` reports on other (test) scenes
         def evaluate(runner):  # noqa: ANN001, ANN202
-            return evaluate_runner(runner, eval_episodes, progress=print).success_rate
+            return evaluate_runner(runner, eval_episodes, seed=VALID_SEED_OFFSET, progress=print).success_rate
     result = train(config, log=print, evaluate=evaluate)
     return result.best_success_rate
 
@@ -543,7 +552,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = _train(args.dir, args.out, args.steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, encoder=args.encoder,
                   encoder_weights=args.encoder_weights, camera=args.camera, seed=args.seed,
-                  include_failed=args.include_failed)
+                  include_failed=args.include_failed, action_space=args.action_space, horizon=args.horizon,
+                  trim_idle=not args.keep_idle, threads=args.threads)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
     return 0
@@ -599,6 +609,8 @@ def _check_demo(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
     _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
+    _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
+    _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _output_folder(args.out, "--out")
 
 
@@ -632,6 +644,8 @@ def _check_train(args: argparse.Namespace) -> None:
     _positive(args.lr, "--lr", "the learning rate, e.g. --lr 1e-3")
     _at_least(args.eval_every, 0, "--eval-every", "a number of steps, or 0 to evaluate only at the end")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
+    _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
+    _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _output_folder(args.out, "--out")
 
 

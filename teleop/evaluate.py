@@ -12,7 +12,8 @@ from teleop.session import SessionConfig, apply_action
 from teleop.sim import SimConfig
 from teleop.train.runner import PolicyRunner
 
-EVAL_SEED_OFFSET = 100_000  # evaluation scenes differ from the demonstration scenes (seeds 0, 1, ...)
+EVAL_SEED_OFFSET = 100_000  # test scenes (`teleop eval`) differ from the demonstration scenes (seeds 0, 1, ...)
+VALID_SEED_OFFSET = 200_000  # validation scenes, which pick the best checkpoint while training
 
 
 @dataclass
@@ -47,6 +48,7 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
     try:
         for i in range(episodes):
             rig.session.reset(seed + i)
+            runner.reset(rig.sim.joint_state()[0])
             limit = max_duration_s or rig.task.max_duration_s
             steps, success = 0, False
             while steps * rig.session.period < limit and not success:

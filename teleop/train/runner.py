@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from teleop.train.policy import BCPolicy
 
 CHECKPOINT_FORMAT = "teleop-bc-policy"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: PolicyInfo.action_space and horizon
+READABLE_VERSIONS = (1, 2)
 POLICY_FILE = "policy.pt"
 BEST_POLICY_FILE = "policy_best.pt"
 
@@ -48,6 +49,8 @@ class PolicyInfo:
         action_names: Columns of the action it returns.
         control_rate_hz: Control rate of the demonstrations [Hz].
         image_size: (width, height) of the camera frames it was trained on [px].
+        action_space: What the policy predicts (teleop.train.actions): "joint" or "ee-delta".
+        horizon: Steps ahead of an ee-delta prediction.
     """
 
     robot: str
@@ -58,16 +61,29 @@ class PolicyInfo:
     action_names: tuple[str, ...]
     control_rate_hz: float = 20.0
     image_size: tuple[int, int] = (224, 224)
+    action_space: str = "joint"
+    horizon: int = 1
 
 
 class PolicyRunner:
-    """Frozen encoder + BC policy in eval mode; `act` maps one observation to one action."""
+    """Frozen encoder + BC policy in eval mode; `act` maps one observation to one action.
+
+    Call `reset` with the measured joint positions at the start of every episode: an ee-delta policy's IK
+    starts from them.
+    """
 
     def __init__(self, encoder: Encoder, policy: BCPolicy, info: PolicyInfo) -> None:
+        from teleop.train.actions import make_action_space
+
         self._encoder = encoder
         self._policy = policy
         self.info = info
         self._device = next(policy.parameters()).device
+        self._space = make_action_space(info.action_space, info.robot, info.horizon)
+
+    def reset(self, proprio: np.ndarray) -> None:
+        """Start an episode at the measured joint positions (n,)."""
+        self._space.reset(np.asarray(proprio, dtype=np.float64))
 
     @property
     def robot(self) -> str:
@@ -108,11 +124,11 @@ class PolicyRunner:
         self._policy.eval()
         with torch.no_grad():
             embedding = self._encoder(torch.from_numpy(frame)[None])
-            joints_t = torch.from_numpy(joints)[None].to(self._device)
-            action = self._policy.predict(embedding, joints_t)[0].cpu().numpy().astype(np.float64)
-        if not np.all(np.isfinite(action)):
-            raise UnsafeInputError(f"the policy returned a non-finite action {action}: not sent to the robot")
-        return action
+            seen = torch.from_numpy(self._space.proprio(joints[None]))
+            prediction = self._policy.predict(embedding, seen.to(self._device))[0].cpu().numpy()
+        if not np.all(np.isfinite(prediction)):
+            raise UnsafeInputError(f"the policy returned a non-finite action {prediction}: not sent to the robot")
+        return self._space.decode(prediction, joints, 1.0 / self.control_rate_hz)
 
     def _check_inputs(self, rgb: np.ndarray, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb = np.asarray(rgb)
@@ -175,10 +191,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise TeleopError(
             f"{path} is not a policy checkpoint of `teleop train`: pass a training run directory"
         )
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
+    if checkpoint.get("version") not in READABLE_VERSIONS:
         raise TeleopError(
             f"policy checkpoint {path} has format version {checkpoint.get('version')}, this version reads "
-            f"{CHECKPOINT_VERSION}: train the policy again"
+            f"{', '.join(map(str, READABLE_VERSIONS))}: train the policy again"
         )
     return checkpoint
 
@@ -217,6 +233,8 @@ def _policy_info(d: dict[str, Any]) -> PolicyInfo:
         action_names=tuple(d["action_names"]),
         control_rate_hz=float(d.get("control_rate_hz", 20.0)),
         image_size=tuple(d.get("image_size", (224, 224))),  # type: ignore[arg-type]
+        action_space=d.get("action_space", "joint"),  # checkpoints of version 1 predict joint targets
+        horizon=int(d.get("horizon", 1)),
     )
 
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
+
 from teleop.deps import require
 from teleop.errors import TeleopError
+from teleop.train.actions import ACTION_SPACES
 from teleop.train.runner import (
     BEST_POLICY_FILE,
     POLICY_FILE,
@@ -32,6 +36,7 @@ from teleop.train.runner import (
 if TYPE_CHECKING:
     import torch
 
+    from teleop.train.actions import ActionSpace
     from teleop.train.encoders import Encoder
     from teleop.train.features import FeatureSet
     from teleop.train.policy import BCPolicy
@@ -50,8 +55,8 @@ class TrainConfig:
         steps: Gradient steps.
         batch_size: Samples per step, drawn uniformly with replacement (at least 2, for BatchNorm).
         lr: Adam learning rate.
-        encoder: "resnet18", "resnet34" or "resnet50".
-        encoder_weights: R3M or torchvision checkpoint; None trains on a randomly initialised encoder.
+        encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
+        encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
         camera: Camera whose frames the policy sees.
         hidden: MLP hidden layer sizes.
         seed: Seed of the policy initialisation and the minibatch sampling.
@@ -60,6 +65,14 @@ class TrainConfig:
         include_failed: Train on every readable episode, not only those marked successful.
         cache_dir: Embedding cache; None: out_dir / "feature_cache".
         feature_batch_size: Frames per encoder forward pass.
+        action_space: What the policy predicts (teleop.train.actions): "joint" (the recorded joint targets),
+            "ee-delta" (the commanded end-effector motion `horizon` steps ahead, through IK at run time), or
+            "auto": ee-delta for arms, joint for hands.
+        horizon: Steps ahead of an ee-delta target.
+        trim_idle: Leave out each episode's idle start (before the first commanded motion, less 0.2 s; the
+            rule of `teleop episodes trim --auto`).
+        threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
+            on one, and one is not slowed down by busy neighbours); encoding frames uses one per core.
     """
 
     episodes_dir: Path
@@ -77,6 +90,10 @@ class TrainConfig:
     include_failed: bool = False
     cache_dir: Path | None = None
     feature_batch_size: int = 32
+    action_space: str = "auto"
+    horizon: int = 3
+    trim_idle: bool = True
+    threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("episodes_dir", "out_dir", "encoder_weights", "cache_dir"):
@@ -108,6 +125,10 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (math.isfinite(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr}"),
         (c.eval_every >= 1, f"eval_every must be at least 1, got {c.eval_every}"),
         (c.feature_batch_size >= 1, f"feature_batch_size must be at least 1, got {c.feature_batch_size}"),
+        (c.action_space in ("auto", *ACTION_SPACES),
+         f"action_space must be auto, {' or '.join(ACTION_SPACES)}, got {c.action_space!r}"),
+        (c.horizon >= 1, f"horizon must be at least 1 step, got {c.horizon}"),
+        (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
         (bool(c.hidden) and all(h > 0 for h in c.hidden), f"hidden sizes must be positive, got {c.hidden}"),
         (
             c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda"),
@@ -128,7 +149,7 @@ class TrainResult:
         steps: Gradient steps taken.
         wall_time_s: Whole run, encoding and evaluations included [s].
         steps_per_s: Gradient steps per second, evaluations excluded.
-        num_episodes, num_samples: Training data used.
+        num_episodes, num_samples: Training data used (samples: the steps kept, see TrainConfig.trim_idle).
         encoded_episodes: Episodes whose embeddings were computed (0 when all came from the cache).
         best_success_rate: Best value `evaluate` returned, None without `evaluate`.
         best_step: Step of that evaluation (policy_best.pt), None without `evaluate`.
@@ -163,6 +184,7 @@ def train(
     Raises:
         TeleopError: Bad config, no usable episodes, unreadable encoder weights.
     """
+    from teleop.train.actions import default_action_space, make_action_space
     from teleop.train.encoders import build_encoder
     from teleop.train.features import load_features, select_episodes
 
@@ -173,39 +195,82 @@ def train(
     encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
     if encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
-    data = load_features(
-        episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # convolutions over batches of frames: every core
+    try:
+        data = load_features(
+            episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
+        )
+    finally:
+        torch.set_num_threads(threads)
+    space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
+    space = make_action_space(space_name, data.robot, config.horizon)
+    samples = training_samples(data, space, config.trim_idle)
     log(
-        f"training on {data.num_samples} steps of {len(episodes)} {data.robot} {data.task} episodes, {device}"
+        f"training on {len(samples.features)} of {data.num_samples} steps of {len(episodes)} {data.robot} "
+        f"{data.task} episodes ({space_name} actions{', idle starts left out' if config.trim_idle else ''}), "
+        f"{device}"
     )
     torch.manual_seed(config.seed)
-    policy = _build_policy(data, config).to(device)
+    policy = _build_policy(samples, config).to(device)
     info = PolicyInfo(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
-        data.control_rate_hz, data.image_size,
+        data.control_rate_hz, data.image_size, space_name, space.horizon,
     )
     config.out_dir.mkdir(parents=True, exist_ok=True)
     (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
     _write_config(config, device, encoder, data)
     loop = _Loop(config, policy, encoder, info, log, evaluate)
-    with open(config.out_dir / "train_log.jsonl", "w") as log_file:
-        loop.run(_tensors(data, device), log_file)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with open(config.out_dir / "train_log.jsonl", "w") as log_file:
+            loop.run(_tensors(samples, device), log_file)
+    finally:
+        torch.set_num_threads(threads)
     save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
-    return loop.result(config.out_dir, time.perf_counter() - started, data)
+    return loop.result(config.out_dir, time.perf_counter() - started, data, len(samples.features))
 
 
-def _build_policy(data: FeatureSet, config: TrainConfig) -> BCPolicy:
+@dataclass(frozen=True)
+class Samples:
+    """The training rows: embedding, what the policy sees of the robot, and its target (see
+    teleop.train.actions), one row per kept step."""
+
+    features: np.ndarray
+    proprio: np.ndarray
+    targets: np.ndarray
+
+
+def training_samples(data: FeatureSet, space: ActionSpace, trim_idle: bool) -> Samples:
+    """Per episode: targets in `space` (computed on the whole episode, so a target may look past its idle
+    end), then the rows from the idle start on (recorder.trim.motion_range) when trim_idle."""
+    from recorder.trim import motion_range
+
+    features, proprio, targets = [], [], []
+    for e in range(len(data.episodes)):
+        rows = np.flatnonzero(data.episode_index == e)
+        episode_targets = space.targets(data.proprio[rows], data.actions[rows])
+        found = motion_range(data.actions[rows], data.control_rate_hz) if trim_idle else None
+        start = found.start if found is not None else 0
+        features.append(data.features[rows[start:]])
+        proprio.append(data.proprio[rows[start:]])
+        targets.append(episode_targets[start:])
+    return Samples(np.concatenate(features), space.proprio(np.concatenate(proprio)), np.concatenate(targets))
+
+
+def _build_policy(samples: Samples, config: TrainConfig) -> BCPolicy:
     from teleop.train.policy import BCPolicy, Normalization
 
-    policy = BCPolicy(data.features.shape[1], data.proprio.shape[1], data.actions.shape[1], config.hidden)
-    policy.set_normalization(Normalization.fit(data.proprio, data.actions))
+    policy = BCPolicy(samples.features.shape[1], samples.proprio.shape[1], samples.targets.shape[1],
+                      config.hidden)
+    policy.set_normalization(Normalization.fit(samples.proprio, samples.targets))
     return policy
 
 
-def _tensors(data: FeatureSet, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tensors(samples: Samples, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     torch = require("torch", extra="train", purpose="training a policy")
-    return tuple(torch.from_numpy(a).to(device) for a in (data.features, data.proprio, data.actions))
+    return tuple(torch.from_numpy(a).to(device) for a in (samples.features, samples.proprio, samples.targets))
 
 
 def _write_config(config: TrainConfig, device: str, encoder: Encoder, data: FeatureSet) -> None:
@@ -327,7 +392,7 @@ class _Loop:
             success_rate = self.evaluations[-1][1]
         return {"config": self.config.to_dict(), "step": step, "success_rate": success_rate}
 
-    def result(self, run_dir: Path, wall_time_s: float, data: FeatureSet) -> TrainResult:
+    def result(self, run_dir: Path, wall_time_s: float, data: FeatureSet, num_samples: int) -> TrainResult:
         best = max(self.evaluations, key=lambda e: e[1]) if self.evaluations else None
         return TrainResult(
             run_dir=run_dir,
@@ -337,7 +402,7 @@ class _Loop:
             wall_time_s=wall_time_s,
             steps_per_s=self.config.steps / max(self.train_time_s, 1e-9),
             num_episodes=len(data.episodes),
-            num_samples=data.num_samples,
+            num_samples=num_samples,
             encoded_episodes=data.encoded_episodes,
             best_success_rate=None if best is None else best[1],
             best_step=None if best is None else best[0],

@@ -1,0 +1,175 @@
+"""What a policy predicts (teleop.train.actions) and which steps it trains on, on real scripted demonstrations
+of franka-reach: ee-delta targets are what the operator commanded, decoding one through the IK moves the arm
+where the demonstration went, the idle start is left out, and a trained ee-delta policy round-trips through
+its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SimulatedClock
+
+from teleop.errors import TeleopError, UnknownNameError
+
+torch = pytest.importorskip("torch")
+
+from teleop.train.actions import default_action_space, make_action_space  # noqa: E402
+
+DEMOS = 3
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three scripted franka-reach demonstrations with 32x32 cameras, on the simulator's clock."""
+    from teleop.recording import record_episode
+    from teleop.rig import RigConfig, build_rig
+    from teleop.session import SessionConfig
+    from teleop.sim import SimConfig
+
+    folder = tmp_path_factory.mktemp("reach")
+    clock = SimulatedClock()
+    rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(32, 32)),
+                              session=SessionConfig(rate_hz=20.0)), clock=clock, sleep=clock.sleep)
+    try:
+        for seed in range(DEMOS):
+            assert record_episode(rig, folder, seed).result.success
+    finally:
+        rig.close()
+    return folder
+
+
+def _episode(folder: Path, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from recorder.backend import open_episode
+
+    with open_episode(sorted(folder.glob("episode_*.h5"))[i]) as episode:
+        return episode.joint_pos, episode.action, episode.ee_pose
+
+
+def test_defaults_follow_the_robot() -> None:
+    assert default_action_space("franka") == default_action_space("xarm7") == "ee-delta"
+    assert default_action_space("allegro") == "joint"
+    assert default_action_space("a-robot-without-a-model") == "joint"
+    with pytest.raises(TeleopError, match="allegro has no end effector"):
+        make_action_space("ee-delta", "allegro")
+    with pytest.raises(UnknownNameError, match="action space 'cartesian'"):
+        make_action_space("cartesian", "franka")
+    with pytest.raises(TeleopError, match="horizon must be at least 1"):
+        make_action_space("ee-delta", "franka", horizon=0)
+
+
+def test_joint_space_is_the_recorded_action(demos: Path) -> None:
+    joint_pos, action, _ = _episode(demos)
+    space = make_action_space("joint", "franka")
+    np.testing.assert_array_equal(space.targets(joint_pos, action), action.astype(np.float32))
+    np.testing.assert_array_equal(space.proprio(joint_pos), joint_pos.astype(np.float32))
+    np.testing.assert_array_equal(space.decode(action[5], joint_pos[5], 0.05), action[5])
+
+
+def test_ee_delta_targets_are_the_commanded_motion_horizon_steps_ahead(demos: Path) -> None:
+    from kinematics.robot_model import RobotModel
+    from kinematics.robots import get_robot
+
+    joint_pos, action, ee_pose = _episode(demos)
+    model = RobotModel(get_robot("franka"))
+    space = make_action_space("ee-delta", "franka", horizon=3)
+    seen = space.proprio(joint_pos)
+    assert seen.shape == (len(joint_pos), 7 + 2)  # pose, then the two finger joints
+    np.testing.assert_allclose(seen[:, :3], ee_pose[:, :3], atol=1e-5)  # the recorded pose is FK of joint_pos
+    assert np.all(seen[:, 3] >= 0)  # quaternion sign fixed
+    targets = space.targets(joint_pos, action)
+    assert targets.shape == (len(joint_pos), 6 + 1)
+    n = len(joint_pos)
+    for t in (0, n // 2, n - 2):
+        ahead = model.fk(action[min(t + 3, n - 1), :7])[:3, 3]
+        np.testing.assert_allclose(targets[t, :3], ahead - ee_pose[t, :3], atol=1e-5)
+    np.testing.assert_array_equal(targets[:, 6], action[:, 7].astype(np.float32))  # gripper as recorded
+    idle = int(np.flatnonzero(np.abs(np.diff(action[:, :7], axis=0)).max(axis=1) > 1e-4)[0])
+    assert np.abs(targets[: max(idle - 3, 1), :3]).max() < 1e-4  # no motion commanded while idle
+
+
+def test_decoding_the_demonstrations_targets_retraces_the_demonstration(demos: Path) -> None:
+    """Fed the recorded targets step by step, the IK puts the end effector where the demonstration's commands
+    did, within the joint limits."""
+    from kinematics.robot_model import RobotModel
+    from kinematics.robots import get_robot
+
+    joint_pos, action, _ = _episode(demos, 1)
+    model = RobotModel(get_robot("franka"))
+    space = make_action_space("ee-delta", "franka", horizon=1)
+    targets = space.targets(joint_pos, action)
+    space.reset(joint_pos[0])
+    for t in range(len(joint_pos) - 1):
+        command = space.decode(targets[t], joint_pos[t], 0.05)
+        assert command.shape == (8,) and command[7] == pytest.approx(action[t, 7])
+        assert np.all(command[:7] >= model.lower) and np.all(command[:7] <= model.upper)
+        reached = model.fk(command[:7])[:3, 3]
+        np.testing.assert_allclose(reached, model.fk(action[t + 1, :7])[:3, 3], atol=5e-3)
+
+
+def test_training_leaves_out_the_idle_start_and_keeps_the_hold(demos: Path) -> None:
+    from recorder.trim import motion_range
+    from teleop.train.features import FeatureSet
+    from teleop.train.trainer import training_samples
+
+    episodes = sorted(demos.glob("episode_*.h5"))
+    parts = [_episode(demos, i) for i in range(DEMOS)]
+    data = FeatureSet(
+        features=np.concatenate([np.full((len(p[0]), 2), i, np.float32) for i, p in enumerate(parts)]),
+        proprio=np.concatenate([p[0] for p in parts]).astype(np.float32),
+        actions=np.concatenate([p[1] for p in parts]).astype(np.float32),
+        episode_index=np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
+        episodes=tuple(episodes), robot="franka", task="franka-reach", instruction="", joint_names=(),
+        action_names=(), camera="front", encoded_episodes=0,
+    )
+    space = make_action_space("ee-delta", "franka", 3)
+    everything = training_samples(data, space, trim_idle=False)
+    trimmed = training_samples(data, space, trim_idle=True)
+    assert len(everything.features) == data.num_samples
+    starts = [motion_range(p[1], 20.0).start for p in parts]
+    assert all(s > 0 for s in starts) and len(trimmed.features) == data.num_samples - sum(starts)
+    for i, (p, start) in enumerate(zip(parts, starts, strict=True)):
+        rows = np.flatnonzero(trimmed.features[:, 0] == i)
+        assert len(rows) == len(p[0]) - start  # the end (the hold after success) is kept
+        np.testing.assert_allclose(trimmed.targets[rows], space.targets(p[0], p[1])[start:], atol=1e-5)  # float32 rows
+
+
+def test_an_ee_delta_policy_trains_saves_and_acts_through_the_ik(demos: Path, tmp_path: Path) -> None:
+    from teleop.train.runner import load_policy
+    from teleop.train.trainer import TrainConfig, train
+
+    threads = torch.get_num_threads()
+    result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=60, encoder="resnet18",
+                               cache_dir=tmp_path / "cache", feature_batch_size=16, threads=1), log=lambda m: None)
+    assert torch.get_num_threads() == threads  # restored
+    assert result.num_samples < sum(len(_episode(demos, i)[0]) for i in range(DEMOS))  # idle starts left out
+    runner = load_policy(result.run_dir)
+    assert (runner.info.action_space, runner.info.horizon) == ("ee-delta", 3)
+    joint_pos, _, _ = _episode(demos)
+    runner.reset(joint_pos[0])
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    action = runner.act(rgb, joint_pos[0])
+    assert action.shape == (8,) and np.all(np.isfinite(action))
+    # one control period of joint motion at most: the IK's speed limit holds whatever the policy predicts
+    from kinematics.robot_model import RobotModel
+    from kinematics.robots import get_robot
+
+    model = RobotModel(get_robot("franka"))
+    assert np.all(np.abs(action[:7] - joint_pos[0, :7]) <= model.velocity_limit * 0.05 + 1e-9)
+
+
+def test_a_version_1_checkpoint_still_loads_as_joint_targets(demos: Path, tmp_path: Path) -> None:
+    from teleop.train.runner import load_policy
+    from teleop.train.trainer import TrainConfig, train
+
+    result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=20, action_space="joint",
+                               cache_dir=tmp_path / "cache", feature_batch_size=16), log=lambda m: None)
+    path = result.run_dir / "policy.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["version"] = 1
+    for key in ("action_space", "horizon"):
+        del checkpoint["info"][key]
+    torch.save(checkpoint, path)
+    runner = load_policy(result.run_dir)
+    assert (runner.info.action_space, runner.info.horizon) == ("joint", 1)
