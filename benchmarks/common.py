@@ -1,10 +1,12 @@
-"""What every benchmark script shares: progress on stderr, and stdout kept for the one JSON line."""
+"""What every benchmark script shares: progress on stderr, stdout kept for the one JSON line, and busy
+processes that stand for other programs' load."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -27,3 +29,21 @@ def c_stdout_to_stderr() -> Iterator[None]:
         ctypes.CDLL(None).fflush(None)
         os.dup2(saved, 1)
         os.close(saved)
+
+
+# `while True: pass`, ending when its parent is gone (a benchmark killed before its cleanup leaves no busy loop)
+BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(1000000): pass"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`n` other processes that keep a CPU busy (`python -c 'while True: pass'`, nice 0) while the block runs:
+    the load of other programs on the machine. Each is killed by its id when the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()

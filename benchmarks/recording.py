@@ -120,13 +120,13 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import InitVar, dataclass, field  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
+from benchmarks.common import busy_processes, c_stdout_to_stderr, log  # noqa: E402
 from recorder.backend import create_writer, open_episode  # noqa: E402
 from recorder.background import WRITER_NICE, BackgroundWriter  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera, synthetic_gradient, synthetic_image  # noqa: E402
@@ -153,25 +153,6 @@ with c_stdout_to_stderr():
 
 
 # ----------------------------------------------------------------------------------------------- process
-
-
-# `while True: pass`, ending when its parent is gone (a benchmark killed before its cleanup leaves no busy loop)
-BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(1000000): pass"
-
-
-@contextlib.contextmanager
-def busy_processes(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`n` other processes that keep a CPU busy (`python -c 'while True: pass'`, nice 0) while the block runs:
-    the load of other programs on the machine. Each is killed by its id when the block ends."""
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait()
-
 
 
 def proc_status_mb(key: str) -> float:
