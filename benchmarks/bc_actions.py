@@ -9,9 +9,11 @@ standardised) from what the action space lets the policy see of the robot (teleo
 positions for "joint", the end-effector pose and finger joints for "ee-delta") plus the target position, to
 the action space's targets, and rolls it out on --rollouts held-out test scenes (seeds 100000..) through the
 action space's run-time decoding (ee-delta: IK from the last command), with the task's own success check.
-Configurations: joint targets as recorded; ee-delta with horizon 1, 3 and 6; each with and without the idle
-start left out (recorder.trim.motion_range). Each is trained with --seeds seeds; the success rate is over all
-their rollouts.
+Inputs are standardised as the trainer does (teleop.train.policy.Normalization: the std of each input column
+at least PROPRIO_STD_FLOOR), or to unit variance ("unit", every column by its own std). Configurations: joint
+targets as recorded, with and without the idle start (recorder.trim.motion_range); ee-delta with horizon 1, 3
+and 6 without the idle start; horizon 3 with it; horizon 3 standardised to unit variance. Each is trained
+with --seeds seeds; the success rate is over all their rollouts.
 
 Progress goes to stderr; the last stdout line is one JSON object {"demos", "rollouts", "results": [...]}.
 """
@@ -87,11 +89,14 @@ def dataset(folder: Path, space_name: str, horizon: int, trim: bool) -> tuple[np
     return np.concatenate(inputs), np.concatenate(targets)
 
 
-def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int):  # noqa: ANN201 - (net, stats)
+def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int, floor: bool):  # noqa: ANN201 - (net, stats)
     import torch
 
+    from teleop.train.policy import Normalization
+
     torch.manual_seed(seed)
-    stats = (x.mean(0), x.std(0) + 1e-6, y.mean(0), y.std(0) + 1e-6)
+    norm = Normalization.fit(x, y)
+    stats = (norm.proprio_mean, norm.proprio_std if floor else x.std(0) + 1e-6, norm.action_mean, norm.action_std)
     xt = torch.from_numpy(((x - stats[0]) / stats[1]).astype(np.float32))
     yt = torch.from_numpy(((y - stats[2]) / stats[3]).astype(np.float32))
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
@@ -154,27 +159,30 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    configs = [("joint", 1)] + [("ee-delta", h) for h in (1, 3, 6)]
+    # (action space, horizon, idle start left out, std floor)
+    configs = [("joint", 1, False, True), ("joint", 1, True, True), ("ee-delta", 1, True, True),
+               ("ee-delta", 3, True, True), ("ee-delta", 6, True, True), ("ee-delta", 3, False, True),
+               ("ee-delta", 3, True, False)]
     results = []
     with tempfile.TemporaryDirectory(prefix="bc-actions-") as tmp:
         folder = Path(tmp)
         record(folder, args.demos)
-        for trim in (False, True):
-            for space_name, horizon in configs:
-                x, y = dataset(folder, space_name, horizon, trim)
-                successes, distances, started = 0, [], time.perf_counter()
-                for seed in range(args.seeds):
-                    net, stats = train(x, y, args.steps, seed)
-                    won, dist = rollouts(net, stats, space_name, horizon, args.rollouts)
-                    successes += won
-                    distances += dist
-                total = args.rollouts * args.seeds
-                row = {"action_space": space_name, "horizon": horizon, "idle_start_left_out": trim,
-                       "samples": len(x), "success_rate": successes / total, "rollouts": total,
-                       "median_final_distance_cm": round(100 * float(np.median(distances)), 2),
-                       "seconds": round(time.perf_counter() - started, 1)}
-                results.append(row)
-                log(json.dumps(row))
+        for space_name, horizon, trim, floor in configs:
+            x, y = dataset(folder, space_name, horizon, trim)
+            successes, distances, started = 0, [], time.perf_counter()
+            for seed in range(args.seeds):
+                net, stats = train(x, y, args.steps, seed, floor)
+                won, dist = rollouts(net, stats, space_name, horizon, args.rollouts)
+                successes += won
+                distances += dist
+            total = args.rollouts * args.seeds
+            row = {"action_space": space_name, "horizon": horizon, "idle_start_left_out": trim,
+                   "inputs": "std floor" if floor else "unit", "samples": len(x),
+                   "success_rate": round(successes / total, 4), "rollouts": total,
+                   "median_final_distance_cm": round(100 * float(np.median(distances)), 2),
+                   "seconds": round(time.perf_counter() - started, 1)}
+            results.append(row)
+            log(json.dumps(row))
     print(json.dumps({"demos": args.demos, "rollouts": args.rollouts, "seeds": args.seeds, "steps": args.steps,
                       "results": results}))
 

@@ -29,6 +29,7 @@ from teleop.train.encoders import (  # noqa: E402  (after the torch check)
     resize_shorter_side,
 )
 from teleop.train.features import cache_key  # noqa: E402
+from teleop.train.policy import PROPRIO_STD_FLOOR, BCPolicy, Normalization  # noqa: E402
 from teleop.train.runner import PolicyRunner, load_policy  # noqa: E402
 from teleop.train.trainer import Evaluate, TrainConfig, TrainResult, train  # noqa: E402
 
@@ -204,9 +205,30 @@ def test_saved_state_carries_batchnorm_and_normalisation(trained, data) -> None:
     assert state["bn.num_batches_tracked"] == TRAIN_STEPS
     proprio, actions = _training_arrays(data["episodes"])
     np.testing.assert_allclose(state["proprio_mean"].numpy(), proprio.mean(0), atol=1e-5)
+    np.testing.assert_allclose(state["proprio_std"].numpy(), np.maximum(proprio.std(0), PROPRIO_STD_FLOOR), rtol=1e-4)
     np.testing.assert_allclose(state["action_std"].numpy(), actions.std(0), rtol=1e-4)
+    assert state["bn.running_mean"].shape == (512,) and not ckpt["policy"]["bn_proprio"]  # the embedding only
     assert ckpt["info"]["action_names"] == list(ACTIONS) and ckpt["info"]["camera"] == "front"
     assert ckpt["encoder"]["weights_sha256"] is not None
+
+
+def test_a_proprio_column_that_barely_moves_is_not_blown_up() -> None:
+    rng = np.random.default_rng(0)
+    proprio = np.c_[rng.normal(0.0, 0.3, 200), 0.04 + rng.normal(0.0, 1e-4, 200)]  # a joint, an open finger
+    norm = Normalization.fit(proprio, rng.normal(size=(200, 2)))
+    assert norm.proprio_std[0] == pytest.approx(proprio[:, 0].std(), rel=1e-5)
+    assert norm.proprio_std[1] == pytest.approx(PROPRIO_STD_FLOOR)
+    policy = BCPolicy(3, 2, 2)
+    policy.set_normalization(norm)
+    policy.eval()
+    x = torch.zeros(1, 3)
+    still = torch.tensor([[0.0, 0.04]], dtype=torch.float32)
+    moved = still + torch.tensor([[0.0, 0.001]])  # the finger 1 mm off: 0.02 of a std, not 10 stds
+    with torch.no_grad():
+        inputs = [(p - policy.proprio_mean) / policy.proprio_std for p in (still, moved)]
+    assert float((inputs[1] - inputs[0]).abs().max()) == pytest.approx(0.001 / PROPRIO_STD_FLOOR, rel=1e-3)
+    assert BCPolicy(3, 2, 2, bn_proprio=True).bn.num_features == 5 and policy.bn.num_features == 3
+    assert policy(x, still).shape == (1, 2)
 
 
 def _training_arrays(episodes: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from teleop.train.policy import BCPolicy
 
 CHECKPOINT_FORMAT = "teleop-bc-policy"
-CHECKPOINT_VERSION = 2  # 2: PolicyInfo.action_space and horizon
+CHECKPOINT_VERSION = 2  # 2: PolicyInfo.action_space and horizon; BatchNorm over the embedding only
 READABLE_VERSIONS = (1, 2)
 POLICY_FILE = "policy.pt"
 BEST_POLICY_FILE = "policy_best.pt"
@@ -160,6 +160,7 @@ def save_checkpoint(
             "proprio_dim": policy.proprio_dim,
             "action_dim": policy.action_dim,
             "hidden": list(policy.hidden),
+            "bn_proprio": policy.bn_proprio,
         },
         "normalization": {k: v.tolist() for k, v in asdict(policy.normalization()).items()},
         "encoder": encoder.describe(),
@@ -255,7 +256,8 @@ def _rebuild_encoder(desc: dict[str, Any], path: Path) -> Encoder:
 def _rebuild_policy(arch: dict[str, Any], state_dict: dict[str, Any], path: Path) -> BCPolicy:
     from teleop.train.policy import BCPolicy
 
-    policy = BCPolicy(arch["embed_dim"], arch["proprio_dim"], arch["action_dim"], tuple(arch["hidden"]))
+    policy = BCPolicy(arch["embed_dim"], arch["proprio_dim"], arch["action_dim"], tuple(arch["hidden"]),
+                      bn_proprio=arch.get("bn_proprio", True))  # version 1: BatchNorm over both parts
     try:
         policy.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
