@@ -609,8 +609,6 @@ def _check_demo(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
     _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
-    _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
-    _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _output_folder(args.out, "--out")
 
 

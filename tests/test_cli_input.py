@@ -108,3 +108,16 @@ def test_a_good_record_command_gets_past_the_checks(tmp_path: Path, started: lis
     with pytest.raises(WorkStarted):
         cli.main(["record", "--seconds", "0.5", "--episodes", "2", "--out", str(tmp_path / "eps")])
     assert started == ["teleop.rig.build_rig"] and (tmp_path / "eps").is_dir()
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--episodes", "2", "--out", "{tmp}/eps"],
+    ["train", "{tmp}/eps", "--out", "{tmp}/run", "--action-space", "ee-delta", "--horizon", "2", "--threads", "2"],
+    ["eval", "{tmp}/run", "--episodes", "3"],
+], ids=["demo", "train", "eval"])
+def test_good_commands_with_default_values_get_past_the_checks(argv: list[str], tmp_path: Path,
+                                                                started: list[str]) -> None:
+    (tmp_path / "eps").mkdir()
+    with pytest.raises(WorkStarted):
+        cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert len(started) == 1
