@@ -11,8 +11,8 @@ the action space's targets, and rolls it out on --rollouts held-out test scenes 
 action space's run-time decoding (ee-delta: IK from the last command), with the task's own success check.
 Inputs are standardised as the trainer does (teleop.train.policy.Normalization: the std of each input column
 at least PROPRIO_STD_FLOOR), or to unit variance ("unit", every column by its own std). Configurations: joint
-targets as recorded, with and without the idle start (recorder.trim.motion_range); ee-delta with horizon 1, 3
-and 6 without the idle start; horizon 3 with it; horizon 3 standardised to unit variance. Each is trained
+targets as recorded, with and without the idle start (recorder.trim.motion_range); ee-delta with horizon 1, 3,
+6 and 10 without the idle start; horizon 6 with it; horizon 6 standardised to unit variance. Each is trained
 with --seeds seeds; the success rate is over all their rollouts.
 
 Progress goes to stderr; the last stdout line is one JSON object {"demos", "rollouts", "results": [...]}.
@@ -161,8 +161,8 @@ def main() -> None:
     torch.set_num_threads(1)
     # (action space, horizon, idle start left out, std floor)
     configs = [("joint", 1, False, True), ("joint", 1, True, True), ("ee-delta", 1, True, True),
-               ("ee-delta", 3, True, True), ("ee-delta", 6, True, True), ("ee-delta", 3, False, True),
-               ("ee-delta", 3, True, False)]
+               ("ee-delta", 3, True, True), ("ee-delta", 6, True, True), ("ee-delta", 10, True, True),
+               ("ee-delta", 6, False, True), ("ee-delta", 6, True, False)]
     results = []
     with tempfile.TemporaryDirectory(prefix="bc-actions-") as tmp:
         folder = Path(tmp)

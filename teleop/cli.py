@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="what the policy predicts: joint targets as recorded, or the commanded end-effector "
                             "motion --horizon steps ahead, through IK at run time (default auto: ee-delta for "
                             "arms, joint for hands)")
-    train.add_argument("--horizon", type=int, default=3, help="steps ahead of an ee-delta target (default 3)")
+    train.add_argument("--horizon", type=int, default=6, help="steps ahead of an ee-delta target (default 6)")
     train.add_argument("--keep-idle", action="store_true",
                        help="also train on each episode's idle start (default: left out, as trim --auto finds it)")
     train.add_argument("--threads", type=int, default=1,

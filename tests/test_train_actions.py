@@ -15,7 +15,7 @@ from teleop.errors import TeleopError, UnknownNameError
 
 torch = pytest.importorskip("torch")
 
-from teleop.train.actions import default_action_space, make_action_space  # noqa: E402
+from teleop.train.actions import DEFAULT_HORIZON, default_action_space, make_action_space  # noqa: E402
 
 DEMOS = 3
 
@@ -145,7 +145,7 @@ def test_an_ee_delta_policy_trains_saves_and_acts_through_the_ik(demos: Path, tm
     assert torch.get_num_threads() == threads  # restored
     assert result.num_samples < sum(len(_episode(demos, i)[0]) for i in range(DEMOS))  # idle starts left out
     runner = load_policy(result.run_dir)
-    assert (runner.info.action_space, runner.info.horizon) == ("ee-delta", 3)
+    assert (runner.info.action_space, runner.info.horizon) == ("ee-delta", DEFAULT_HORIZON)
     joint_pos, _, _ = _episode(demos)
     runner.reset(joint_pos[0])
     rgb = np.zeros((32, 32, 3), np.uint8)

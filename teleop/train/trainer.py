@@ -23,7 +23,7 @@ import numpy as np
 
 from teleop.deps import require
 from teleop.errors import TeleopError
-from teleop.train.actions import ACTION_SPACES
+from teleop.train.actions import ACTION_SPACES, DEFAULT_HORIZON
 from teleop.train.runner import (
     BEST_POLICY_FILE,
     POLICY_FILE,
@@ -91,7 +91,7 @@ class TrainConfig:
     cache_dir: Path | None = None
     feature_batch_size: int = 32
     action_space: str = "auto"
-    horizon: int = 3
+    horizon: int = DEFAULT_HORIZON
     trim_idle: bool = True
     threads: int = 1
 
