@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the last")
     evaluate.add_argument("--max-seconds", type=float, default=None, help="episode length cap (default: the task's)")
+    evaluate.add_argument("--threads", type=int, default=1,
+                          help="torch threads of the policy (default 1: fastest on small machines, and beside busy "
+                               "neighbours)")
     _add_export_parser(sub)
     return parser
 
@@ -560,9 +563,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from teleop.deps import require
     from teleop.evaluate import evaluate_runner
     from teleop.train.runner import BEST_POLICY_FILE, POLICY_FILE, load_policy
 
+    require("torch", extra="train", purpose="rolling a policy out").set_num_threads(args.threads)
     runner = load_policy(args.run, BEST_POLICY_FILE if args.best else POLICY_FILE)
     result = evaluate_runner(runner, args.episodes, max_duration_s=args.max_seconds, progress=print)
     print(json.dumps({"success_rate": result.success_rate, "episodes": result.episodes}))
@@ -649,6 +654,7 @@ def _check_train(args: argparse.Namespace) -> None:
 
 def _check_eval(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of rollouts")
+    _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _positive(args.max_seconds, "--max-seconds", "the longest a rollout may last, or leave it out for the task's")
 
 
