@@ -138,8 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the last")
     evaluate.add_argument("--max-seconds", type=float, default=None, help="episode length cap (default: the task's)")
     evaluate.add_argument("--threads", type=int, default=1,
-                          help="torch threads of the policy (default 1: fastest on small machines, and beside busy "
-                               "neighbours)")
+                          help="torch threads of each rollout process (default 1: fastest on small machines, and "
+                               "beside busy neighbours)")
+    evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                          help="rollout processes, each taking a share of the scenes (default: one per core)")
     _add_export_parser(sub)
     return parser
 
@@ -563,13 +565,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from teleop.deps import require
-    from teleop.evaluate import evaluate_runner
-    from teleop.train.runner import BEST_POLICY_FILE, POLICY_FILE, load_policy
+    from teleop.evaluate import evaluate_checkpoint
+    from teleop.train.runner import BEST_POLICY_FILE, POLICY_FILE
 
-    require("torch", extra="train", purpose="rolling a policy out").set_num_threads(args.threads)
-    runner = load_policy(args.run, BEST_POLICY_FILE if args.best else POLICY_FILE)
-    result = evaluate_runner(runner, args.episodes, max_duration_s=args.max_seconds, progress=print)
+    path = args.run / (BEST_POLICY_FILE if args.best else POLICY_FILE) if args.run.is_dir() else args.run
+    result = evaluate_checkpoint(path, args.episodes, workers=args.workers, threads=args.threads,
+                                 max_duration_s=args.max_seconds, progress=print)
     print(json.dumps({"success_rate": result.success_rate, "episodes": result.episodes}))
     return 0
 
@@ -655,6 +656,7 @@ def _check_train(args: argparse.Namespace) -> None:
 def _check_eval(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of rollouts")
     _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
+    _at_least(args.workers, 1, "--workers", "the number of rollout processes, e.g. 2")
     _positive(args.max_seconds, "--max-seconds", "the longest a rollout may last, or leave it out for the task's")
 
 

@@ -1,9 +1,21 @@
-"""Rolling a trained policy out in the simulated task it was trained on."""
+"""Rolling a trained policy out in the simulated task it was trained on.
+
+`evaluate_runner` rolls out a policy held in memory, one scene after another. `evaluate_checkpoint` rolls out a
+saved policy on `workers` processes at once, each loading it and taking an equal share of the scenes (a fresh
+interpreter per worker, so it works from any script and thread); the results are the same as one process gives,
+scene by scene.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import selectors
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +30,8 @@ VALID_SEED_OFFSET = 200_000  # validation scenes, which pick the best checkpoint
 
 @dataclass
 class EvalResult:
+    """Rollouts in scene order: success (the task's own check) and steps of each."""
+
     successes: list[bool] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
 
@@ -32,8 +46,10 @@ class EvalResult:
 
 def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_OFFSET,
                     image_size: tuple[int, int] | None = None, max_duration_s: float | None = None,
-                    progress: Callable[[str], None] | None = None) -> EvalResult:
-    """Roll `runner` out for `episodes` seeded episodes; success is the task's own check.
+                    progress: Callable[[str], None] | None = None,
+                    on_rollout: Callable[[int, bool, int], None] | None = None) -> EvalResult:
+    """Roll `runner` out for `episodes` seeded episodes (scenes seed, seed + 1, ...); success is the task's own
+    check. `on_rollout(scene, success, steps)` is called after each.
 
     Runs as fast as the simulator allows (a policy needs no wall clock); the control period is the
     demonstrations' rate, so the policy sees the dynamics it was trained on.
@@ -62,8 +78,88 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
                 steps += 1
             result.successes.append(success)
             result.steps.append(steps)
+            if on_rollout:
+                on_rollout(seed + i, success, steps)
             if progress:
                 progress(f"eval episode {i + 1}/{episodes}: {'success' if success else 'failure'} in {steps} steps")
     finally:
         rig.close()
     return result
+
+
+def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET, workers: int = 1,
+                        threads: int = 1, max_duration_s: float | None = None,
+                        progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Roll the policy saved at `path` (a run folder or a checkpoint file) out on scenes seed..seed+episodes-1,
+    on `workers` processes with `threads` torch threads each.
+
+    Raises:
+        TeleopError: The checkpoint cannot be loaded (raised here, before any worker starts).
+        RuntimeError: A worker failed; its last error line is in the message.
+    """
+    from teleop.deps import require
+    from teleop.train.runner import load_policy
+
+    require("torch", extra="train", purpose="rolling a policy out").set_num_threads(threads)
+    runner = load_policy(Path(path))  # here first: a bad checkpoint is one clear error, not one per worker
+    workers = max(1, min(workers, episodes))
+    if workers == 1:
+        return evaluate_runner(runner, episodes, seed, max_duration_s=max_duration_s, progress=progress)
+    del runner
+    shares = [s for s in np.array_split(np.arange(episodes), workers) if len(s)]
+    children = [subprocess.Popen(
+        [sys.executable, "-c", "from teleop.evaluate import _worker_main; _worker_main()", str(path),
+         str(seed + int(share[0])), str(len(share)), str(threads), json.dumps(max_duration_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env()) for share in shares]
+    rows: dict[int, tuple[bool, int]] = {}
+    with selectors.DefaultSelector() as selector:
+        for child in children:
+            assert child.stdout is not None
+            selector.register(child.stdout, selectors.EVENT_READ)
+        open_pipes = len(children)
+        while open_pipes:
+            for key, _ in selector.select():
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if not line:
+                    selector.unregister(key.fileobj)
+                    open_pipes -= 1
+                    continue
+                row = json.loads(line)
+                rows[row["seed"]] = (row["success"], row["steps"])
+                if progress:
+                    progress(f"eval episode {len(rows)}/{episodes} (scene {row['seed']}): "
+                             f"{'success' if row['success'] else 'failure'} in {row['steps']} steps")
+    for child in children:
+        _, err = child.communicate()
+        if child.returncode != 0:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            raise RuntimeError(f"an evaluation worker failed (exit status {child.returncode}): {last[0]}")
+    result = EvalResult()
+    for scene in sorted(rows):
+        result.successes.append(rows[scene][0])
+        result.steps.append(rows[scene][1])
+    return result
+
+
+def _child_env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])  # where `teleop` is imported from
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
+def _worker_main() -> None:
+    """A worker of evaluate_checkpoint: one JSON line per rollout on the original stdout; whatever the
+    libraries print goes to stderr."""
+    path, first, count, threads, max_duration = sys.argv[1:6]
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    from teleop.deps import require
+    from teleop.train.runner import load_policy
+
+    require("torch", extra="train", purpose="rolling a policy out").set_num_threads(int(threads))
+    runner = load_policy(Path(path))
+
+    def report(scene: int, success: bool, steps: int) -> None:
+        out.write(json.dumps({"seed": scene, "success": success, "steps": steps}) + "\n")
+        out.flush()
+
+    evaluate_runner(runner, int(count), int(first), max_duration_s=json.loads(max_duration), on_rollout=report)

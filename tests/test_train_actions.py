@@ -173,3 +173,19 @@ def test_a_version_1_checkpoint_still_loads_as_joint_targets(demos: Path, tmp_pa
     torch.save(checkpoint, path)
     runner = load_policy(result.run_dir)
     assert (runner.info.action_space, runner.info.horizon) == ("joint", 1)
+
+
+def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, tmp_path: Path) -> None:
+    from teleop.evaluate import evaluate_checkpoint
+    from teleop.train.trainer import TrainConfig, train
+
+    result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=200,
+                               cache_dir=tmp_path / "cache", feature_batch_size=16), log=lambda m: None)
+    lines: list[str] = []
+    alone = evaluate_checkpoint(result.run_dir, 3, seed=500, workers=1, max_duration_s=0.6)
+    shared = evaluate_checkpoint(result.run_dir / "policy.pt", 3, seed=500, workers=2, max_duration_s=0.6,
+                                 progress=lines.append)
+    assert shared.successes == alone.successes and shared.steps == alone.steps == [12, 12, 12]
+    assert sorted(line.split("(scene ")[1].split(")")[0] for line in lines) == ["500", "501", "502"]
+    with pytest.raises(TeleopError, match="no policy checkpoint"):
+        evaluate_checkpoint(tmp_path / "nothing", 2, workers=2)
