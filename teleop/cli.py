@@ -760,6 +760,9 @@ def _check_export(args: argparse.Namespace) -> None:
 
     exporter_named(args.format)
     _export_options(args)
+    if args.video_codec != "av1" and args.format != "lerobot":
+        raise TeleopError(f"--video-codec is for --format lerobot (its videos); {args.format} stores frames as "
+                          "images: leave --video-codec out")
     if not args.dir.is_dir():
         raise TeleopError(f"{args.dir}: no such folder of episodes: name the folder the episodes were recorded to")
     _output_folder(args.out.parent, "the folder of --out")

@@ -684,7 +684,7 @@ def test_cli_exports_with_a_progress_bar_and_a_summary(recorded: dict, tmp_path:
 
 
 @pytest.mark.parametrize("bad", [
-    ["--valid-fraction", "1.5"], ["--format", "parquet"], ["--camera", "front", "front"],
+    ["--valid-fraction", "1.5"], ["--format", "parquet"], ["--camera", "front", "front"], ["--video-codec", "h264"],
 ])
 def test_cli_refuses_bad_options_before_any_work(recorded: dict, bad: list[str], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
