@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--encoder", default="resnet18", choices=encoder_names())
     train.add_argument("--encoder-weights", type=Path, default=None,
-                       help="R3M or torchvision checkpoint (default: random init)")
+                       help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT "
+                            "(default: random init)")
     train.add_argument("--camera", default="front")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=0,
