@@ -35,21 +35,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
+from teleop.clock import SimulatedClock  # noqa: E402
 
 TEST_SEED = 100_000
-
-
-class _Clock:
-    """Simulated time: loops run as fast as the CPU allows."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
 
 
 def record(folder: Path, demos: int) -> None:
@@ -58,7 +46,7 @@ def record(folder: Path, demos: int) -> None:
     from teleop.session import SessionConfig
     from teleop.sim import SimConfig
 
-    clock = _Clock()
+    clock = SimulatedClock()
     config = RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(32, 32)),
                        session=SessionConfig(rate_hz=20.0))
     with c_stdout_to_stderr():

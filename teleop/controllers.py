@@ -60,18 +60,35 @@ class Controller(abc.ABC):
             command in [0, 1].
         """
         try:
+            raw = self._act(sample, q, T_base_ee, validate_period(dt))
+        except UnsafeInputError as exc:
+            return self.refuse(str(exc))
+        return self.limit(raw, dt)
+
+    def limit(self, raw: np.ndarray, dt: float) -> np.ndarray:
+        """Raw joint targets (n,) [rad], then (arms) the gripper command, from any source (the IK, a
+        retargeter, a policy) through the same limits: the action within the position and velocity limits,
+        or, on unsafe input (non-finite, wrong length), the last safe action."""
+        try:
             dt = validate_period(dt)
-            raw = self._act(sample, q, T_base_ee, dt)
+            raw = np.asarray(raw, dtype=float)
+            if raw.shape != self.action.shape:
+                raise UnsafeInputError(f"an action has {raw.shape[0] if raw.ndim == 1 else raw.shape} values, "
+                                       f"the robot takes {len(self.action)}")
             q_target = self.safety.check(raw[: self.n], dt)
         except UnsafeInputError as exc:
-            self.rejected += 1
-            self.last_error = str(exc)
-            return self.action.copy()
+            return self.refuse(str(exc))
         action = q_target
         if self.spec.has_gripper:
             action = np.append(q_target, safe_gripper(raw[self.n], float(self.action[self.n])))
         self.action = action
         return action.copy()
+
+    def refuse(self, why: str) -> np.ndarray:
+        """Count a refused input and answer with the last safe action (the robot holds still)."""
+        self.rejected += 1
+        self.last_error = why
+        return self.action.copy()
 
     @abc.abstractmethod
     def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from teleop.clock import SimulatedClock
+from teleop.recording import record_episode
 from teleop.rig import RigConfig, build_rig
-from teleop.session import SessionConfig, apply_action
+from teleop.session import SessionConfig
 from teleop.sim import SimConfig
 from teleop.train.runner import PolicyRunner
 
@@ -47,35 +49,34 @@ class EvalResult:
 def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_OFFSET,
                     image_size: tuple[int, int] | None = None, max_duration_s: float | None = None,
                     progress: Callable[[str], None] | None = None,
-                    on_rollout: Callable[[int, bool, int], None] | None = None) -> EvalResult:
+                    on_rollout: Callable[[int, bool, int], None] | None = None,
+                    record_dir: Path | None = None) -> EvalResult:
     """Roll `runner` out for `episodes` seeded episodes (scenes seed, seed + 1, ...); success is the task's own
-    check. `on_rollout(scene, success, steps)` is called after each.
+    check, and an episode ends at its first success or at the length cap. `on_rollout(scene, success, steps)`
+    is called after each.
 
-    Runs as fast as the simulator allows (a policy needs no wall clock); the control period is the
-    demonstrations' rate, so the policy sees the dynamics it was trained on.
+    The policy drives the robot through the same Session loop and controller limits as a teleoperation device
+    (Session.run_episode with `policy`), on a simulated clock: as fast as the simulator allows, with the
+    demonstrations' control period, so the policy sees the dynamics it was trained on. With `record_dir`, each
+    rollout is also recorded there as an episode (operator_device "policy", every camera), to review like a
+    demonstration; otherwise only the policy's camera is rendered.
     """
+    clock = SimulatedClock()
+    cameras = None if record_dir is not None else (runner.camera,)
     rig = build_rig(RigConfig(
-        robot=runner.robot, task=runner.task, sim=SimConfig(image_size=image_size or runner.image_size),
-        session=SessionConfig(rate_hz=runner.control_rate_hz, max_duration_s=max_duration_s),
-    ))
+        robot=runner.robot, task=runner.task,
+        sim=SimConfig(image_size=image_size or runner.image_size, cameras=cameras),
+        session=SessionConfig(rate_hz=runner.control_rate_hz, max_duration_s=max_duration_s, stop_on_success_s=0.0),
+    ), clock=clock, sleep=clock.sleep)
     result = EvalResult()
-    lower, upper = rig.controller.model.lower, rig.controller.model.upper
-    n = len(rig.sim.spec.joints)
     try:
         for i in range(episodes):
-            rig.session.reset(seed + i)
-            runner.reset(rig.sim.joint_state()[0])
-            limit = max_duration_s or rig.task.max_duration_s
-            steps, success = 0, False
-            while steps * rig.session.period < limit and not success:
-                q, _ = rig.sim.joint_state()
-                rgb = rig.sim.render(runner.camera).rgb
-                action = np.asarray(runner.act(rgb, q), dtype=float)
-                action[:n] = np.clip(action[:n], lower, upper)  # a policy is no excuse to leave the limits
-                apply_action(rig.sim, action)
-                rig.sim.step(rig.session.period)
-                success = rig.task.success(rig.sim)
-                steps += 1
+            if record_dir is not None:
+                rollout = record_episode(rig, record_dir, seed + i, policy=runner).result
+            else:
+                rig.session.reset(seed + i)
+                rollout = rig.session.run_episode(policy=runner)
+            success, steps = bool(rollout.success), rollout.steps
             result.successes.append(success)
             result.steps.append(steps)
             if on_rollout:

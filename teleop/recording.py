@@ -17,7 +17,7 @@ from recorder.episodes import unfinished_warning
 from recorder.step import EpisodeMeta, Step
 from teleop.errors import EpisodeError
 from teleop.rig import Rig
-from teleop.session import EpisodeResult
+from teleop.session import ActionSource, EpisodeResult
 
 QUEUE_S = 2.0  # the background writer may fall this far behind the control loop [s] before recording stops
 
@@ -26,13 +26,13 @@ class UnfinishedRecordingWarning(UserWarning):
     """The episode directory holds `.partial` episodes left by a recording that stopped early."""
 
 
-def episode_meta(rig: Rig, seed: int, initial_state: dict) -> EpisodeMeta:
+def episode_meta(rig: Rig, seed: int, initial_state: dict, operator_device: str | None = None) -> EpisodeMeta:
     return EpisodeMeta(
         robot=rig.config.robot,
         task=rig.task.name,
         instruction=rig.task.language_instruction(),
         control_rate_hz=rig.config.session.rate_hz,
-        operator_device=rig.config.device,
+        operator_device=operator_device or rig.config.device,
         joint_names=rig.sim.joint_names,
         action_names=rig.sim.spec.action_names,
         cameras=rig.session.camera_infos(),
@@ -55,8 +55,10 @@ def _warn(message: str) -> None:
 def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[], bool] | None = None,
                    on_step: Callable[[Step, EpisodeResult], None] | None = None, format: str = "hdf5",
                    warn: Callable[[str], None] = _warn, trace: bool = False, image_codec: str = "lossless",
-                   jpeg_quality: int = jpeg.DEFAULT_QUALITY) -> RecordedEpisode:
-    """Reset the task with `seed`, run one episode with the rig's device and write it to `out_dir`.
+                   jpeg_quality: int = jpeg.DEFAULT_QUALITY, policy: ActionSource | None = None) -> RecordedEpisode:
+    """Reset the task with `seed`, run one episode with the rig's device (or `policy`, a trained policy driving
+    the robot through the same loop and limits: its episode's operator_device is "policy") and write it to
+    `out_dir`.
 
     The episode is written by a background thread (the control loop only queues each step) in `format`
     ("hdf5" or "zarr") with colour frames stored by `image_codec` ("lossless", or "jpeg" at `jpeg_quality`),
@@ -72,21 +74,23 @@ def record_episode(rig: Rig, out_dir: Path, seed: int, should_stop: Callable[[],
     if message:
         warn(message)
     state = rig.session.reset(seed)
-    meta = episode_meta(rig, seed, state)
+    meta = episode_meta(rig, seed, state, "policy" if policy is not None else None)
     queued = max(16, round(QUEUE_S * meta.control_rate_hz))
     episode_writer = create_writer(out_dir, meta, format, image_codec=image_codec, jpeg_quality=jpeg_quality)
     writer = BackgroundWriter(episode_writer, max_queued_steps=queued)
     recorder = TraceRecorder(trace_path(writer.path), rig.config.device) if trace else None
     rig.session.device = RecordingDevice(rig.device, recorder) if recorder else rig.device
-    rig.session.device.connect()
+    if policy is None:
+        rig.session.device.connect()
     try:
         writer.open()  # creates the partial episode and starts the writer thread, before the first tick
-        result = rig.session.run_episode(writer, should_stop=should_stop, on_step=on_step)
+        result = rig.session.run_episode(writer, should_stop=should_stop, on_step=on_step, policy=policy)
     except BaseException as exc:
         _keep_what_was_recorded(writer, exc)
         raise
     finally:
-        rig.session.device.disconnect()
+        if policy is None:
+            rig.session.device.disconnect()
         rig.session.device = rig.device
         if recorder:
             recorder.close()

@@ -18,13 +18,29 @@ from recorder.cameras import DEAD, STALLED, CameraSource
 from recorder.step import CameraFrame, CameraInfo, Step
 from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
-from teleop.errors import DeviceError, DeviceNotConnectedError, MalformedSampleError, TeleopError
+from teleop.errors import DeviceError, DeviceNotConnectedError, MalformedSampleError, TeleopError, UnsafeInputError
 from teleop.sim import PybulletSim
 from teleop.tasks import Task
 
 
 class StepSink(Protocol):
     def append(self, step: Step) -> None: ...
+
+
+class ActionSource(Protocol):
+    """What drives the robot instead of a device: a trained policy (teleop.train.runner.PolicyRunner)."""
+
+    @property
+    def camera(self) -> str: ...
+
+    def reset(self, proprio: np.ndarray) -> None:
+        """A new episode starts at these joint positions."""
+        ...
+
+    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
+        """The raw action (joint targets, then the gripper command) for the camera's frame and the joint
+        positions; UnsafeInputError when it has none to give."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -184,8 +200,15 @@ class Session:
         return state
 
     def run_episode(self, sink: StepSink | None = None, should_stop: Callable[[], bool] | None = None,
-                    on_step: Callable[[Step, EpisodeResult], None] | None = None) -> EpisodeResult:
+                    on_step: Callable[[Step, EpisodeResult], None] | None = None,
+                    policy: ActionSource | None = None) -> EpisodeResult:
         """Run from the current state until success (held), `should_stop()`, or the length cap.
+
+        With `policy`, the policy drives the robot instead of the device: each tick renders the cameras first,
+        hands the policy's camera frame and the joint positions to `policy.act`, and sends its action through
+        the controller's limits (Controller.limit), as a device's would be; an action the policy cannot give
+        (UnsafeInputError) or that is unsafe holds the robot and counts as a rejected sample. The step
+        records the policy as an always-engaged device without a pose.
 
         Raises DeviceError before the first tick if an extra camera gives no frame within
         `first_frame_timeout_s`; a camera that dies later is reported in the result's camera_stats.
@@ -195,12 +218,13 @@ class Session:
         gc.collect()
         gc.freeze()
         try:
-            return self._run_episode(sink, should_stop, on_step)
+            return self._run_episode(sink, should_stop, on_step, policy)
         finally:
             gc.unfreeze()  # what earlier episodes left behind stays collectable
 
     def _run_episode(self, sink: StepSink | None, should_stop: Callable[[], bool] | None,
-                     on_step: Callable[[Step, EpisodeResult], None] | None) -> EpisodeResult:
+                     on_step: Callable[[Step, EpisodeResult], None] | None,
+                     policy: ActionSource | None) -> EpisodeResult:
         result = EpisodeResult()
         max_duration = self.config.max_duration_s or self.task.max_duration_s
         rejected_before = self.controller.rejected
@@ -209,13 +233,15 @@ class Session:
         self._sync = FrameSynchronizer(self.cameras, self.config.camera_max_age_s, self.clock, self.sleep)
         self._sync.wait_for_first_frames(self.config.first_frame_timeout_s)
         sim_usage = {name: FrameUsage() for name in self.sim.cameras}
+        if policy is not None:
+            policy.reset(self.sim.joint_state()[0])
         t0 = next_tick = last_tick = self.clock()
         while True:
             now = last_tick = self.clock()
             if now - next_tick > self.period:
                 result.late_ticks += 1
                 next_tick += self.period * int((now - next_tick) / self.period)
-            step = self._tick(now, self._read_device(now, result))
+            step = self._policy_tick(now, policy) if policy else self._tick(now, self._read_device(now, result))
             result.tick_ms.append((self.clock() - now) * 1e3)
             result.steps += 1
             for name, usage in sim_usage.items():
@@ -276,6 +302,22 @@ class Session:
         frames.update(self._sync.frames_for_tick(now))
         step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
                     device=sample.to_record(), frames=frames, extras=self.task.extras(self.sim))
+        apply_action(self.sim, action)
+        self.sim.step(self.period)
+        return step
+
+    def _policy_tick(self, now: float, policy: ActionSource) -> Step:
+        q, dq = self.sim.joint_state()
+        T_base_ee = self.sim.ee_pose()
+        frames: dict[str, CameraFrame] = {name: self.sim.render(name) for name in self.sim.cameras}
+        frames.update(self._sync.frames_for_tick(now))
+        try:
+            action = self.controller.limit(policy.act(frames[policy.camera].rgb, q), self.period)
+        except UnsafeInputError as exc:
+            action = self.controller.refuse(str(exc))
+        step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
+                    device=DeviceSample(t=now, engaged=True).to_record(), frames=frames,
+                    extras=self.task.extras(self.sim))
         apply_action(self.sim, action)
         self.sim.step(self.period)
         return step

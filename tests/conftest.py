@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from teleop.clock import SimulatedClock
 
-class SimulatedClock:
-    """A monotonic clock that only moves when slept on: loops run as fast as the CPU allows, deterministically."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
+__all__ = ["SimulatedClock"]  # the tests import it from here
 
 
 @pytest.fixture

@@ -300,3 +300,69 @@ def test_the_camera_report_has_a_line_per_real_camera_and_a_warning_for_one_that
         "a frame, 1 stale, oldest 61 ms, device timestamps",
         "  warning: camera side dead: OSError: [Errno 19] No such device; its last frame was repeated from then on",
     ]
+
+
+class ScriptedPolicy:
+    """An action source that asks for whatever `actions` gives at each call (a stand-in for a trained policy,
+    which would compute it from the frame)."""
+
+    camera = "front"
+
+    def __init__(self, actions) -> None:  # noqa: ANN001
+        self.actions = actions
+        self.resets: list[np.ndarray] = []
+        self.frames: list[tuple[int, ...]] = []
+
+    def reset(self, proprio: np.ndarray) -> None:
+        self.resets.append(np.array(proprio))
+
+    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
+        self.frames.append(rgb.shape)
+        return self.actions(len(self.frames), proprio)
+
+
+def test_a_policy_drives_the_loop_through_the_same_joint_limits_as_a_device(clock) -> None:  # noqa: ANN001
+    from teleop.errors import UnsafeInputError
+
+    rig = _rig(clock, max_s=1.0, cameras=("front",))
+    model = rig.controller.model
+    far = np.append(model.upper + 1.0, 2.0)  # beyond every joint limit, and a gripper beyond 1
+
+    def actions(k: int, proprio: np.ndarray) -> np.ndarray:
+        if k == 5:
+            return np.full(8, np.nan)  # unsafe: held
+        if k == 6:
+            raise UnsafeInputError("the policy has nothing to say")  # held too
+        return far
+
+    policy = ScriptedPolicy(actions)
+    sink = ListSink()
+    rig.session.reset(0)
+    start = rig.sim.joint_state()[0][:7].copy()
+    result = rig.session.run_episode(sink, policy=policy)
+    rig.close()
+    assert len(policy.resets) == 1 and np.allclose(policy.resets[0][:7], start)
+    assert len(policy.frames) == result.steps == len(sink.steps) == 21 and policy.frames[0][2] == 3
+    assert result.rejected_samples == 2 and result.held_ticks == 0  # the policy is an engaged device
+    commands = np.array([s.action for s in sink.steps])
+    previous = np.vstack([start, commands[:-1, :7]])
+    assert np.all(np.abs(commands[:, :7] - previous) <= model.velocity_limit * 0.05 + 1e-9)  # speed limit
+    assert np.all(commands[:, :7] <= model.upper + 1e-9) and np.all(commands[:, 7] <= 1.0)  # position limits
+    np.testing.assert_array_equal(commands[4], commands[3])  # the NaN action held the last safe one
+    np.testing.assert_array_equal(commands[5], commands[3])  # and so did the refusal
+    assert all(bool(s.device["engaged"]) for s in sink.steps)
+
+
+def test_a_policy_rollout_is_recorded_as_an_episode(clock, tmp_path) -> None:  # noqa: ANN001
+    from recorder.backend import open_episode
+    from teleop.recording import record_episode
+
+    rig = _rig(clock, max_s=0.5, cameras=("front", "wrist"))
+    policy = ScriptedPolicy(lambda k, proprio: np.append(proprio[:7], 0.0))  # hold where it is
+    try:
+        recorded = record_episode(rig, tmp_path, 3, policy=policy)
+    finally:
+        rig.close()
+    with open_episode(recorded.path) as episode:
+        assert episode.meta.operator_device == "policy" and episode.meta.seed == 3
+        assert episode.num_steps == recorded.result.steps == 11 and set(episode.camera_names) == {"front", "wrist"}

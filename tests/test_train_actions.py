@@ -185,7 +185,7 @@ def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, t
     alone = evaluate_checkpoint(result.run_dir, 3, seed=500, workers=1, max_duration_s=0.6)
     shared = evaluate_checkpoint(result.run_dir / "policy.pt", 3, seed=500, workers=2, max_duration_s=0.6,
                                  progress=lines.append)
-    assert shared.successes == alone.successes and shared.steps == alone.steps == [12, 12, 12]
+    assert shared.successes == alone.successes and shared.steps == alone.steps and len(alone.steps) == 3
     assert sorted(line.split("(scene ")[1].split(")")[0] for line in lines) == ["500", "501", "502"]
     with pytest.raises(TeleopError, match="no policy checkpoint"):
         evaluate_checkpoint(tmp_path / "nothing", 2, workers=2)
