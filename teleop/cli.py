@@ -143,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                                "beside busy neighbours)")
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                           help="rollout processes, each taking a share of the scenes (default: one per core)")
+    evaluate.add_argument("--record", type=Path, default=None, metavar="DIR",
+                          help="also record every rollout as an episode in DIR, to review like a demonstration")
     _add_export_parser(sub)
     return parser
 
@@ -571,7 +573,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     path = args.run / (BEST_POLICY_FILE if args.best else POLICY_FILE) if args.run.is_dir() else args.run
     result = evaluate_checkpoint(path, args.episodes, workers=args.workers, threads=args.threads,
-                                 max_duration_s=args.max_seconds, progress=print)
+                                 max_duration_s=args.max_seconds, progress=print, record_dir=args.record)
     print(json.dumps({"success_rate": result.success_rate, "episodes": result.episodes}))
     return 0
 
@@ -658,6 +660,8 @@ def _check_eval(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of rollouts")
     _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _at_least(args.workers, 1, "--workers", "the number of rollout processes, e.g. 2")
+    if args.record is not None:
+        _output_folder(args.record, "--record")
     _positive(args.max_seconds, "--max-seconds", "the longest a rollout may last, or leave it out for the task's")
 
 

@@ -90,9 +90,11 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
 
 def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET, workers: int = 1,
                         threads: int = 1, max_duration_s: float | None = None,
-                        progress: Callable[[str], None] | None = None) -> EvalResult:
+                        progress: Callable[[str], None] | None = None,
+                        record_dir: Path | None = None) -> EvalResult:
     """Roll the policy saved at `path` (a run folder or a checkpoint file) out on scenes seed..seed+episodes-1,
-    on `workers` processes with `threads` torch threads each.
+    on `workers` processes with `threads` torch threads each; with `record_dir`, every rollout is recorded
+    there as an episode (see evaluate_runner).
 
     Raises:
         TeleopError: The checkpoint cannot be loaded (raised here, before any worker starts).
@@ -105,12 +107,14 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET,
     runner = load_policy(Path(path))  # here first: a bad checkpoint is one clear error, not one per worker
     workers = max(1, min(workers, episodes))
     if workers == 1:
-        return evaluate_runner(runner, episodes, seed, max_duration_s=max_duration_s, progress=progress)
+        return evaluate_runner(runner, episodes, seed, max_duration_s=max_duration_s, progress=progress,
+                               record_dir=record_dir)
     del runner
     shares = [s for s in np.array_split(np.arange(episodes), workers) if len(s)]
     children = [subprocess.Popen(
         [sys.executable, "-c", "from teleop.evaluate import _worker_main; _worker_main()", str(path),
-         str(seed + int(share[0])), str(len(share)), str(threads), json.dumps(max_duration_s)],
+         str(seed + int(share[0])), str(len(share)), str(threads), json.dumps(max_duration_s),
+         json.dumps(None if record_dir is None else str(record_dir))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env()) for share in shares]
     rows: dict[int, tuple[bool, int]] = {}
     with selectors.DefaultSelector() as selector:
@@ -150,7 +154,7 @@ def _child_env() -> dict[str, str]:
 def _worker_main() -> None:
     """A worker of evaluate_checkpoint: one JSON line per rollout on the original stdout; whatever the
     libraries print goes to stderr."""
-    path, first, count, threads, max_duration = sys.argv[1:6]
+    path, first, count, threads, max_duration, record_dir = sys.argv[1:7]
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     from teleop.deps import require
@@ -163,4 +167,6 @@ def _worker_main() -> None:
         out.write(json.dumps({"seed": scene, "success": success, "steps": steps}) + "\n")
         out.flush()
 
-    evaluate_runner(runner, int(count), int(first), max_duration_s=json.loads(max_duration), on_rollout=report)
+    record = json.loads(record_dir)
+    evaluate_runner(runner, int(count), int(first), max_duration_s=json.loads(max_duration), on_rollout=report,
+                    record_dir=None if record is None else Path(record))

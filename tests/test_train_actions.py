@@ -184,8 +184,17 @@ def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, t
     lines: list[str] = []
     alone = evaluate_checkpoint(result.run_dir, 3, seed=500, workers=1, max_duration_s=0.6)
     shared = evaluate_checkpoint(result.run_dir / "policy.pt", 3, seed=500, workers=2, max_duration_s=0.6,
-                                 progress=lines.append)
+                                 progress=lines.append, record_dir=tmp_path / "rollouts")
     assert shared.successes == alone.successes and shared.steps == alone.steps and len(alone.steps) == 3
     assert sorted(line.split("(scene ")[1].split(")")[0] for line in lines) == ["500", "501", "502"]
+    from recorder.backend import open_episode
+
+    recorded = sorted((tmp_path / "rollouts").glob("episode_*.h5"))  # both workers recorded into one folder
+    seeds = []
+    for path in recorded:
+        with open_episode(path) as episode:
+            assert episode.meta.operator_device == "policy"
+            seeds.append(episode.meta.seed)
+    assert sorted(seeds) == [500, 501, 502]
     with pytest.raises(TeleopError, match="no policy checkpoint"):
         evaluate_checkpoint(tmp_path / "nothing", 2, workers=2)
