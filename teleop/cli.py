@@ -133,6 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads while the policy trains and acts (default 1; encoding uses every core)")
 
+    sweep = sub.add_parser("sweep", help="R3M's protocol: train and test policies for several numbers of "
+                                         "demonstrations, seeds and encoders; a table and a plot")
+    sweep.add_argument("dir", type=Path, help="folder of demonstrations")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder to create")
+    sweep.add_argument("--demos", type=_counts, default=(5, 10, 25), metavar="N,N,...",
+                       help="numbers of demonstrations (the folder's first N successful ones; default 5,10,25)")
+    sweep.add_argument("--seeds", type=int, default=3, help="training seeds per cell (default 3)")
+    sweep.add_argument("--encoder", action="append", default=None, metavar="NAME[=WEIGHTS]",
+                       help=f"an encoder ({', '.join(encoder_names())}), with a checkpoint after '='; repeat for "
+                            "one line per encoder (default resnet18 without weights)")
+    sweep.add_argument("--steps", type=int, default=20000)
+    sweep.add_argument("--eval-every", type=int, default=2000, help="steps between validation rollouts")
+    sweep.add_argument("--valid-episodes", type=int, default=10, help="rollouts per validation (default 10)")
+    sweep.add_argument("--test-episodes", type=int, default=30, help="test rollouts per policy (default 30)")
+    sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="test rollout processes")
+    sweep.add_argument("--camera", default="front")
+    sweep.add_argument("--max-seconds", type=float, default=None, help="rollout length cap (default: the task's)")
+
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--episodes", type=int, default=10)
@@ -567,6 +585,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from teleop.train.sweep import SweepConfig, sweep
+
+    encoders = tuple((name, Path(weights) if weights else None)
+                     for name, _, weights in (e.partition("=") for e in (args.encoder or ["resnet18"])))
+    config = SweepConfig(args.dir, args.out, demos=args.demos, seeds=tuple(range(args.seeds)), encoders=encoders,
+                         steps=args.steps, eval_every=args.eval_every, valid_episodes=args.valid_episodes,
+                         test_episodes=args.test_episodes, workers=args.workers, camera=args.camera,
+                         max_duration_s=args.max_seconds)
+    sweep(config, log=print)
+    print((args.out / "sweep.md").read_text().rstrip())
+    print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.md'} and {args.out / 'sweep.png'}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from teleop.evaluate import evaluate_checkpoint
     from teleop.train.runner import BEST_POLICY_FILE, POLICY_FILE
@@ -656,6 +689,27 @@ def _check_train(args: argparse.Namespace) -> None:
     _output_folder(args.out, "--out")
 
 
+def _check_sweep(args: argparse.Namespace) -> None:
+    from teleop.train.architectures import encoder_names
+
+    _at_least(args.seeds, 1, "--seeds", "the number of training seeds per cell")
+    _at_least(args.steps, 1, "--steps", "the number of training steps")
+    _at_least(args.eval_every, 1, "--eval-every", "the number of steps between validation rollouts")
+    _at_least(args.valid_episodes, 1, "--valid-episodes", "the number of validation rollouts")
+    _at_least(args.test_episodes, 1, "--test-episodes", "the number of test rollouts")
+    _at_least(args.workers, 1, "--workers", "the number of rollout processes")
+    _positive(args.max_seconds, "--max-seconds", "the longest a rollout may last, or leave it out for the task's")
+    for entry in args.encoder or []:
+        name, _, weights = entry.partition("=")
+        if name not in encoder_names():
+            raise TeleopError(f"--encoder {name!r} is not an encoder: choose one of {', '.join(encoder_names())}")
+        if weights and not Path(weights).is_file():
+            raise TeleopError(f"--encoder {entry}: no weights file {weights}")
+    if not args.dir.is_dir():
+        raise TeleopError(f"{args.dir}: no such folder of demonstrations")
+    _output_folder(args.out, "--out")
+
+
 def _check_eval(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of rollouts")
     _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
@@ -668,9 +722,10 @@ def _check_eval(args: argparse.Namespace) -> None:
 
 _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
              "models": _cmd_models, "episodes": _cmd_episodes, "cameras": _cmd_cameras, "gui": _cmd_gui,
-             "train": _cmd_train, "eval": _cmd_eval}
+             "train": _cmd_train, "eval": _cmd_eval, "sweep": _cmd_sweep}
 _CHECKS = {"demo": _check_demo, "record": _check_record, "calibrate": _check_calibrate, "models": _check_models,
-           "cameras": _check_cameras, "gui": _check_gui, "train": _check_train, "eval": _check_eval}
+           "cameras": _check_cameras, "gui": _check_gui, "train": _check_train, "eval": _check_eval,
+           "sweep": _check_sweep}
 
 
 # ------------------------------------------------------------------------------------------------- export
@@ -701,6 +756,13 @@ def _add_export_parser(sub: Any) -> None:
     export.add_argument("--video-codec", default="av1", choices=list(VIDEO_CODECS),
                         help="lerobot: codec of the camera videos, av1 (libsvtav1, as LeRobot records) or h264 "
                              "(libx264) (default av1)")
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive whole numbers separated by commas, e.g. 5,10,25")
+    return tuple(int(part) for part in parts)
 
 
 def _height_width(text: str) -> tuple[int, int]:

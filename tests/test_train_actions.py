@@ -198,3 +198,31 @@ def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, t
     assert sorted(seeds) == [500, 501, 502]
     with pytest.raises(TeleopError, match="no policy checkpoint"):
         evaluate_checkpoint(tmp_path / "nothing", 2, workers=2)
+
+
+def test_a_sweep_trains_tests_and_plots_every_cell(demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from teleop.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(demos), "--out", str(out), "--demos", "1,2", "--seeds", "2", "--steps", "30",
+                 "--eval-every", "15", "--valid-episodes", "1", "--test-episodes", "2", "--workers", "2",
+                 "--max-seconds", "0.3"]) == 0
+    doc = json.loads((out / "sweep.json").read_text())
+    cells = doc["cells"]
+    assert [(c["demos"], c["seed"]) for c in cells] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for cell in cells:
+        run = Path(cell["run_dir"])
+        assert (run / "policy_best.pt").is_file() and cell["best_step"] in (15, 30)
+        assert 0.0 <= cell["test_success"] <= 1.0
+        config = json.loads((run / "config.json").read_text())
+        assert len(config["data"]["episodes"]) == cell["demos"]  # the first N demonstrations
+    assert len(list((out / "feature_cache").glob("*.npz"))) == 2  # each episode encoded once, shared by the cells
+    table = (out / "sweep.md").read_text()
+    assert table.startswith("| encoder | 1 demos | 2 demos |") and "| resnet18 |" in table
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert "sweep.png" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sweep", str(demos), "--out", str(tmp_path / "x"), "--demos", "5,zero"])
+    assert main(["sweep", str(demos), "--out", str(tmp_path / "y"), "--encoder", "resnet99"]) == 2

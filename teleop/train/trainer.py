@@ -73,6 +73,7 @@ class TrainConfig:
             rule of `teleop episodes trim --auto`).
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
             on one, and one is not slowed down by busy neighbours); encoding frames uses one per core.
+        max_episodes: Train on the first this many usable episodes (in the folder's order); None: all.
     """
 
     episodes_dir: Path
@@ -94,6 +95,7 @@ class TrainConfig:
     horizon: int = DEFAULT_HORIZON
     trim_idle: bool = True
     threads: int = 1
+    max_episodes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("episodes_dir", "out_dir", "encoder_weights", "cache_dir"):
@@ -129,6 +131,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
          f"action_space must be auto, {' or '.join(ACTION_SPACES)}, got {c.action_space!r}"),
         (c.horizon >= 1, f"horizon must be at least 1 step, got {c.horizon}"),
         (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
+        (c.max_episodes is None or c.max_episodes >= 1, f"max_episodes must be at least 1, got {c.max_episodes}"),
         (bool(c.hidden) and all(h > 0 for h in c.hidden), f"hidden sizes must be positive, got {c.hidden}"),
         (
             c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda"),
@@ -192,6 +195,10 @@ def train(
     started = time.perf_counter()
     device = resolve_device(config.device)
     episodes = select_episodes(config.episodes_dir, config.include_failed, log)
+    if config.max_episodes is not None and len(episodes) < config.max_episodes:
+        raise TeleopError(f"{config.episodes_dir} has {len(episodes)} usable episodes, fewer than the "
+                          f"{config.max_episodes} asked for: record more demonstrations or ask for fewer")
+    episodes = episodes[: config.max_episodes]
     encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
     if encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
