@@ -241,7 +241,8 @@ class Session:
             if now - next_tick > self.period:
                 result.late_ticks += 1
                 next_tick += self.period * int((now - next_tick) / self.period)
-            step = self._policy_tick(now, policy) if policy else self._tick(now, self._read_device(now, result))
+            step = (self._policy_tick(now, policy) if policy is not None
+                    else self._tick(now, self._read_device(now, result)))
             result.tick_ms.append((self.clock() - now) * 1e3)
             result.steps += 1
             for name, usage in sim_usage.items():
