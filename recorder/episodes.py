@@ -6,7 +6,6 @@ the `.partial` ones that recordings in progress (or killed) left.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from recorder.backend import check_directory, next_episode_path, open_episode
 from recorder.layout import EPISODE_NAME, PARTIAL_SUFFIX
+from teleop.child import python_child, result_stream
 from teleop.errors import TeleopError
 
 __all__ = [
@@ -113,10 +113,7 @@ def verify_episode(path: Path, timeout_s: float | None = None) -> EpisodeSummary
     """
     path = Path(path)
     limit = timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S + VERIFY_S_PER_MB * _size_mb(path)
-    package_root = str(Path(__file__).resolve().parents[1])  # where `recorder` is imported from
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen([sys.executable, "-c", "from recorder.episodes import _verify_main; _verify_main()",
-                              str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    child = python_child("from recorder.episodes import _verify_main; _verify_main()", str(path))
     try:
         out, err = child.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
@@ -137,9 +134,7 @@ def verify_episode(path: Path, timeout_s: float | None = None) -> EpisodeSummary
 def _verify_main() -> None:
     """The child of verify_episode: the pickled result on the original stdout; anything the libraries print
     goes to stderr."""
-    result = os.dup(1)
-    os.dup2(2, 1)
-    with os.fdopen(result, "wb") as out:
+    with result_stream("wb") as out:
         out.write(pickle.dumps(_summarise(Path(sys.argv[1]), verify=True)))
 
 

@@ -9,9 +9,7 @@ scene by scene.
 from __future__ import annotations
 
 import json
-import os
 import selectors
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from teleop.child import python_child, result_stream
 from teleop.clock import SimulatedClock
 from teleop.recording import record_episode
 from teleop.rig import RigConfig, build_rig
@@ -111,11 +110,10 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET,
                                record_dir=record_dir)
     del runner
     shares = [s for s in np.array_split(np.arange(episodes), workers) if len(s)]
-    children = [subprocess.Popen(
-        [sys.executable, "-c", "from teleop.evaluate import _worker_main; _worker_main()", str(path),
-         str(seed + int(share[0])), str(len(share)), str(threads), json.dumps(max_duration_s),
-         json.dumps(None if record_dir is None else str(record_dir))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env()) for share in shares]
+    children = [python_child(
+        "from teleop.evaluate import _worker_main; _worker_main()", str(path), str(seed + int(share[0])),
+        str(len(share)), str(threads), json.dumps(max_duration_s),
+        json.dumps(None if record_dir is None else str(record_dir))) for share in shares]
     rows: dict[int, tuple[bool, int]] = {}
     with selectors.DefaultSelector() as selector:
         for child in children:
@@ -146,17 +144,11 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET,
     return result
 
 
-def _child_env() -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])  # where `teleop` is imported from
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-
-
 def _worker_main() -> None:
     """A worker of evaluate_checkpoint: one JSON line per rollout on the original stdout; whatever the
     libraries print goes to stderr."""
     path, first, count, threads, max_duration, record_dir = sys.argv[1:7]
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
+    out = result_stream()
     from teleop.deps import require
     from teleop.train.runner import load_policy
 

@@ -241,8 +241,8 @@ class Session:
             if now - next_tick > self.period:
                 result.late_ticks += 1
                 next_tick += self.period * int((now - next_tick) / self.period)
-            step = (self._policy_tick(now, policy) if policy is not None
-                    else self._tick(now, self._read_device(now, result)))
+            sample = DeviceSample(t=now, engaged=True) if policy is not None else self._read_device(now, result)
+            step = self._tick(now, sample, policy)
             result.tick_ms.append((self.clock() - now) * 1e3)
             result.steps += 1
             for name, usage in sim_usage.items():
@@ -295,30 +295,22 @@ class Session:
             return dataclasses.replace(sample, engaged=False)
         return sample
 
-    def _tick(self, now: float, sample: DeviceSample) -> Step:
+    def _tick(self, now: float, sample: DeviceSample, policy: ActionSource | None = None) -> Step:
+        """One control step: the state and every camera's frame, then the action (the controller's for the
+        device sample, or the policy's through the controller's limits), recorded and applied."""
         q, dq = self.sim.joint_state()
         T_base_ee = self.sim.ee_pose()
-        action = self.controller.act(sample, q, T_base_ee, self.period)
         frames: dict[str, CameraFrame] = {name: self.sim.render(name) for name in self.sim.cameras}
         frames.update(self._sync.frames_for_tick(now))
+        if policy is None:
+            action = self.controller.act(sample, q, T_base_ee, self.period)
+        else:
+            try:
+                action = self.controller.limit(policy.act(frames[policy.camera].rgb, q), self.period)
+            except UnsafeInputError as exc:
+                action = self.controller.refuse(str(exc))
         step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
                     device=sample.to_record(), frames=frames, extras=self.task.extras(self.sim))
-        apply_action(self.sim, action)
-        self.sim.step(self.period)
-        return step
-
-    def _policy_tick(self, now: float, policy: ActionSource) -> Step:
-        q, dq = self.sim.joint_state()
-        T_base_ee = self.sim.ee_pose()
-        frames: dict[str, CameraFrame] = {name: self.sim.render(name) for name in self.sim.cameras}
-        frames.update(self._sync.frames_for_tick(now))
-        try:
-            action = self.controller.limit(policy.act(frames[policy.camera].rgb, q), self.period)
-        except UnsafeInputError as exc:
-            action = self.controller.refuse(str(exc))
-        step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,
-                    device=DeviceSample(t=now, engaged=True).to_record(), frames=frames,
-                    extras=self.task.extras(self.sim))
         apply_action(self.sim, action)
         self.sim.step(self.period)
         return step

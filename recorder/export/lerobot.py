@@ -314,8 +314,7 @@ class LeRobotExporter(Exporter):
         if codec == "h264" and any(h % 2 or w % 2 for h, w in plan.image_sizes.values()):
             raise ExportError(f"H.264 needs frames of an even height and width, and the frames are {plan.image_sizes}"
                               ": give an even --image-size, or use the default AV1")
-        vectors = vector_features(plan)
-        features = {**vectors, **INDEX_FEATURES}
+        features = {**vector_features(plan), **INDEX_FEATURES}
         schema = _schema(features, pa)
         order = episode_order(plan)
         tasks: dict[str, int] = {}

@@ -22,11 +22,16 @@ is measured).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from teleop.errors import TeleopError, UnknownNameError
+
+if TYPE_CHECKING:
+    from kinematics.arm_ik import ArmIK
+    from kinematics.robot_model import RobotModel
 
 ACTION_SPACES = ("joint", "ee-delta")
 DEFAULT_HORIZON = 6  # steps ahead of an ee-delta target (RESULTS.md: 3, 6 and 10 compared)
@@ -53,8 +58,8 @@ class ActionSpace:
     name: str
     horizon: int = 1
     arm_joints: int = 0
-    _model: object = field(default=None, repr=False)
-    _ik: object = field(default=None, repr=False)
+    _model: RobotModel | None = field(default=None, repr=False)
+    _ik: ArmIK | None = field(default=None, repr=False)
     _command: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------------------ training
@@ -92,17 +97,18 @@ class ActionSpace:
         if self.name == "joint":
             return prediction
         q = np.asarray(joint_pos, dtype=np.float64)
-        if self._command is None:
-            self.reset(q)
+        command = self._command if self._command is not None else q[: self.arm_joints]  # no reset: start here
         T = self._fk(q)
         target = np.eye(4)
         target[:3, 3] = T[:3, 3] + prediction[:3]
         target[:3, :3] = Rotation.from_rotvec(prediction[3:6]).as_matrix() @ T[:3, :3]
-        self._command = self._ik.solve(self._command, target, dt).q  # type: ignore[attr-defined]
+        assert self._ik is not None  # built by make_action_space for ee-delta
+        self._command = self._ik.solve(command, target, dt).q
         return np.concatenate([self._command, prediction[6:]])
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
-        return self._model.fk(np.asarray(q, dtype=np.float64)[: self.arm_joints])  # type: ignore[attr-defined]
+        assert self._model is not None  # built by make_action_space for ee-delta
+        return self._model.fk(np.asarray(q, dtype=np.float64)[: self.arm_joints])
 
 
 def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON) -> ActionSpace:

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -202,14 +203,10 @@ def train(
     encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
     if encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)  # convolutions over batches of frames: every core
-    try:
+    with _torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
         data = load_features(
             episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
         )
-    finally:
-        torch.set_num_threads(threads)
     space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
     space = make_action_space(space_name, data.robot, config.horizon)
     samples = training_samples(data, space, config.trim_idle)
@@ -228,15 +225,22 @@ def train(
     (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
     _write_config(config, device, encoder, data)
     loop = _Loop(config, policy, encoder, info, log, evaluate)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        with open(config.out_dir / "train_log.jsonl", "w") as log_file:
-            loop.run(_tensors(samples, device), log_file)
-    finally:
-        torch.set_num_threads(threads)
+    with _torch_threads(config.threads), open(config.out_dir / "train_log.jsonl", "w") as log_file:
+        loop.run(_tensors(samples, device), log_file)
     save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
     return loop.result(config.out_dir, time.perf_counter() - started, data, len(samples.features))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU kernels on `threads` threads while the block runs; the caller's count afterwards."""
+    torch = require("torch", extra="train", purpose="training a policy")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
