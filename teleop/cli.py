@@ -105,11 +105,15 @@ def _parser() -> argparse.ArgumentParser:
 
     from teleop.train.architectures import encoder_names
 
-    train = sub.add_parser("train", help="train a behaviour-cloning policy on recorded episodes")
+    train = sub.add_parser(
+        "train", help="train a behaviour-cloning policy on recorded episodes",
+        epilog="On several processes (DistributedDataParallel, one per GPU or per share of the CPU cores): "
+               "torchrun --standalone --nproc-per-node 2 -m teleop.cli train DIR --out RUN. Each process steps on "
+               "its own --batch-size samples; rank 0 encodes the episodes, logs, evaluates and writes RUN.")
     train.add_argument("dir", type=Path, help="folder of episodes")
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
     train.add_argument("--steps", type=int, default=20000)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--encoder", default="resnet18", choices=encoder_names())
     train.add_argument("--encoder-weights", type=Path, default=None,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import numpy as np
 from teleop.deps import require
 from teleop.errors import TeleopError
 from teleop.train.actions import ACTION_SPACES, DEFAULT_HORIZON
+from teleop.train.distributed import Ranks, process_group
 from teleop.train.runner import (
     BEST_POLICY_FILE,
     POLICY_FILE,
@@ -185,16 +187,26 @@ def train(
         evaluate: Called with a PolicyRunner every `eval_every` steps and after the last one; returns a
             success rate. The best-scoring policy is saved as policy_best.pt (R3M reports the best).
 
+    Under torchrun (WORLD_SIZE > 1; see teleop.train.distributed) each process trains a DistributedDataParallel
+    replica on its own minibatches (seed + rank), so a step averages world_size x batch_size samples. Rank 0
+    encodes the episodes into the feature cache before the others read it, and alone logs, evaluates and writes
+    the run folder; every rank returns its own TrainResult.
+
     Raises:
         TeleopError: Bad config, no usable episodes, unreadable encoder weights.
     """
+    with process_group(resolve_device(config.device)) as ranks:
+        return _train(config, ranks.main_only(log), evaluate if ranks.is_main else None, ranks)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate | None, ranks: Ranks) -> TrainResult:
     from teleop.train.actions import default_action_space, make_action_space
     from teleop.train.encoders import build_encoder
     from teleop.train.features import load_features, select_episodes
 
     torch = require("torch", extra="train", purpose="training a policy")
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    device = ranks.device(resolve_device(config.device))
     episodes = select_episodes(config.episodes_dir, config.include_failed, log)
     if config.max_episodes is not None and len(episodes) < config.max_episodes:
         raise TeleopError(f"{config.episodes_dir} has {len(episodes)} usable episodes, fewer than the "
@@ -203,10 +215,13 @@ def train(
     encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
     if encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
-    with _torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
+    with ranks.main_first(), _torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
         data = load_features(
             episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
         )
+    if data.encoded_episodes and not ranks.is_main:
+        raise TeleopError(f"rank {ranks.rank} did not find the embeddings that rank 0 cached in "
+                          f"{config.feature_cache}: put the feature cache on a filesystem every rank can read")
     space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
     space = make_action_space(space_name, data.robot, config.horizon)
     samples = training_samples(data, space, config.trim_idle)
@@ -221,13 +236,17 @@ def train(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
         data.control_rate_hz, data.image_size, space_name, space.horizon,
     )
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
-    _write_config(config, device, encoder, data)
-    loop = _Loop(config, policy, encoder, info, log, evaluate)
-    with _torch_threads(config.threads), open(config.out_dir / "train_log.jsonl", "w") as log_file:
+    if ranks.is_main:
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
+        _write_config(config, device, encoder, data, ranks.world_size)
+    loop = _Loop(config, policy, encoder, info, log, evaluate, ranks)
+    log_file = open(config.out_dir / "train_log.jsonl", "w") if ranks.is_main else io.StringIO()
+    with _torch_threads(config.threads), log_file:
         loop.run(_tensors(samples, device), log_file)
-    save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
+    if ranks.is_main:
+        save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
+    ranks.barrier()  # every rank returns once the checkpoint is there
     return loop.result(config.out_dir, time.perf_counter() - started, data, len(samples.features))
 
 
@@ -284,11 +303,12 @@ def _tensors(samples: Samples, device: str) -> tuple[torch.Tensor, torch.Tensor,
     return tuple(torch.from_numpy(a).to(device) for a in (samples.features, samples.proprio, samples.targets))
 
 
-def _write_config(config: TrainConfig, device: str, encoder: Encoder, data: FeatureSet) -> None:
+def _write_config(config: TrainConfig, device: str, encoder: Encoder, data: FeatureSet, world_size: int) -> None:
     torch = require("torch", extra="train", purpose="training a policy")
     doc = {
         "train": config.to_dict(),
         "device": device,
+        "world_size": world_size,  # processes, each stepping on batch_size samples
         "torch": torch.__version__,
         "encoder": encoder.describe(),
         "data": {
@@ -316,9 +336,11 @@ class _Loop:
         info: PolicyInfo,
         log: Callable[[str], None],
         evaluate: Evaluate | None,
+        ranks: Ranks,
     ) -> None:
         self.config, self.policy, self.encoder, self.info = config, policy, encoder, info
-        self.log, self.evaluate = log, evaluate
+        self.log, self.evaluate, self.rank = log, evaluate, ranks.rank
+        self.model = ranks.wrap(policy)  # what the steps run: DistributedDataParallel under torchrun
         self.record_every = max(1, config.steps // 200)
         self.progress_every = max(1, config.steps // 10)
         self.summary_window = max(1, config.steps // 20)  # steps averaged into first_loss / final_loss
@@ -335,14 +357,14 @@ class _Loop:
         features, proprio, actions = tensors
         with torch.no_grad():
             targets = self.policy.normalize_action(actions)
-        generator = torch.Generator().manual_seed(self.config.seed)
+        generator = torch.Generator().manual_seed(self.config.seed + self.rank)  # each rank its own minibatches
         optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.policy.train()
         started = time.perf_counter()
         for step in range(1, self.config.steps + 1):
             idx = torch.randint(features.shape[0], (self.config.batch_size,), generator=generator)
             idx = idx.to(features.device)
-            loss = torch.nn.functional.mse_loss(self.policy(features[idx], proprio[idx]), targets[idx])
+            loss = torch.nn.functional.mse_loss(self.model(features[idx], proprio[idx]), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
