@@ -119,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder-weights", type=Path, default=None,
                        help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT "
                             "(default: random init)")
-    train.add_argument("--camera", default="front")
+    train.add_argument("--camera", default="front",
+                       help="the camera the policy sees, or several, comma-separated (e.g. front,wrist)")
+    train.add_argument("--image-size", type=int, default=None, metavar="PX",
+                       help="a ResNet's input size (default: what --encoder-weights was pretrained at, else 224)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
@@ -137,6 +140,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads while the policy trains and acts (default 1; encoding uses every core)")
 
+    pretrain = sub.add_parser("pretrain", help="pretrain an image encoder on recorded episodes (R3M's objective)")
+    pretrain.add_argument("dir", type=Path, help="folder of episodes (every intact one, failed ones too)")
+    pretrain.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write (.pt)")
+    pretrain.add_argument("--objective", default="r3m", choices=["r3m"])
+    pretrain.add_argument("--encoder", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    pretrain.add_argument("--init-weights", type=Path, default=None,
+                          help="start from this checkpoint (e.g. R3M's) instead of a random init")
+    pretrain.add_argument("--camera", action="append", default=None,
+                          help="a camera whose frames to learn from; repeat for several (default: every camera)")
+    pretrain.add_argument("--image-size", type=int, default=128, metavar="PX",
+                          help="input size; teleop train encodes at the same size (default 128)")
+    pretrain.add_argument("--steps", type=int, default=1000)
+    pretrain.add_argument("--batch-size", type=int, default=16, help="videos per step, five frames each")
+    pretrain.add_argument("--lr", type=float, default=1e-4)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
+
     sweep = sub.add_parser("sweep", help="R3M's protocol: train and test policies for several numbers of "
                                          "demonstrations, seeds and encoders; a table and a plot")
     sweep.add_argument("dir", type=Path, help="folder of demonstrations")
@@ -152,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--valid-episodes", type=int, default=10, help="rollouts per validation (default 10)")
     sweep.add_argument("--test-episodes", type=int, default=30, help="test rollouts per policy (default 30)")
     sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="test rollout processes")
-    sweep.add_argument("--camera", default="front")
+    sweep.add_argument("--camera", default="front", help="camera(s) the policies see, comma-separated")
     sweep.add_argument("--max-seconds", type=float, default=None, help="rollout length cap (default: the task's)")
 
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
@@ -581,11 +601,23 @@ def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, ev
 def _cmd_train(args: argparse.Namespace) -> int:
     best = _train(args.dir, args.out, args.steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, encoder=args.encoder,
-                  encoder_weights=args.encoder_weights, camera=args.camera, seed=args.seed,
+                  encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
+                  seed=args.seed,
                   include_failed=args.include_failed, action_space=args.action_space, horizon=args.horizon,
                   trim_idle=not args.keep_idle, threads=args.threads)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from teleop.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(args.dir, args.out, objective=args.objective, encoder=args.encoder,
+                            init_weights=args.init_weights, cameras=tuple(args.camera or ()),
+                            image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, threads=args.threads)
+    pretrain(config, log=print)
     return 0
 
 
@@ -726,7 +758,8 @@ def _check_eval(args: argparse.Namespace) -> None:
 
 _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
              "models": _cmd_models, "episodes": _cmd_episodes, "cameras": _cmd_cameras, "gui": _cmd_gui,
-             "train": _cmd_train, "eval": _cmd_eval, "sweep": _cmd_sweep}
+             "train": _cmd_train, "eval": _cmd_eval, "sweep": _cmd_sweep,
+             "pretrain": _cmd_pretrain}
 _CHECKS = {"demo": _check_demo, "record": _check_record, "calibrate": _check_calibrate, "models": _check_models,
            "cameras": _check_cameras, "gui": _check_gui, "train": _check_train, "eval": _check_eval,
            "sweep": _check_sweep}

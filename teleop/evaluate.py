@@ -58,10 +58,10 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
     (Session.run_episode with `policy`), on a simulated clock: as fast as the simulator allows, with the
     demonstrations' control period, so the policy sees the dynamics it was trained on. With `record_dir`, each
     rollout is also recorded there as an episode (operator_device "policy", every camera), to review like a
-    demonstration; otherwise only the policy's camera is rendered.
+    demonstration; otherwise only the policy's cameras are rendered.
     """
     clock = SimulatedClock()
-    cameras = None if record_dir is not None else (runner.camera,)
+    cameras = None if record_dir is not None else runner.cameras
     rig = build_rig(RigConfig(
         robot=runner.robot, task=runner.task,
         sim=SimConfig(image_size=image_size or runner.image_size, cameras=cameras),

@@ -31,15 +31,15 @@ class ActionSource(Protocol):
     """What drives the robot instead of a device: a trained policy (teleop.train.runner.PolicyRunner)."""
 
     @property
-    def camera(self) -> str: ...
+    def cameras(self) -> tuple[str, ...]: ...
 
     def reset(self, proprio: np.ndarray) -> None:
         """A new episode starts at these joint positions."""
         ...
 
-    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
-        """The raw action (joint targets, then the gripper command) for the camera's frame and the joint
-        positions; UnsafeInputError when it has none to give."""
+    def act(self, rgb: Mapping[str, np.ndarray], proprio: np.ndarray) -> np.ndarray:
+        """The raw action (joint targets, then the gripper command) for the cameras' frames (name -> frame)
+        and the joint positions; UnsafeInputError when it has none to give."""
         ...
 
 
@@ -306,7 +306,8 @@ class Session:
             action = self.controller.act(sample, q, T_base_ee, self.period)
         else:
             try:
-                action = self.controller.limit(policy.act(frames[policy.camera].rgb, q), self.period)
+                seen = {name: frames[name].rgb for name in policy.cameras if name in frames}
+                action = self.controller.limit(policy.act(seen, q), self.period)
             except UnsafeInputError as exc:
                 action = self.controller.refuse(str(exc))
         step = Step(t=now, joint_pos=q, joint_vel=dq, ee_pose=ee_pose7(T_base_ee), action=action,

@@ -306,7 +306,7 @@ class ScriptedPolicy:
     """An action source that asks for whatever `actions` gives at each call (a stand-in for a trained policy,
     which would compute it from the frame)."""
 
-    camera = "front"
+    cameras = ("front",)
 
     def __init__(self, actions) -> None:  # noqa: ANN001
         self.actions = actions
@@ -316,8 +316,9 @@ class ScriptedPolicy:
     def reset(self, proprio: np.ndarray) -> None:
         self.resets.append(np.array(proprio))
 
-    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
-        self.frames.append(rgb.shape)
+    def act(self, rgb: dict[str, np.ndarray], proprio: np.ndarray) -> np.ndarray:
+        assert list(rgb) == ["front"]
+        self.frames.append(rgb["front"].shape)
         return self.actions(len(self.frames), proprio)
 
 

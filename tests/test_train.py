@@ -292,6 +292,23 @@ def test_act_rejects_inputs_of_the_wrong_shape(trained) -> None:
         runner.act(np.zeros((IMAGE, IMAGE, 3)), np.zeros(len(JOINTS)))
 
 
+def test_a_policy_of_two_cameras_sees_both(data, tmp_path: Path) -> None:
+    config = TrainConfig(episodes_dir=data["episodes"], out_dir=tmp_path / "run", steps=100, camera="front,wrist",
+                         cache_dir=data["root"] / "cache", device="cpu")
+    result = train(config, log=lambda _: None)
+    runner = load_policy(result.run_dir, device="cpu")
+    assert runner.cameras == ("front", "wrist") and runner._policy.embed_dim == 2 * 512
+    with EpisodeReader(data["episodes"] / "episode_000001.h5") as reader:
+        front, wrist, proprio = reader.frame("front", 0), reader.frame("wrist", 0), reader.joint_pos[0]
+    assert runner.act({"front": front, "wrist": wrist}, proprio).shape == (len(ACTIONS),)
+    with pytest.raises(TeleopError, match="no frame of camera 'wrist'"):
+        runner.act({"front": front}, proprio)
+    with pytest.raises(TeleopError, match="a frame of each camera front, wrist"):
+        runner.act(front, proprio)
+    with pytest.raises(TeleopError, match="comma-separated"):
+        train(replace(config, camera="front,,wrist"), log=lambda _: None)
+
+
 def test_missing_or_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(TeleopError, match=str(tmp_path / "policy.pt")):
         load_policy(tmp_path)

@@ -304,6 +304,11 @@ class Encoder(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.preprocess(images))
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square images the backbone takes [px]."""
+        return self.geometry.crop if isinstance(self.geometry, ResizeCenterCrop) else self.geometry.size
+
     def preprocessing(self) -> str:
         """Everything between the pixels and the embedding besides the weights (part of the feature cache key)."""
         text = f"{self.geometry.describe()}/imagenet-norm"
@@ -320,6 +325,7 @@ class Encoder(torch.nn.Module):
             if self.weights is not None
             else f"random (seed {self.init_seed}), untrained",
             "init_seed": self.init_seed,
+            "input_size": self.input_size,
             "preprocessing": self.preprocessing(),
         }
 
@@ -342,6 +348,7 @@ def build_encoder(
     *,
     init_seed: int = 0,
     expected_sha256: str | None = None,
+    image_size: int | None = None,
 ) -> Encoder:
     """Build a frozen encoder, loading `weights` or, without weights, a random init seeded with `init_seed`.
 
@@ -356,6 +363,8 @@ def build_encoder(
             None: random weights.
         init_seed: Seed of the random initialisation; the global torch RNG is left untouched.
         expected_sha256: If given, the weights file must have this SHA-256 (that of a policy's training).
+        image_size: ResNets: the input size [px] (R3M's geometry scaled, see `resnet_geometry`); None: the size
+            a `teleop pretrain` checkpoint was trained at, else R3M's 224. ViTs take their checkpoint's.
 
     Raises:
         UnknownNameError: Unknown architecture.
@@ -364,16 +373,38 @@ def build_encoder(
     arch = architecture(name)
     path = None if weights is None else Path(weights).expanduser().resolve()
     if isinstance(arch, ViTArchitecture):
-        return _build_vit_encoder(name, arch, path, init_seed, expected_sha256)
+        encoder = _build_vit_encoder(name, arch, path, init_seed, expected_sha256)
+        if image_size not in (None, encoder.input_size):
+            raise TeleopError(
+                f"{name} takes {encoder.input_size}-px images, the size of its position embeddings, not {image_size}: "
+                "leave out the image size"
+            )
+        return encoder
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         convnet = build_resnet(name)
     if path is None:
-        return Encoder(name, convnet, None, None, init_seed)
-    state = read_convnet_state_dict(path)
+        return Encoder(name, convnet, None, None, init_seed, resnet_geometry(image_size or CROP_SIZE))
+    checkpoint = _read_torch_file(path, _R3M_FILES)
+    state = convnet_state_dict(checkpoint, path)
     sha256 = _checked_sha256(path, expected_sha256)
     load_convnet_weights(convnet, name, state, path)
-    return Encoder(name, convnet, path, sha256, init_seed)
+    size = image_size or trained_image_size(checkpoint) or CROP_SIZE
+    return Encoder(name, convnet, path, sha256, init_seed, resnet_geometry(size))
+
+
+def resnet_geometry(size: int) -> ResizeCenterCrop:
+    """R3M's geometry scaled to a `size`-px input: Resize(size * 256 / 224) of the shorter side, CenterCrop(size)."""
+    if not 32 <= size <= 1024:
+        raise TeleopError(f"encoder input size {size} px is out of range: choose 32 to 1024 (R3M uses 224)")
+    return ResizeCenterCrop(round(size * RESIZE_SHORTER_SIDE / CROP_SIZE), size)
+
+
+def trained_image_size(checkpoint: Any) -> int | None:
+    """The input size [px] a `teleop pretrain` checkpoint was trained at (its "teleop" entry), else None."""
+    meta = checkpoint.get("teleop") if isinstance(checkpoint, Mapping) else None
+    size = meta.get("image_size") if isinstance(meta, Mapping) else None
+    return int(size) if isinstance(size, int) else None
 
 
 def _build_vit_encoder(
@@ -427,11 +458,6 @@ def _read_torch_file(path: Path, accepted: str) -> Any:
             f"cannot read encoder weights {path} ({type(exc).__name__}: {exc}): it must be a torch "
             f"checkpoint holding only tensors ({accepted})"
         ) from exc
-
-
-def read_convnet_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint and return the ResNet's state dict in torchvision layout (no `fc`)."""
-    return convnet_state_dict(_read_torch_file(path, _R3M_FILES), path)
 
 
 def convnet_state_dict(checkpoint: Any, source: Path | str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ class FeatureSet:
         episodes: Episode files, in the order of their rows.
         robot, task, instruction: Shared by every episode.
         joint_names, action_names: Columns of proprio and actions.
-        camera: Camera whose frames were encoded.
+        camera: Camera whose frames were encoded, or several, comma-separated (embeddings side by side).
         control_rate_hz: Control rate of the first episode [Hz] (a rollout must run at the same rate).
         image_size: (width, height) of that camera's frames [px].
         encoded_episodes: Episodes whose embeddings this call computed (the others came from the cache).
@@ -140,13 +140,15 @@ def load_features(
     Args:
         episodes: Episode files; all must share robot, task, joint and action names.
         encoder: Frozen encoder; its device is used.
-        camera: Camera whose frames are encoded.
+        camera: Camera whose frames are encoded, or several, comma-separated ("front,wrist"): each camera's
+            embedding, side by side in that order.
         cache_dir: Where per-episode embeddings are stored; None disables the cache.
         batch_size: Frames per encoder forward pass.
         log: Progress messages.
     """
     from recorder.backend import open_episode
 
+    cameras = split_cameras(camera)
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     reference = None
     encoded = 0
@@ -154,19 +156,24 @@ def load_features(
     for i, path in enumerate(episodes):
         with open_episode(path) as reader:
             if reference is None:
-                info = reader.camera_info(camera) if camera in reader.camera_names else None
+                info = reader.camera_info(cameras[0]) if cameras[0] in reader.camera_names else None
                 setup = {"control_rate_hz": float(reader.meta.control_rate_hz),
                          "image_size": (info.width, info.height) if info else (224, 224)}
             reference = reference or _identity(reader)
-            _check_same_setup(reader, reference, camera, path)
-            cached = _cache_file(cache_dir, path, encoder, camera)
-            feats = _read_cache(cached, reader.num_steps)
-            if feats is None:
-                log(f"encoding episode {i + 1}/{len(episodes)}: {Path(path).name} ({reader.num_steps} steps)")
-                feats = encode_episode(reader, encoder, camera, batch_size)
-                _write_cache(cached, feats)
-                encoded += 1
-            rows.append((feats, *_proprio_actions(reader, path)))
+            _check_same_setup(reader, reference, cameras, path)
+            per_camera, computed = [], False
+            for name in cameras:
+                cached = _cache_file(cache_dir, path, encoder, name)
+                feats = _read_cache(cached, reader.num_steps)
+                if feats is None:
+                    log(f"encoding episode {i + 1}/{len(episodes)}: {Path(path).name} {name} ({reader.num_steps} "
+                        "steps)")
+                    feats = encode_episode(reader, encoder, name, batch_size)
+                    _write_cache(cached, feats)
+                    computed = True
+                per_camera.append(feats)
+            encoded += computed
+            rows.append((np.concatenate(per_camera, axis=1), *_proprio_actions(reader, path)))
     if reference is None or sum(len(f) for f, _, _ in rows) < 2:
         raise TeleopError(
             f"{len(rows)} episodes with {sum(len(f) for f, _, _ in rows)} steps in all are too little to "
@@ -174,6 +181,16 @@ def load_features(
         )
     data = _concatenate(rows, tuple(Path(p) for p in episodes), reference, camera, encoded)
     return dataclasses.replace(data, **setup)
+
+
+def split_cameras(camera: str) -> tuple[str, ...]:
+    """"front" -> ("front",); "front,wrist" -> ("front", "wrist"): the policy sees every listed camera, their
+    embeddings side by side in this order."""
+    cameras = tuple(c.strip() for c in camera.split(","))
+    if not all(cameras) or len(set(cameras)) != len(cameras):
+        raise TeleopError(f"camera {camera!r}: name one camera or several, comma-separated and each once "
+                          "(e.g. front,wrist)")
+    return cameras
 
 
 def encode_episode(reader: EpisodeReader, encoder: Encoder, camera: str, batch_size: int = 32) -> np.ndarray:
@@ -201,11 +218,12 @@ def _identity(reader: EpisodeReader) -> _Identity:
     return meta.robot, meta.task, meta.instruction, tuple(meta.joint_names), tuple(meta.action_names)
 
 
-def _check_same_setup(reader: EpisodeReader, reference: _Identity, camera: str, path: Path) -> None:
-    if camera not in reader.camera_names:
-        raise TeleopError(
-            f"{path} has no camera {camera!r}: choose one of {', '.join(sorted(reader.camera_names))}"
-        )
+def _check_same_setup(reader: EpisodeReader, reference: _Identity, cameras: tuple[str, ...], path: Path) -> None:
+    for camera in cameras:
+        if camera not in reader.camera_names:
+            raise TeleopError(
+                f"{path} has no camera {camera!r}: choose one of {', '.join(sorted(reader.camera_names))}"
+            )
     labels = ("robot", "task", "instruction", "joint names", "action names")
     for label, mine, theirs in zip(labels, _identity(reader), reference, strict=True):
         if label != "instruction" and mine != theirs:

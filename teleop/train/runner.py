@@ -5,6 +5,7 @@ Also the policy checkpoint format (`policy.pt`), so that writing and reading it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ class PolicyInfo:
 
     Attributes:
         robot, task, instruction: From the training episodes.
-        camera: Camera whose frames the policy sees.
+        camera: Camera whose frames the policy sees, or several, comma-separated ("front,wrist").
         joint_names: Columns of the proprio vector it takes (the episodes' joint_pos).
         action_names: Columns of the action it returns.
         control_rate_hz: Control rate of the demonstrations [Hz].
@@ -98,6 +99,13 @@ class PolicyRunner:
         return self.info.camera
 
     @property
+    def cameras(self) -> tuple[str, ...]:
+        """The cameras whose frames `act` takes, in the order their embeddings are joined."""
+        from teleop.train.features import split_cameras
+
+        return split_cameras(self.info.camera)
+
+    @property
     def joint_names(self) -> tuple[str, ...]:
         return self.info.joint_names
 
@@ -113,37 +121,55 @@ class PolicyRunner:
     def image_size(self) -> tuple[int, int]:
         return self.info.image_size
 
-    def act(self, rgb: np.ndarray, proprio: np.ndarray) -> np.ndarray:
-        """Action (A,) float64 for a frame (H, W, 3) uint8 of `camera` and joint positions (n,).
+    def act(self, rgb: np.ndarray | Mapping[str, np.ndarray], proprio: np.ndarray) -> np.ndarray:
+        """Action (A,) float64 for the frames (H, W, 3) uint8 of `cameras` (camera name -> frame; a bare frame
+        for a policy of one camera) and joint positions (n,).
 
         Raises:
-            UnsafeInputError: Wrong shape or dtype, non-finite proprio, or a non-finite action.
+            UnsafeInputError: A camera's frame missing, wrong shape or dtype, non-finite proprio, or a non-finite
+                action.
         """
         torch = _torch()
-        frame, joints = self._check_inputs(rgb, proprio)
+        frames, joints = self._check_inputs(rgb, proprio)
         self._policy.eval()
         with torch.no_grad():
-            embedding = self._encoder(torch.from_numpy(frame)[None])
+            embedding = self._encoder(torch.from_numpy(np.stack(frames)))
+            embedding = embedding.reshape(1, -1)  # the cameras' embeddings side by side, as in training
             seen = torch.from_numpy(self._space.proprio(joints[None]))
             prediction = self._policy.predict(embedding, seen.to(self._device))[0].cpu().numpy()
         if not np.all(np.isfinite(prediction)):
             raise UnsafeInputError(f"the policy returned a non-finite action {prediction}: not sent to the robot")
         return self._space.decode(prediction, joints, 1.0 / self.control_rate_hz)
 
-    def _check_inputs(self, rgb: np.ndarray, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-            raise UnsafeInputError(
-                f"act() takes one RGB frame (H, W, 3) uint8 of camera {self.camera!r}, "
-                f"got {rgb.shape} {rgb.dtype}"
-            )
+    def _check_inputs(
+        self, rgb: np.ndarray | Mapping[str, np.ndarray], proprio: np.ndarray
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        cameras = self.cameras
+        if not isinstance(rgb, Mapping):
+            if len(cameras) > 1:
+                raise UnsafeInputError(f"act() takes a frame of each camera {', '.join(cameras)} "
+                                       "(a mapping, camera name -> frame), got one frame")
+            rgb = {cameras[0]: rgb}
+        frames = []
+        for name in cameras:
+            if name not in rgb:
+                raise UnsafeInputError(f"act() got no frame of camera {name!r} (got {', '.join(rgb) or 'none'})")
+            frame = np.asarray(rgb[name])
+            if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+                raise UnsafeInputError(
+                    f"act() takes one RGB frame (H, W, 3) uint8 of camera {name!r}, got {frame.shape} {frame.dtype}"
+                )
+            frames.append(np.ascontiguousarray(frame))
+        if len({f.shape for f in frames}) > 1:
+            raise UnsafeInputError(f"the frames of cameras {', '.join(cameras)} differ in size: "
+                                   f"{', '.join(str(f.shape) for f in frames)}")
         joints = np.asarray(proprio, dtype=np.float32)
         if joints.shape != (len(self.joint_names),) or not np.all(np.isfinite(joints)):
             raise UnsafeInputError(
                 f"act() takes {len(self.joint_names)} finite joint positions "
                 f"({', '.join(self.joint_names)}), got {np.asarray(proprio).tolist()}"
             )
-        return np.ascontiguousarray(rgb), joints
+        return frames, joints
 
 
 def save_checkpoint(
@@ -242,15 +268,16 @@ def _policy_info(d: dict[str, Any]) -> PolicyInfo:
 def _rebuild_encoder(desc: dict[str, Any], path: Path) -> Encoder:
     from teleop.train.encoders import build_encoder
 
+    size = desc.get("input_size")  # absent before the input size could be chosen: the default
     if desc["weights"] is None:
-        return build_encoder(desc["name"], None, init_seed=desc["init_seed"])
+        return build_encoder(desc["name"], None, init_seed=desc["init_seed"], image_size=size)
     weights = Path(desc["weights"])
     if not weights.is_file():
         raise TeleopError(
             f"the encoder weights {weights} that the policy {path} was trained with are missing: "
             "put the file back at that path or train the policy again"
         )
-    return build_encoder(desc["name"], weights, expected_sha256=desc["weights_sha256"])
+    return build_encoder(desc["name"], weights, expected_sha256=desc["weights_sha256"], image_size=size)
 
 
 def _rebuild_policy(arch: dict[str, Any], state_dict: dict[str, Any], path: Path) -> BCPolicy:

@@ -61,6 +61,8 @@ class TrainConfig:
         encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
         encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
         camera: Camera whose frames the policy sees.
+        image_size: ResNets: side of the encoder's input [px]; None: the size a `teleop pretrain` checkpoint was
+            trained at, else R3M's 224. Smaller is faster to encode and to roll out.
         hidden: MLP hidden layer sizes.
         seed: Seed of the policy initialisation and the minibatch sampling.
         eval_every: Steps between calls of `evaluate` (it is also called after the last step).
@@ -87,6 +89,7 @@ class TrainConfig:
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
     camera: str = "front"
+    image_size: int | None = None
     hidden: tuple[int, ...] = (256, 256)
     seed: int = 0
     eval_every: int = 1000
@@ -212,10 +215,10 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         raise TeleopError(f"{config.episodes_dir} has {len(episodes)} usable episodes, fewer than the "
                           f"{config.max_episodes} asked for: record more demonstrations or ask for fewer")
     episodes = episodes[: config.max_episodes]
-    encoder = build_encoder(config.encoder, config.encoder_weights).to(device)
+    encoder = build_encoder(config.encoder, config.encoder_weights, image_size=config.image_size).to(device)
     if encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
-    with ranks.main_first(), _torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
+    with ranks.main_first(), torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
         data = load_features(
             episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
         )
@@ -242,7 +245,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         _write_config(config, device, encoder, data, ranks.world_size)
     loop = _Loop(config, policy, encoder, info, log, evaluate, ranks)
     log_file = open(config.out_dir / "train_log.jsonl", "w") if ranks.is_main else io.StringIO()
-    with _torch_threads(config.threads), log_file:
+    with torch_threads(config.threads), log_file:
         loop.run(_tensors(samples, device), log_file)
     if ranks.is_main:
         save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
@@ -251,7 +254,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
+def torch_threads(threads: int) -> Iterator[None]:
     """torch's CPU kernels on `threads` threads while the block runs; the caller's count afterwards."""
     torch = require("torch", extra="train", purpose="training a policy")
     before = torch.get_num_threads()

@@ -1,0 +1,417 @@
+"""Pretraining an image encoder on the user's own recordings, for `teleop train --encoder-weights`.
+
+`--objective r3m` trains a ResNet with R3M's objective (Nair et al. 2022; facebookresearch/r3m `Trainer.update`).
+Every step samples `batch_size` videos (one camera of one episode each) and five frames of each: a start
+frame i0 from the first `alpha` of the video, an end frame ig from its last `alpha`, and s0 < s1 <= s2 anywhere.
+The loss adds:
+- time contrast (TCN): with similarity = -L2 distance of embeddings, s2 is closer to s1 than to s0 or to s2 of
+  three other videos, and s0 closer to s1 than to s2 or to s0 of three other videos (InfoNCE);
+- video-language alignment: an MLP scores (e(i0), e(frame), instruction); the score rises along the video:
+  (i0, ig) above (i0, i0) and other videos' (i0, ig) under this instruction, likewise (i0, s1) above (i0, s0) and
+  (i0, s2) above (i0, s1) (InfoNCE with three other videos each). A text encoder cannot be downloaded here, so
+  an instruction is a learned embedding of its text (one per distinct instruction of the recordings);
+- L1 and L2 penalties on the embeddings (weight 1e-5 each).
+Augmentation is R3M's "rctraj": one random resized crop per video for all five frames.
+
+The result is an R3M checkpoint, `{"r3m": {"module.convnet.*": ...}, "teleop": {...}}`, which every R3M loader
+reads; "teleop" records the objective, the input size it was trained at (`teleop train` encodes at that size),
+the episodes and the losses.
+
+Frames are read once, cropped and resized as the encoder will see them (R3M's geometry at `image_size`) and kept
+in memory: 25 episodes of 40 steps from two cameras take 100 MB at 128 px.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from teleop.deps import require
+from teleop.errors import TeleopError
+
+if TYPE_CHECKING:
+    import torch
+
+    from teleop.train.encoders import Encoder
+
+OBJECTIVES = ("r3m",)
+DEFAULT_IMAGE_SIZE = 128  # [px]: 3.5x faster than R3M's 224 on a small CPU; `teleop train` follows the checkpoint
+_MIN_FRAMES = 3  # a video needs s0 < s1 <= s2
+_NEGATIVES = 3  # other videos per contrast, as R3M
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """One pretraining run (defaults: R3M's hyperparameters, at a smaller input size).
+
+    Attributes:
+        episodes_dir: Directory of recorded episodes; every intact one is used, failed ones too (they are
+            still videos of the scene).
+        out: Checkpoint file to write.
+        objective: "r3m".
+        encoder: "resnet18", "resnet34" or "resnet50".
+        init_weights: Start from this checkpoint (e.g. R3M's published one) instead of a random init.
+        cameras: Cameras whose frames are videos; empty: every camera of the episodes.
+        image_size: Side of the encoder's input [px].
+        steps: Adam steps.
+        batch_size: Videos per step (five frames each).
+        lr: Adam learning rate.
+        alpha: Fraction of a video that the start and the end frame are drawn from.
+        tcn_weight, lang_weight, l1_weight, l2_weight: Weights of the loss terms.
+        crop_scale: Smallest area fraction of the random resized crop (1: no augmentation).
+        seed: Seed of the initialisation, sampling and augmentation.
+        threads: torch threads (default: one per core).
+        max_episodes: Use the first this many episodes; None: all.
+    """
+
+    episodes_dir: Path
+    out: Path
+    objective: str = "r3m"
+    encoder: str = "resnet18"
+    init_weights: Path | None = None
+    cameras: tuple[str, ...] = ()
+    image_size: int = DEFAULT_IMAGE_SIZE
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    alpha: float = 0.2
+    tcn_weight: float = 1.0
+    lang_weight: float = 1.0
+    l1_weight: float = 1e-5
+    l2_weight: float = 1e-5
+    crop_scale: float = 0.6
+    seed: int = 0
+    threads: int | None = None
+    max_episodes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("episodes_dir", "out", "init_weights"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        checks = [
+            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"),
+            (self.encoder in ("resnet18", "resnet34", "resnet50"),
+             f"the r3m objective trains a ResNet (resnet18, resnet34, resnet50), not {self.encoder!r}"),
+            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
+            (self.batch_size >= 2, f"batch_size must be at least 2 (other videos are the negatives), got "
+                                   f"{self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
+            (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1], got {self.alpha}"),
+            (0.0 < self.crop_scale <= 1.0, f"crop_scale must be in (0, 1], got {self.crop_scale}"),
+            (min(self.tcn_weight, self.lang_weight, self.l1_weight, self.l2_weight) >= 0,
+             "loss weights must not be negative"),
+            (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
+            (self.max_episodes is None or self.max_episodes >= 1,
+             f"max_episodes must be at least 1, got {self.max_episodes}"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise TeleopError("invalid pretraining config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Videos:
+    """Frames of every video, ready for the encoder: uint8 (N, 3, S, S), cropped and resized.
+
+    Attributes:
+        frames: All videos' frames, concatenated.
+        starts, lengths: Where each video's frames are in `frames`, and how many.
+        instruction: Index into `instructions` of each video's instruction, -1 for none.
+        instructions: Distinct instructions.
+        names: "<episode file>:<camera>" of each video.
+    """
+
+    frames: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    instruction: np.ndarray
+    instructions: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    out: Path
+    steps: int
+    videos: int
+    frames: int
+    first_loss: float
+    final_loss: float
+    wall_time_s: float
+    images_per_s: float
+
+
+def load_videos(
+    episodes: Sequence[Path], cameras: Sequence[str], encoder: Encoder, log: Callable[[str], None] = print
+) -> Videos:
+    """Each chosen camera of each episode as one video, its frames cropped and resized as `encoder` does."""
+    from recorder.backend import open_episode
+
+    torch = require("torch", extra="train", purpose="pretraining an encoder")
+    chunks: list[np.ndarray] = []
+    lengths, instruction, names = [], [], []
+    instructions: dict[str, int] = {}
+    for path in episodes:
+        with open_episode(path) as reader:
+            chosen = list(cameras) or list(reader.camera_names)
+            missing = [c for c in chosen if c not in reader.camera_names]
+            if missing:
+                raise TeleopError(f"{path} has no camera {', '.join(missing)}: choose from "
+                                  f"{', '.join(reader.camera_names)}")
+            text = reader.meta.instruction or ""
+            for camera in chosen:
+                frames = reader.frames(camera, 0, reader.num_steps)
+                if frames.shape[0] < _MIN_FRAMES:
+                    log(f"skipping {Path(path).name}:{camera}: {frames.shape[0]} frames, fewer than {_MIN_FRAMES}")
+                    continue
+                with torch.no_grad():
+                    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+                    x = encoder.geometry(x).round().clamp(0, 255).to(torch.uint8)
+                chunks.append(x.numpy())
+                lengths.append(len(x))
+                instruction.append(instructions.setdefault(text, len(instructions)) if text else -1)
+                names.append(f"{Path(path).name}:{camera}")
+    if len(lengths) < 2:
+        raise TeleopError(f"too few videos to pretrain on: {len(lengths)} with at least {_MIN_FRAMES} frames; "
+                          "pretraining contrasts videos with each other: record more episodes")
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    return Videos(np.concatenate(chunks), np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]), lengths_arr,
+                  np.asarray(instruction, dtype=np.int64), tuple(instructions), tuple(names))
+
+
+class R3MObjective:
+    """R3M's loss over a batch of videos (see the module docstring); `encoder` is trained in place."""
+
+    def __init__(self, convnet: torch.nn.Module, feature_dim: int, num_instructions: int, config: PretrainConfig,
+                 hidden_dim: int = 1024, lang_dim: int = 64) -> None:
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        nn = torch.nn
+        self.config = config
+        self.convnet = convnet
+        self.language = nn.Embedding(max(num_instructions, 1), lang_dim)
+        layers: list[nn.Module] = []
+        width = 2 * feature_dim + lang_dim
+        for _ in range(4):  # R3M's LanguageReward: four hidden ReLU layers
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+            width = hidden_dim
+        self.reward = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+        self.std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.convnet.parameters(), *self.language.parameters(), *self.reward.parameters()]
+
+    def train(self) -> None:
+        for module in (self.convnet, self.language, self.reward):
+            module.train()
+
+    def sample(self, videos: Videos, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Frame rows (B, 5) into videos.frames [i0, ig, s0, s1, s2] and the videos' instruction (B,)."""
+        chosen = rng.choice(videos.count, size=self.config.batch_size, replace=videos.count < self.config.batch_size)
+        rows = np.empty((len(chosen), 5), dtype=np.int64)
+        alpha = self.config.alpha
+        for b, v in enumerate(chosen):
+            n = int(videos.lengths[v])
+            i0 = rng.integers(0, max(1, int(alpha * n)))
+            ig = rng.integers(min(n - 1, max(0, math.ceil((1 - alpha) * n) - 1)), n)
+            s1 = rng.integers(1, n)
+            s0 = rng.integers(0, s1)
+            s2 = rng.integers(s1, n)
+            rows[b] = videos.starts[v] + np.array([i0, ig, s0, s1, s2])
+        return rows, videos.instruction[chosen]
+
+    def augment(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """One random resized crop per video for its five frames: uint8 (B, 5, 3, S, S) -> float (B*5, 3, S, S)."""
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        b, k, c, s, _ = images.shape
+        out = torch.empty((b, k, c, s, s), dtype=torch.float32)
+        for i in range(b):
+            area = rng.uniform(self.config.crop_scale, 1.0)
+            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            h = min(s, round(s * math.sqrt(area / aspect)))
+            w = min(s, round(s * math.sqrt(area * aspect)))
+            top, left = rng.integers(0, s - h + 1), rng.integers(0, s - w + 1)
+            crop = images[i, :, :, top : top + h, left : left + w].float()
+            out[i] = torch.nn.functional.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False,
+                                                     antialias=True)
+        return out.view(b * k, c, s, s)
+
+    def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        rows, lang = self.sample(videos, rng)
+        images = torch.from_numpy(videos.frames[rows.reshape(-1)]).view(*rows.shape, *videos.frames.shape[1:])
+        x = self.augment(images, rng) / 255.0
+        embeddings = self.convnet((x - self.mean) / self.std)
+        e = embeddings.view(rows.shape[0], 5, -1)
+        e0, eg, es0, es1, es2 = e.unbind(1)
+        c = self.config
+        l1 = embeddings.abs().sum(-1).mean()
+        l2 = embeddings.norm(dim=-1).mean()
+        metrics = {"l1": l1.item(), "l2": l2.item()}
+        total = c.l1_weight * l1 + c.l2_weight * l2
+        if c.tcn_weight > 0:
+            tcn, aligned = self._tcn(es0, es1, es2, rng)
+            total = total + c.tcn_weight * tcn
+            metrics |= {"tcn": tcn.item(), "aligned": aligned}
+        with_text = torch.from_numpy(lang >= 0)
+        if c.lang_weight > 0 and bool(with_text.any()):
+            words = self.language(torch.from_numpy(np.maximum(lang, 0)))
+            lang_loss, accuracy = self._language(e0, eg, es0, es1, es2, words, with_text, rng)
+            total = total + c.lang_weight * lang_loss
+            metrics |= {"lang": lang_loss.item(), "lang_acc": accuracy}
+        metrics["loss"] = total.item()
+        return total, metrics
+
+    def _tcn(self, es0: torch.Tensor, es1: torch.Tensor, es2: torch.Tensor,
+             rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+
+        def sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return -torch.linalg.norm(a - b, dim=-1)
+
+        others = self._other_videos(len(es0), rng)
+        sim02, sim12, sim01 = sim(es2, es0), sim(es2, es1), sim(es1, es0)
+        neg2 = torch.stack([sim(es2, es2[o]) for o in others], -1)
+        neg0 = torch.stack([sim(es0, es0[o]) for o in others], -1)
+        # InfoNCE: the positive's logit against itself and the negatives (a log-softmax, numerically stable)
+        loss2 = -torch.log_softmax(torch.cat([sim12[:, None], sim02[:, None], neg2], -1), -1)[:, 0]
+        loss0 = -torch.log_softmax(torch.cat([sim01[:, None], sim02[:, None], neg0], -1), -1)[:, 0]
+        aligned = float(((sim02 < sim12) & (sim01 > sim02)).float().mean())
+        return ((loss2 + loss0) / 2).mean(), aligned
+
+    def _language(self, e0: torch.Tensor, eg: torch.Tensor, es0: torch.Tensor, es1: torch.Tensor,
+                  es2: torch.Tensor, words: torch.Tensor, with_text: torch.Tensor,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+
+        def score(start: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+            return self.reward(torch.cat([start, frame, words], -1)).squeeze(-1)
+
+        losses, correct = [], []
+        for later, earlier in ((eg, e0), (es1, es0), (es2, es1)):
+            negatives = [score(e0, earlier)]
+            for o in self._other_videos(len(e0), rng):
+                negatives.append(score(e0[o], later[o]))
+            logits = torch.cat([score(e0, later)[:, None], torch.stack(negatives, -1)], -1)
+            losses.append(-torch.log_softmax(logits, -1)[:, 0])
+            correct.append((logits[:, 0] > logits[:, 1:].max(-1).values).float())
+        mask = with_text.float()
+        loss = (torch.stack(losses).mean(0) * mask).sum() / mask.sum()
+        accuracy = float((torch.stack(correct).mean(0) * mask).sum() / mask.sum())
+        return loss, accuracy
+
+    @staticmethod
+    def _other_videos(batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """_NEGATIVES index arrays, each pairing every batch row with a different row (a cyclic shift)."""
+        shifts = rng.choice(np.arange(1, batch), size=_NEGATIVES, replace=batch - 1 < _NEGATIVES)
+        return [(np.arange(batch) + s) % batch for s in shifts]
+
+
+def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> PretrainResult:
+    """Train an encoder on the recordings in `config.episodes_dir` and write it to `config.out`.
+
+    Raises:
+        TeleopError: Bad config, fewer than two usable videos, unreadable init weights, an unwritable output.
+    """
+    from teleop.train.encoders import build_encoder
+    from teleop.train.features import select_episodes
+    from teleop.train.trainer import torch_threads
+
+    torch = require("torch", extra="train", purpose="pretraining an encoder")
+    started = time.perf_counter()
+    episodes = select_episodes(config.episodes_dir, include_failed=True, log=log)[: config.max_episodes]
+    torch.manual_seed(config.seed)
+    encoder = build_encoder(config.encoder, config.init_weights, init_seed=config.seed, image_size=config.image_size)
+    with torch_threads(config.threads or os.cpu_count() or 1):
+        videos = load_videos(episodes, config.cameras, encoder, log)
+        log(f"pretraining {config.encoder} ({config.objective}) on {videos.count} videos, {len(videos.frames)} "
+            f"frames at {config.image_size} px ({videos.frames.nbytes / 1e6:.0f} MB) from {len(episodes)} episodes")
+        convnet = encoder.convnet
+        convnet.requires_grad_(True)
+        objective = R3MObjective(convnet, encoder.feature_dim, len(videos.instructions), config)
+        losses = _optimise(objective, videos, config, log)
+    meta = {
+        "objective": config.objective,
+        "architecture": config.encoder,
+        "image_size": config.image_size,
+        "config": config.to_dict(),
+        "episodes": [str(p) for p in episodes],
+        "videos": list(videos.names),
+        "instructions": list(videos.instructions),
+        "loss": [float(v) for v in losses],
+    }
+    state = {f"module.convnet.{k}": v.detach().clone() for k, v in convnet.state_dict().items()}
+    state |= {f"module.lang_rew.pred.{k}": v.detach().clone() for k, v in objective.reward.state_dict().items()}
+    state["module.lang_enc.embedding.weight"] = objective.language.weight.detach().clone()
+    _save_atomic({"r3m": state, "teleop": meta}, config.out)
+    elapsed = time.perf_counter() - started
+    window = max(1, len(losses) // 20)
+    images = config.steps * config.batch_size * 5
+    log(f"wrote {config.out}: loss {np.mean(losses[:window]):.4g} -> {np.mean(losses[-window:]):.4g} in "
+        f"{elapsed:.0f} s; train with: teleop train DIR --encoder {config.encoder} --encoder-weights {config.out}")
+    return PretrainResult(config.out, config.steps, videos.count, len(videos.frames), float(np.mean(losses[:window])),
+                          float(np.mean(losses[-window:])), elapsed, images / max(elapsed, 1e-9))
+
+
+def _optimise(objective: R3MObjective, videos: Videos, config: PretrainConfig,
+              log: Callable[[str], None]) -> list[float]:
+    torch = require("torch", extra="train", purpose="pretraining an encoder")
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(objective.parameters(), lr=config.lr)
+    objective.train()
+    losses: list[float] = []
+    every = max(1, config.steps // 20)
+    started = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        loss, metrics = objective.loss(videos, rng)
+        if not math.isfinite(metrics["loss"]):
+            raise TeleopError(f"pretraining diverged at step {step} (loss {metrics['loss']}): lower lr "
+                              f"(now {config.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(metrics["loss"])
+        if step % every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - started
+            rate = step * config.batch_size * 5 / elapsed
+            shown = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k != "loss")
+            eta = elapsed / step * (config.steps - step)
+            log(f"{_bar(step / config.steps)} step {step}/{config.steps}  loss {np.mean(losses[-every:]):.4g}  "
+                f"{shown}  ({rate:.0f} images/s, {eta:.0f} s left)")
+    return losses
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    torch = require("torch", extra="train", purpose="pretraining an encoder")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TeleopError(f"cannot write the pretrained encoder to {path} ({exc}): free disk space or choose "
+                          "another --out") from exc

@@ -1,0 +1,153 @@
+"""`teleop pretrain`: R3M's objective on recorded episodes, and the checkpoint it writes used by `teleop train`.
+
+The synthetic videos: a bright square crosses the frame from left to right over the episode, at a height of
+its own per episode, so frame order and episode identity are both visible in the pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recorder.hdf5 import EpisodeWriter
+from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
+from teleop.errors import TeleopError
+
+torch = pytest.importorskip("torch")
+
+from teleop.train.encoders import build_encoder  # noqa: E402  (after the torch check)
+from teleop.train.pretrain import PretrainConfig, R3MObjective, load_videos, pretrain  # noqa: E402
+from teleop.train.runner import load_policy  # noqa: E402
+from teleop.train.trainer import TrainConfig, train  # noqa: E402
+
+IMAGE = 48  # [px] recorded
+SIZE = 32  # [px] encoder input
+STEPS = 12  # per episode
+
+
+def _meta(cameras: tuple[str, ...] = ("front", "wrist")) -> EpisodeMeta:
+    K = np.array([[40.0, 0, IMAGE / 2], [0, 40.0, IMAGE / 2], [0, 0, 1]])
+    return EpisodeMeta(
+        robot="panda", task="square", instruction="follow the square", control_rate_hz=20.0,
+        operator_device="scripted", joint_names=("j0", "j1"), action_names=("j0", "j1"),
+        cameras={c: CameraInfo(IMAGE, IMAGE, K, np.eye(4)) for c in cameras}, start_time=1.7e9,
+    )
+
+
+def _frame(t: int, row: int) -> np.ndarray:
+    img = np.full((IMAGE, IMAGE, 3), 40, dtype=np.uint8)
+    left = 2 + t * (IMAGE - 14) // (STEPS - 1)
+    img[row : row + 10, left : left + 10] = (250, 220, 30)
+    return img
+
+
+def _write(path: Path, row: int, success: bool = True, steps: int = STEPS) -> None:
+    writer = EpisodeWriter(path, _meta())
+    for i in range(steps):
+        q = np.array([i / steps, row / IMAGE])
+        frames = {"front": CameraFrame(_frame(i, row), 0.05 * i), "wrist": CameraFrame(_frame(i, IMAGE - 12 - row), 0.05 * i)}
+        writer.append(Step(t=0.05 * i, joint_pos=q, joint_vel=np.zeros(2), ee_pose=np.array([0.4, 0, 0.3, 1, 0, 0, 0]),
+                           action=q + 0.1, frames=frames))
+    writer.close(success)
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pretrain") / "episodes"
+    root.mkdir()
+    for i, row in enumerate((2, 10, 18, 26, 34)):
+        _write(root / f"episode_{i:06d}.h5", row, success=i != 4)  # a failed episode is still a video
+    return root
+
+
+def _config(episodes: Path, out: Path, **kwargs: object) -> PretrainConfig:
+    defaults: dict[str, object] = {"image_size": SIZE, "steps": 40, "batch_size": 8, "lr": 1e-3, "seed": 0}
+    return PretrainConfig(episodes, out, **(defaults | kwargs))  # type: ignore[arg-type]
+
+
+def test_pretraining_writes_an_r3m_checkpoint_that_train_and_eval_use(episodes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "enc.pt"
+    lines: list[str] = []
+    result = pretrain(_config(episodes, out), log=lines.append)
+    assert result.videos == 10 and result.frames == 10 * STEPS  # both cameras of all five episodes
+    assert any("images/s" in line and "step 40/40" in line for line in lines)
+
+    saved = torch.load(out, weights_only=True)
+    assert saved["teleop"]["objective"] == "r3m" and saved["teleop"]["image_size"] == SIZE
+    assert len(saved["teleop"]["loss"]) == 40 and saved["teleop"]["instructions"] == ["follow the square"]
+    assert "module.convnet.layer4.1.bn2.running_var" in saved["r3m"]
+
+    encoder = build_encoder("resnet18", out)
+    assert encoder.input_size == SIZE  # the size it was trained at
+    assert encoder.describe()["input_size"] == SIZE
+    random = build_encoder("resnet18", init_seed=0)
+    assert not torch.equal(encoder.convnet.conv1.weight, random.convnet.conv1.weight)
+
+    run = tmp_path / "run"
+    train(TrainConfig(episodes, run, steps=20, encoder_weights=out, device="cpu"), log=lambda _: None)
+    runner = load_policy(run)
+    frame = _frame(3, 10)
+    assert runner.act(frame, np.zeros(2)).shape == (2,)
+    assert runner._encoder.input_size == SIZE  # rebuilt at the size it was trained with
+
+
+def test_pretraining_lowers_the_objective_on_held_fixed_batches(episodes: Path, tmp_path: Path) -> None:
+    config = _config(episodes, tmp_path / "enc.pt", steps=60)
+    encoder = build_encoder("resnet18", init_seed=0, image_size=SIZE)
+    videos = load_videos(sorted(episodes.glob("*.h5")), (), encoder, log=lambda _: None)
+
+    def held_out_loss(convnet: torch.nn.Module) -> float:
+        objective = R3MObjective(convnet.eval(), encoder.feature_dim, 1, _tcn_only(config))
+        rng = np.random.default_rng(123)
+        with torch.no_grad():
+            return float(np.mean([objective.loss(videos, rng)[1]["tcn"] for _ in range(8)]))
+
+    before = held_out_loss(encoder.convnet)
+    pretrain(config, log=lambda _: None)
+    after = held_out_loss(build_encoder("resnet18", tmp_path / "enc.pt").convnet)
+    assert after < 0.8 * before, (before, after)  # 1.28 -> 0.92 here; chance is log(5) = 1.61
+
+
+def _tcn_only(config: PretrainConfig) -> PretrainConfig:
+    """The TCN term alone, without augmentation: what the held-out measure compares."""
+    from dataclasses import replace
+
+    return replace(config, lang_weight=0.0, crop_scale=1.0)
+
+
+def test_chosen_cameras_and_the_input_size_of_frames(episodes: Path) -> None:
+    encoder = build_encoder("resnet18", image_size=SIZE)
+    videos = load_videos(sorted(episodes.glob("*.h5")), ("wrist",), encoder, log=lambda _: None)
+    assert videos.count == 5 and videos.frames.shape == (5 * STEPS, 3, SIZE, SIZE)
+    assert videos.frames.dtype == np.uint8 and videos.names[0].endswith(":wrist")
+    assert list(videos.lengths) == [STEPS] * 5 and list(videos.starts) == [i * STEPS for i in range(5)]
+    with pytest.raises(TeleopError, match="no camera top"):
+        load_videos(sorted(episodes.glob("*.h5")), ("top",), encoder, log=lambda _: None)
+
+
+def test_too_few_videos_and_bad_configs_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "one"
+    root.mkdir()
+    _write(root / "episode_000000.h5", 4)
+    _write(root / "episode_000001.h5", 8, steps=2)  # too short to sample three frames from
+    with pytest.raises(TeleopError, match="too few videos to pretrain on: 1 with"):
+        pretrain(_config(root, tmp_path / "x.pt", cameras=("front",)), log=lambda _: None)
+    with pytest.raises(TeleopError, match="trains a ResNet"):
+        _config(root, tmp_path / "x.pt", encoder="vit-s16")
+    with pytest.raises(TeleopError, match="batch_size must be at least 2"):
+        _config(root, tmp_path / "x.pt", batch_size=1)
+    with pytest.raises(TeleopError, match="out of range"):
+        build_encoder("resnet18", image_size=8)
+    with pytest.raises(TeleopError, match="takes 224-px images"):
+        build_encoder("vit-s16", image_size=128)
+
+
+def test_the_command_line(episodes: Path, tmp_path: Path) -> None:
+    from teleop.cli import main
+
+    out = tmp_path / "cli.pt"
+    assert main(["pretrain", str(episodes), "--out", str(out), "--steps", "2", "--batch-size", "4",
+                 "--image-size", str(SIZE), "--camera", "front"]) == 0
+    assert torch.load(out, weights_only=True)["teleop"]["videos"][0].endswith(":front")
