@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--camera", default="front",
                        help="the camera the policy sees, or several, comma-separated (e.g. front,wrist)")
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
-                       help="a ResNet's input size (default: what --encoder-weights was pretrained at, else 224)")
+                       help="a ResNet's or a random ViT's input size (default: what --encoder-weights was "
+                            "pretrained at, else 224)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
@@ -140,20 +141,29 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads while the policy trains and acts (default 1; encoding uses every core)")
 
-    pretrain = sub.add_parser("pretrain", help="pretrain an image encoder on recorded episodes (R3M's objective)")
+    pretrain = sub.add_parser("pretrain", help="pretrain an image encoder on recorded episodes (R3M's or MAE's "
+                                               "objective)")
     pretrain.add_argument("dir", type=Path, help="folder of episodes (every intact one, failed ones too)")
     pretrain.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write (.pt)")
-    pretrain.add_argument("--objective", default="r3m", choices=["r3m"])
-    pretrain.add_argument("--encoder", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    pretrain.add_argument("--objective", default="r3m", choices=["r3m", "mae"],
+                          help="r3m: R3M's time contrast and language alignment, for a ResNet; mae: masked "
+                               "autoencoding, for a ViT (default r3m)")
+    pretrain.add_argument("--encoder", default=None, choices=encoder_names(),
+                          help="a ResNet for r3m (default resnet18), a ViT for mae (default vit-s16)")
     pretrain.add_argument("--init-weights", type=Path, default=None,
-                          help="start from this checkpoint (e.g. R3M's) instead of a random init")
+                          help="start from this checkpoint (e.g. R3M's or MAE's) instead of a random init")
     pretrain.add_argument("--camera", action="append", default=None,
                           help="a camera whose frames to learn from; repeat for several (default: every camera)")
     pretrain.add_argument("--image-size", type=int, default=128, metavar="PX",
-                          help="input size; teleop train encodes at the same size (default 128)")
+                          help="input size, a multiple of 16 for a ViT; teleop train encodes at the same size "
+                               "(default 128)")
     pretrain.add_argument("--steps", type=int, default=1000)
-    pretrain.add_argument("--batch-size", type=int, default=16, help="videos per step, five frames each")
-    pretrain.add_argument("--lr", type=float, default=1e-4)
+    pretrain.add_argument("--batch-size", type=int, default=None,
+                          help="r3m: videos per step, five frames each (default 16); mae: images per step "
+                               "(default 64)")
+    pretrain.add_argument("--lr", type=float, default=None,
+                          help="default r3m: 1e-4 (Adam); mae: 1.5e-4 * batch size / 256 (AdamW, as MAE)")
+    pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
 
@@ -173,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--test-episodes", type=int, default=30, help="test rollouts per policy (default 30)")
     sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="test rollout processes")
     sweep.add_argument("--camera", default="front", help="camera(s) the policies see, comma-separated")
+    sweep.add_argument("--image-size", type=int, default=None, metavar="PX",
+                       help="every ResNet's input size, for a like-for-like comparison (default: each encoder's own)")
     sweep.add_argument("--max-seconds", type=float, default=None, help="rollout length cap (default: the task's)")
 
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
@@ -616,7 +628,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = PretrainConfig(args.dir, args.out, objective=args.objective, encoder=args.encoder,
                             init_weights=args.init_weights, cameras=tuple(args.camera or ()),
                             image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, threads=args.threads)
+                            mask_ratio=args.mask_ratio, seed=args.seed, threads=args.threads)
     pretrain(config, log=print)
     return 0
 
@@ -629,7 +641,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = SweepConfig(args.dir, args.out, demos=args.demos, seeds=tuple(range(args.seeds)), encoders=encoders,
                          steps=args.steps, eval_every=args.eval_every, valid_episodes=args.valid_episodes,
                          test_episodes=args.test_episodes, workers=args.workers, camera=args.camera,
-                         max_duration_s=args.max_seconds)
+                         max_duration_s=args.max_seconds,
+                         train_options={} if args.image_size is None else {"image_size": args.image_size})
     sweep(config, log=print)
     print((args.out / "sweep.md").read_text().rstrip())
     print(f"wrote {args.out / 'sweep.json'}, {args.out / 'sweep.md'} and {args.out / 'sweep.png'}")

@@ -364,7 +364,9 @@ def build_encoder(
         init_seed: Seed of the random initialisation; the global torch RNG is left untouched.
         expected_sha256: If given, the weights file must have this SHA-256 (that of a policy's training).
         image_size: ResNets: the input size [px] (R3M's geometry scaled, see `resnet_geometry`); None: the size
-            a `teleop pretrain` checkpoint was trained at, else R3M's 224. ViTs take their checkpoint's.
+            a `teleop pretrain` checkpoint was trained at, else R3M's 224. ViTs: a random one is built at this
+            size (a multiple of the patch size; None: 224); one from a checkpoint takes the checkpoint's, and
+            another size is refused.
 
     Raises:
         UnknownNameError: Unknown architecture.
@@ -373,7 +375,7 @@ def build_encoder(
     arch = architecture(name)
     path = None if weights is None else Path(weights).expanduser().resolve()
     if isinstance(arch, ViTArchitecture):
-        encoder = _build_vit_encoder(name, arch, path, init_seed, expected_sha256)
+        encoder = _build_vit_encoder(name, arch, path, init_seed, expected_sha256, image_size)
         if image_size not in (None, encoder.input_size):
             raise TeleopError(
                 f"{name} takes {encoder.input_size}-px images, the size of its position embeddings, not {image_size}: "
@@ -408,12 +410,13 @@ def trained_image_size(checkpoint: Any) -> int | None:
 
 
 def _build_vit_encoder(
-    name: str, arch: ViTArchitecture, path: Path | None, init_seed: int, expected_sha256: str | None
+    name: str, arch: ViTArchitecture, path: Path | None, init_seed: int, expected_sha256: str | None,
+    image_size: int | None = None,
 ) -> Encoder:
     if path is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            vit = VisionTransformer(arch)
+            vit = VisionTransformer(arch, image_size or VIT_IMAGE_SIZE)
         return Encoder(name, vit, None, None, init_seed, SquareCropResize(vit.image_size))
     state = vit_state_dict(_read_torch_file(path, _VIT_FILES), path)
     sha256 = _checked_sha256(path, expected_sha256)

@@ -1,6 +1,8 @@
 """Pretraining an image encoder on the user's own recordings, for `teleop train --encoder-weights`.
 
-`--objective r3m` trains a ResNet with R3M's objective (Nair et al. 2022; facebookresearch/r3m `Trainer.update`).
+Two objectives (`--objective`), each for its kind of encoder:
+
+`r3m` trains a ResNet with R3M's objective (Nair et al. 2022; facebookresearch/r3m `Trainer.update`).
 Every step samples `batch_size` videos (one camera of one episode each) and five frames of each: a start
 frame i0 from the first `alpha` of the video, an end frame ig from its last `alpha`, and s0 < s1 <= s2 anywhere.
 The loss adds:
@@ -11,14 +13,26 @@ The loss adds:
   (i0, s2) above (i0, s1) (InfoNCE with three other videos each). A text encoder cannot be downloaded here, so
   an instruction is a learned embedding of its text (one per distinct instruction of the recordings);
 - L1 and L2 penalties on the embeddings (weight 1e-5 each).
-Augmentation is R3M's "rctraj": one random resized crop per video for all five frames.
-
+Augmentation is R3M's "rctraj": one random resized crop per video for all five frames. Adam, lr 1e-4, 16 videos.
 The result is an R3M checkpoint, `{"r3m": {"module.convnet.*": ...}, "teleop": {...}}`, which every R3M loader
-reads; "teleop" records the objective, the input size it was trained at (`teleop train` encodes at that size),
-the episodes and the losses.
+reads.
 
-Frames are read once, cropped and resized as the encoder will see them (R3M's geometry at `image_size`) and kept
-in memory: 25 episodes of 40 steps from two cameras take 100 MB at 128 px.
+`mae` trains a ViT (vit-s16, vit-b16, vit-l16 and their -avgpool forms) as a masked autoencoder (He et al. 2022;
+facebookresearch/mae; see teleop.train.mae): `batch_size` random frames of all videos per step, a random resized
+crop each, 75% of the patches hidden, the mean squared error of the decoder's reconstruction of the hidden
+patches' normalised pixels. MAE's AdamW (betas 0.9, 0.95, weight decay 0.05, none on biases and norms) at MAE's
+base lr 1.5e-4 per 256 images, so 3.75e-5 at the default 64 images per step; constant, as r3m's (MAE's 800-epoch
+warmup and cosine schedule do not fit runs of a thousand steps). The ViT is built at `image_size` (a multiple of
+16: 128 px is 8 x 8 patches) with MAE's fixed sin-cos positions. The result is MAE's checkpoint layout,
+`{"model": {encoder and decoder weights}, "teleop": {...}}`: `build_encoder("vit-s16", path)` drops the decoder
+and takes the input size from `pos_embed`.
+
+"teleop" records the objective, the input size it was trained at (`teleop train` encodes at that size), the
+episodes and the losses.
+
+Frames are read once, cropped and resized as the encoder will see them (R3M's geometry for a ResNet, MVP's
+centred square for a ViT, at `image_size`) and kept in memory: 25 episodes of 40 steps from two cameras take
+100 MB at 128 px.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -41,46 +55,64 @@ if TYPE_CHECKING:
 
     from teleop.train.encoders import Encoder
 
-OBJECTIVES = ("r3m",)
+OBJECTIVES = ("r3m", "mae")
+ENCODERS = {  # the encoders each objective trains, the first one its default
+    "r3m": ("resnet18", "resnet34", "resnet50"),
+    "mae": ("vit-s16", "vit-b16", "vit-l16", "vit-s16-avgpool", "vit-b16-avgpool", "vit-l16-avgpool"),
+}
+DEFAULT_BATCH_SIZE = {"r3m": 16, "mae": 64}  # r3m: videos of five frames (80 images); mae: images
+R3M_LR = 1e-4  # R3M's Adam
+MAE_BASE_LR = 1.5e-4  # per 256 images (MAE's PRETRAIN.md --blr); the lr is base * batch_size / 256
 DEFAULT_IMAGE_SIZE = 128  # [px]: 3.5x faster than R3M's 224 on a small CPU; `teleop train` follows the checkpoint
 _MIN_FRAMES = 3  # a video needs s0 < s1 <= s2
 _NEGATIVES = 3  # other videos per contrast, as R3M
+_VIT_PATCH = 16  # [px], every ViT of ENCODERS["mae"]
+
+
+def default_lr(objective: str, batch_size: int) -> float:
+    """r3m: R3M's 1e-4 whatever the batch; mae: MAE's linear scaling rule, 1.5e-4 per 256 images."""
+    return R3M_LR if objective == "r3m" else MAE_BASE_LR * batch_size / 256
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """One pretraining run (defaults: R3M's hyperparameters, at a smaller input size).
+    """One pretraining run (defaults: the objective's published hyperparameters, at a smaller input size).
 
     Attributes:
         episodes_dir: Directory of recorded episodes; every intact one is used, failed ones too (they are
             still videos of the scene).
         out: Checkpoint file to write.
-        objective: "r3m".
-        encoder: "resnet18", "resnet34" or "resnet50".
-        init_weights: Start from this checkpoint (e.g. R3M's published one) instead of a random init.
+        objective: "r3m" or "mae".
+        encoder: r3m: "resnet18" (default), "resnet34" or "resnet50"; mae: "vit-s16" (default), "vit-b16",
+            "vit-l16" or their "-avgpool" forms.
+        init_weights: Start from this checkpoint (e.g. R3M's or MAE's published one) instead of a random init; a
+            ViT's must have been trained at `image_size`; MAE's decoder always starts afresh.
         cameras: Cameras whose frames are videos; empty: every camera of the episodes.
-        image_size: Side of the encoder's input [px].
-        steps: Adam steps.
-        batch_size: Videos per step (five frames each).
-        lr: Adam learning rate.
-        alpha: Fraction of a video that the start and the end frame are drawn from.
-        tcn_weight, lang_weight, l1_weight, l2_weight: Weights of the loss terms.
+        image_size: Side of the encoder's input [px]; a multiple of 16 for mae.
+        steps: Optimiser steps.
+        batch_size: r3m: videos per step, five frames each (default 16); mae: images per step (default 64).
+        lr: Learning rate; default r3m: 1e-4 (Adam), mae: 1.5e-4 * batch_size / 256 (AdamW).
+        alpha: r3m: fraction of a video that the start and the end frame are drawn from.
+        tcn_weight, lang_weight, l1_weight, l2_weight: r3m: weights of the loss terms.
         crop_scale: Smallest area fraction of the random resized crop (1: no augmentation).
         seed: Seed of the initialisation, sampling and augmentation.
         threads: torch threads (default: one per core).
         max_episodes: Use the first this many episodes; None: all.
+        mask_ratio: mae: fraction of each image's patches hidden from the encoder.
+        decoder_dim, decoder_depth, decoder_heads: mae: the decoder's width, blocks and heads (MAE's: 512, 8, 16).
+        weight_decay: mae: AdamW's weight decay (none on biases and norms).
     """
 
     episodes_dir: Path
     out: Path
     objective: str = "r3m"
-    encoder: str = "resnet18"
+    encoder: str | None = None
     init_weights: Path | None = None
     cameras: tuple[str, ...] = ()
     image_size: int = DEFAULT_IMAGE_SIZE
     steps: int = 1000
-    batch_size: int = 16
-    lr: float = 1e-4
+    batch_size: int | None = None
+    lr: float | None = None
     alpha: float = 0.2
     tcn_weight: float = 1.0
     lang_weight: float = 1.0
@@ -90,6 +122,11 @@ class PretrainConfig:
     seed: int = 0
     threads: int | None = None
     max_episodes: int | None = None
+    mask_ratio: float = 0.75
+    decoder_dim: int = 256
+    decoder_depth: int = 4
+    decoder_heads: int = 8
+    weight_decay: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("episodes_dir", "out", "init_weights"):
@@ -97,25 +134,69 @@ class PretrainConfig:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        if self.objective not in OBJECTIVES:
+            raise TeleopError(f"invalid pretraining config: objective must be one of {', '.join(OBJECTIVES)}, "
+                              f"got {self.objective!r}")
+        self._settle_defaults()
+        problems = [message for ok, message in self._checks() if not ok]
+        if problems:
+            raise TeleopError("invalid pretraining config: " + "; ".join(problems))
+
+    def _settle_defaults(self) -> None:
+        """The objective's encoder, batch size and lr where None was given."""
+        if self.encoder is None:
+            object.__setattr__(self, "encoder", ENCODERS[self.objective][0])
+        if self.batch_size is None:
+            object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.objective])
+        if self.lr is None:
+            object.__setattr__(self, "lr", default_lr(self.objective, self.batch_size or 1))
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        batch, lr = self.batch_size or 0, self.lr or 0.0
+        other = {"r3m": "mae", "mae": "r3m"}[self.objective]
+        kind = {"r3m": "a ResNet", "mae": "a ViT"}
         checks = [
-            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"),
-            (self.encoder in ("resnet18", "resnet34", "resnet50"),
-             f"the r3m objective trains a ResNet (resnet18, resnet34, resnet50), not {self.encoder!r}"),
+            (self.encoder in ENCODERS[self.objective],
+             f"the {self.objective} objective trains {kind[self.objective]} "
+             f"({', '.join(ENCODERS[self.objective])}), not {self.encoder!r}"
+             + (f": use --objective {other} for it" if self.encoder in ENCODERS[other] else "")),
             (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.batch_size >= 2, f"batch_size must be at least 2 (other videos are the negatives), got "
-                                   f"{self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
-            (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1], got {self.alpha}"),
+            (math.isfinite(lr) and lr > 0, f"lr must be a positive number, got {self.lr}"),
             (0.0 < self.crop_scale <= 1.0, f"crop_scale must be in (0, 1], got {self.crop_scale}"),
-            (min(self.tcn_weight, self.lang_weight, self.l1_weight, self.l2_weight) >= 0,
-             "loss weights must not be negative"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
             (self.max_episodes is None or self.max_episodes >= 1,
              f"max_episodes must be at least 1, got {self.max_episodes}"),
         ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise TeleopError("invalid pretraining config: " + "; ".join(problems))
+        if self.objective == "r3m":
+            checks += [
+                (batch >= 2, f"batch_size must be at least 2 (other videos are the negatives), got {batch}"),
+                (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1], got {self.alpha}"),
+                (min(self.tcn_weight, self.lang_weight, self.l1_weight, self.l2_weight) >= 0,
+                 "loss weights must not be negative"),
+            ]
+        else:
+            checks += self._mae_checks(batch)
+        return checks
+
+    def _mae_checks(self, batch: int) -> list[tuple[bool, str]]:
+        patches = (self.image_size // _VIT_PATCH) ** 2
+        visible = round((1.0 - self.mask_ratio) * patches)  # mae.kept_patches, without importing torch
+        return [
+            (batch >= 1, f"batch_size must be at least 1, got {batch}"),
+            (self.image_size >= 2 * _VIT_PATCH and self.image_size % _VIT_PATCH == 0,
+             f"image_size must be a multiple of the ViT's {_VIT_PATCH}-px patches and at least {2 * _VIT_PATCH}, "
+             f"got {self.image_size} (128 px: 8 x 8 patches)"),
+            (0.0 < self.mask_ratio < 1.0 and (patches < 2 or 1 <= visible < patches),
+             f"mask_ratio must leave at least one of the {patches} patches visible and one hidden, got "
+             f"{self.mask_ratio} (MAE: 0.75)"),
+            (self.decoder_depth >= 1 and self.decoder_heads >= 1 and self.decoder_dim % 4 == 0
+             and self.decoder_dim % self.decoder_heads == 0,
+             f"the decoder needs a depth and heads of at least 1 and a width divisible by 4 (its sin-cos "
+             f"positions) and by the heads, got width {self.decoder_dim}, depth {self.decoder_depth}, heads "
+             f"{self.decoder_heads}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must not be negative, got {self.weight_decay}"),
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
@@ -159,9 +240,14 @@ class PretrainResult:
 
 
 def load_videos(
-    episodes: Sequence[Path], cameras: Sequence[str], encoder: Encoder, log: Callable[[str], None] = print
+    episodes: Sequence[Path], cameras: Sequence[str], encoder: Encoder, log: Callable[[str], None] = print,
+    min_frames: int = _MIN_FRAMES, min_videos: int = 2,
 ) -> Videos:
-    """Each chosen camera of each episode as one video, its frames cropped and resized as `encoder` does."""
+    """Each chosen camera of each episode as one video, its frames cropped and resized as `encoder` does.
+
+    Videos shorter than `min_frames` are skipped; fewer than `min_videos` left is an error (r3m's defaults:
+    three frames to sample s0 < s1 <= s2, two videos to contrast).
+    """
     from recorder.backend import open_episode
 
     torch = require("torch", extra="train", purpose="pretraining an encoder")
@@ -178,8 +264,8 @@ def load_videos(
             text = reader.meta.instruction or ""
             for camera in chosen:
                 frames = reader.frames(camera, 0, reader.num_steps)
-                if frames.shape[0] < _MIN_FRAMES:
-                    log(f"skipping {Path(path).name}:{camera}: {frames.shape[0]} frames, fewer than {_MIN_FRAMES}")
+                if frames.shape[0] < min_frames:
+                    log(f"skipping {Path(path).name}:{camera}: {frames.shape[0]} frames, fewer than {min_frames}")
                     continue
                 with torch.no_grad():
                     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
@@ -188,12 +274,57 @@ def load_videos(
                 lengths.append(len(x))
                 instruction.append(instructions.setdefault(text, len(instructions)) if text else -1)
                 names.append(f"{Path(path).name}:{camera}")
-    if len(lengths) < 2:
-        raise TeleopError(f"too few videos to pretrain on: {len(lengths)} with at least {_MIN_FRAMES} frames; "
-                          "pretraining contrasts videos with each other: record more episodes")
+    if len(lengths) < min_videos:
+        why = "pretraining contrasts videos with each other: " if min_videos > 1 else ""
+        raise TeleopError(f"too few videos to pretrain on: {len(lengths)} with at least {min_frames} frames; "
+                          f"{why}record more episodes")
     lengths_arr = np.asarray(lengths, dtype=np.int64)
     return Videos(np.concatenate(chunks), np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]), lengths_arr,
                   np.asarray(instruction, dtype=np.int64), tuple(instructions), tuple(names))
+
+
+class Objective(Protocol):
+    """A pretraining loss and what it trains; `_optimise` steps it, `pretrain` writes its checkpoint."""
+
+    @property
+    def images_per_step(self) -> int: ...
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def train(self) -> None: ...
+
+    def optimizer(self) -> torch.optim.Optimizer: ...
+
+    def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one random batch and its parts (metrics["loss"] is the loss)."""
+        ...
+
+    def checkpoint(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """What to save: the trained weights in their published layout, with `meta` under "teleop"."""
+        ...
+
+
+def random_resized_crop(images: torch.Tensor, min_area: float, rng: np.random.Generator) -> torch.Tensor:
+    """One random resized crop per group: uint8 (B, K, 3, S, S) -> float (B * K, 3, S, S), 0-255.
+
+    As torchvision's RandomResizedCrop: area fraction uniform in [min_area, 1], aspect ratio log-uniform in
+    [3/4, 4/3], clipped to the frame; bilinear resize back to S. All K images of a group share the crop (R3M
+    crops a video's frames alike).
+    """
+    torch = require("torch", extra="train", purpose="pretraining an encoder")
+    b, k, c, s, _ = images.shape
+    out = torch.empty((b, k, c, s, s), dtype=torch.float32)
+    for i in range(b):
+        area = rng.uniform(min_area, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        h = min(s, round(s * math.sqrt(area / aspect)))
+        w = min(s, round(s * math.sqrt(area * aspect)))
+        top, left = rng.integers(0, s - h + 1), rng.integers(0, s - w + 1)
+        crop = images[i, :, :, top : top + h, left : left + w].float()
+        # a crop is never larger than the frame: only upsampling, where antialiasing changes nothing (and
+        # takes twice as long)
+        out[i] = torch.nn.functional.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False)
+    return out.view(b * k, c, s, s)
 
 
 class R3MObjective:
@@ -215,6 +346,14 @@ class R3MObjective:
         self.mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
         self.std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
+    @property
+    def images_per_step(self) -> int:
+        return self._batch_size * 5
+
+    @property
+    def _batch_size(self) -> int:
+        return self.config.batch_size or DEFAULT_BATCH_SIZE["r3m"]  # settled by PretrainConfig
+
     def parameters(self) -> list[torch.nn.Parameter]:
         return [*self.convnet.parameters(), *self.language.parameters(), *self.reward.parameters()]
 
@@ -222,9 +361,21 @@ class R3MObjective:
         for module in (self.convnet, self.language, self.reward):
             module.train()
 
+    def optimizer(self) -> torch.optim.Optimizer:
+        """R3M's Adam, no weight decay."""
+        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr or default_lr("r3m", self._batch_size))
+
+    def checkpoint(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """R3M's layout: `{"r3m": {"module.convnet.*", "module.lang_rew.pred.*", "module.lang_enc.*"}}`."""
+        state = {f"module.convnet.{k}": v.detach().clone() for k, v in self.convnet.state_dict().items()}
+        state |= {f"module.lang_rew.pred.{k}": v.detach().clone() for k, v in self.reward.state_dict().items()}
+        state["module.lang_enc.embedding.weight"] = self.language.weight.detach().clone()
+        return {"r3m": state, "teleop": meta}
+
     def sample(self, videos: Videos, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Frame rows (B, 5) into videos.frames [i0, ig, s0, s1, s2] and the videos' instruction (B,)."""
-        chosen = rng.choice(videos.count, size=self.config.batch_size, replace=videos.count < self.config.batch_size)
+        chosen = rng.choice(videos.count, size=self._batch_size, replace=videos.count < self._batch_size)
         rows = np.empty((len(chosen), 5), dtype=np.int64)
         alpha = self.config.alpha
         for b, v in enumerate(chosen):
@@ -239,19 +390,7 @@ class R3MObjective:
 
     def augment(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """One random resized crop per video for its five frames: uint8 (B, 5, 3, S, S) -> float (B*5, 3, S, S)."""
-        torch = require("torch", extra="train", purpose="pretraining an encoder")
-        b, k, c, s, _ = images.shape
-        out = torch.empty((b, k, c, s, s), dtype=torch.float32)
-        for i in range(b):
-            area = rng.uniform(self.config.crop_scale, 1.0)
-            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            h = min(s, round(s * math.sqrt(area / aspect)))
-            w = min(s, round(s * math.sqrt(area * aspect)))
-            top, left = rng.integers(0, s - h + 1), rng.integers(0, s - w + 1)
-            crop = images[i, :, :, top : top + h, left : left + w].float()
-            out[i] = torch.nn.functional.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False,
-                                                     antialias=True)
-        return out.view(b * k, c, s, s)
+        return random_resized_crop(images, self.config.crop_scale, rng)
 
     def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         torch = require("torch", extra="train", purpose="pretraining an encoder")
@@ -328,7 +467,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     """Train an encoder on the recordings in `config.episodes_dir` and write it to `config.out`.
 
     Raises:
-        TeleopError: Bad config, fewer than two usable videos, unreadable init weights, an unwritable output.
+        TeleopError: Bad config, too few usable videos, unreadable init weights, an unwritable output.
     """
     from teleop.train.encoders import build_encoder
     from teleop.train.features import select_episodes
@@ -336,20 +475,21 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
 
     torch = require("torch", extra="train", purpose="pretraining an encoder")
     started = time.perf_counter()
+    name = config.encoder or ENCODERS[config.objective][0]  # settled by PretrainConfig
     episodes = select_episodes(config.episodes_dir, include_failed=True, log=log)[: config.max_episodes]
     torch.manual_seed(config.seed)
-    encoder = build_encoder(config.encoder, config.init_weights, init_seed=config.seed, image_size=config.image_size)
+    encoder = build_encoder(name, config.init_weights, init_seed=config.seed, image_size=config.image_size)
     with torch_threads(config.threads or os.cpu_count() or 1):
-        videos = load_videos(episodes, config.cameras, encoder, log)
-        log(f"pretraining {config.encoder} ({config.objective}) on {videos.count} videos, {len(videos.frames)} "
+        # MAE needs frames, not videos: any one of them will do
+        minimum = {"min_frames": 1, "min_videos": 1} if config.objective == "mae" else {}
+        videos = load_videos(episodes, config.cameras, encoder, log, **minimum)
+        log(f"pretraining {name} ({config.objective}) on {videos.count} videos, {len(videos.frames)} "
             f"frames at {config.image_size} px ({videos.frames.nbytes / 1e6:.0f} MB) from {len(episodes)} episodes")
-        convnet = encoder.convnet
-        convnet.requires_grad_(True)
-        objective = R3MObjective(convnet, encoder.feature_dim, len(videos.instructions), config)
+        objective = _OBJECTIVES[config.objective](encoder, videos, config)
         losses = _optimise(objective, videos, config, log)
     meta = {
         "objective": config.objective,
-        "architecture": config.encoder,
+        "architecture": name,
         "image_size": config.image_size,
         "config": config.to_dict(),
         "episodes": [str(p) for p in episodes],
@@ -357,24 +497,41 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
         "instructions": list(videos.instructions),
         "loss": [float(v) for v in losses],
     }
-    state = {f"module.convnet.{k}": v.detach().clone() for k, v in convnet.state_dict().items()}
-    state |= {f"module.lang_rew.pred.{k}": v.detach().clone() for k, v in objective.reward.state_dict().items()}
-    state["module.lang_enc.embedding.weight"] = objective.language.weight.detach().clone()
-    _save_atomic({"r3m": state, "teleop": meta}, config.out)
+    _save_atomic(objective.checkpoint(meta), config.out)
     elapsed = time.perf_counter() - started
     window = max(1, len(losses) // 20)
-    images = config.steps * config.batch_size * 5
+    images = config.steps * objective.images_per_step
     log(f"wrote {config.out}: loss {np.mean(losses[:window]):.4g} -> {np.mean(losses[-window:]):.4g} in "
-        f"{elapsed:.0f} s; train with: teleop train DIR --encoder {config.encoder} --encoder-weights {config.out}")
+        f"{elapsed:.0f} s; train with: teleop train DIR --encoder {name} --encoder-weights {config.out}")
     return PretrainResult(config.out, config.steps, videos.count, len(videos.frames), float(np.mean(losses[:window])),
                           float(np.mean(losses[-window:])), elapsed, images / max(elapsed, 1e-9))
 
 
-def _optimise(objective: R3MObjective, videos: Videos, config: PretrainConfig,
+def _r3m_objective(encoder: Encoder, videos: Videos, config: PretrainConfig) -> R3MObjective:
+    convnet = encoder.convnet
+    convnet.requires_grad_(True)
+    return R3MObjective(convnet, encoder.feature_dim, len(videos.instructions), config)
+
+
+def _mae_objective(encoder: Encoder, videos: Videos, config: PretrainConfig) -> Objective:
+    from teleop.train.mae import MAEObjective
+    from teleop.train.vit import VisionTransformer
+
+    if not isinstance(encoder.backbone, VisionTransformer):
+        raise TeleopError(f"the mae objective trains a ViT, and {encoder.name} is none: pass --encoder vit-s16")
+    return MAEObjective(encoder.backbone, config)
+
+
+_OBJECTIVES: dict[str, Callable[[Encoder, Videos, PretrainConfig], Objective]] = {
+    "r3m": _r3m_objective,
+    "mae": _mae_objective,
+}
+
+
+def _optimise(objective: Objective, videos: Videos, config: PretrainConfig,
               log: Callable[[str], None]) -> list[float]:
-    torch = require("torch", extra="train", purpose="pretraining an encoder")
     rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.Adam(objective.parameters(), lr=config.lr)
+    optimizer = objective.optimizer()
     objective.train()
     losses: list[float] = []
     every = max(1, config.steps // 20)
@@ -390,10 +547,10 @@ def _optimise(objective: R3MObjective, videos: Videos, config: PretrainConfig,
         losses.append(metrics["loss"])
         if step % every == 0 or step == config.steps:
             elapsed = time.perf_counter() - started
-            rate = step * config.batch_size * 5 / elapsed
-            shown = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k != "loss")
+            rate = step * objective.images_per_step / elapsed
+            shown = "".join(f"  {k} {v:.3g}" for k, v in metrics.items() if k != "loss")
             eta = elapsed / step * (config.steps - step)
-            log(f"{_bar(step / config.steps)} step {step}/{config.steps}  loss {np.mean(losses[-every:]):.4g}  "
+            log(f"{_bar(step / config.steps)} step {step}/{config.steps}  loss {np.mean(losses[-every:]):.4g}"
                 f"{shown}  ({rate:.0f} images/s, {eta:.0f} s left)")
     return losses
 
