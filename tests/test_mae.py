@@ -17,6 +17,7 @@ from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import TeleopError
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from teleop.train.encoders import build_encoder  # noqa: E402  (after the torch check)
 from teleop.train.mae import (  # noqa: E402
@@ -35,15 +36,6 @@ SIZE = 32  # [px] the ViT's input: 2 x 2 patches of 16 px
 STEPS = 10  # per episode
 DECODER_KEYS = {"mask_token", "decoder_embed.weight", "decoder_embed.bias", "decoder_pos_embed",
                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight", "decoder_pred.bias"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores here, shared: one thread is faster than two for these small tensors."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _meta() -> EpisodeMeta:

@@ -16,6 +16,7 @@ from recorder.step import CameraFrame, CameraInfo, EpisodeMeta, Step
 from teleop.errors import TeleopError
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from teleop.train.encoders import build_encoder  # noqa: E402  (after the torch check)
 from teleop.train.pretrain import PretrainConfig, R3MObjective, load_videos, pretrain  # noqa: E402
@@ -63,7 +64,8 @@ def episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(episodes: Path, out: Path, **kwargs: object) -> PretrainConfig:
-    defaults: dict[str, object] = {"image_size": SIZE, "steps": 40, "batch_size": 8, "lr": 1e-3, "seed": 0}
+    defaults: dict[str, object] = {"image_size": SIZE, "steps": 40, "batch_size": 8, "lr": 1e-3, "seed": 0,
+                                   "threads": 1}  # one thread: two slow down badly beside busy neighbours
     return PretrainConfig(episodes, out, **(defaults | kwargs))  # type: ignore[arg-type]
 
 
@@ -93,13 +95,15 @@ def test_pretraining_writes_an_r3m_checkpoint_that_train_and_eval_use(episodes: 
     assert runner._encoder.input_size == SIZE  # rebuilt at the size it was trained with
 
 
-def test_pretraining_lowers_the_objective_on_held_fixed_batches(episodes: Path, tmp_path: Path) -> None:
-    config = _config(episodes, tmp_path / "enc.pt", steps=60)
+def test_time_contrast_orders_the_frames_after_training(episodes: Path, tmp_path: Path) -> None:
+    """The time-contrast term alone, without augmentation, on fixed batches: 1.28 before, 0.52-0.55 after 100
+    steps here with two seeds (chance is log 5 = 1.61). The full objective learns more slowly on these videos."""
+    config = _config(episodes, tmp_path / "enc.pt", steps=100, lang_weight=0.0, crop_scale=1.0)
     encoder = build_encoder("resnet18", init_seed=0, image_size=SIZE)
     videos = load_videos(sorted(episodes.glob("*.h5")), (), encoder, log=lambda _: None)
 
     def held_out_loss(convnet: torch.nn.Module) -> float:
-        objective = R3MObjective(convnet.eval(), encoder.feature_dim, 1, _tcn_only(config))
+        objective = R3MObjective(convnet.eval(), encoder.feature_dim, 1, config)
         rng = np.random.default_rng(123)
         with torch.no_grad():
             return float(np.mean([objective.loss(videos, rng)[1]["tcn"] for _ in range(8)]))
@@ -107,14 +111,7 @@ def test_pretraining_lowers_the_objective_on_held_fixed_batches(episodes: Path, 
     before = held_out_loss(encoder.convnet)
     pretrain(config, log=lambda _: None)
     after = held_out_loss(build_encoder("resnet18", tmp_path / "enc.pt").convnet)
-    assert after < 0.8 * before, (before, after)  # 1.28 -> 0.92 here; chance is log(5) = 1.61
-
-
-def _tcn_only(config: PretrainConfig) -> PretrainConfig:
-    """The TCN term alone, without augmentation: what the held-out measure compares."""
-    from dataclasses import replace
-
-    return replace(config, lang_weight=0.0, crop_scale=1.0)
+    assert after < 0.7 * before, (before, after)
 
 
 def test_chosen_cameras_and_the_input_size_of_frames(episodes: Path) -> None:
@@ -149,5 +146,5 @@ def test_the_command_line(episodes: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "cli.pt"
     assert main(["pretrain", str(episodes), "--out", str(out), "--steps", "2", "--batch-size", "4",
-                 "--image-size", str(SIZE), "--camera", "front"]) == 0
+                 "--image-size", str(SIZE), "--camera", "front", "--threads", "1"]) == 0
     assert torch.load(out, weights_only=True)["teleop"]["videos"][0].endswith(":front")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from teleop.train.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder  # noqa: E402
 from teleop.train.vit import Block, VisionTransformer  # noqa: E402
@@ -40,15 +41,6 @@ def _arch(name: str) -> ViTArchitecture:
 def _vit(encoder) -> VisionTransformer:  # noqa: ANN001 - an Encoder
     assert isinstance(encoder.backbone, VisionTransformer)
     return encoder.backbone
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores here, shared: one thread per forward pass."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
