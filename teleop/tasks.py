@@ -72,8 +72,8 @@ class Task(abc.ABC):
 
 
 def _arm_cameras(sim: PybulletSim, wrist_offset: np.ndarray) -> None:
-    front = look_at(np.array([1.25, 0.75, 0.85]), np.array([0.3, 0.0, 0.22]))
-    sim.add_camera("front", CameraSpec(50.0, front))
+    front = look_at(np.array([1.1, 0.6, 0.95]), np.array([0.42, 0.0, 0.28]))  # frames the targets and the arm
+    sim.add_camera("front", CameraSpec(45.0, front))
     T_ee_camera = np.eye(4)
     T_ee_camera[:3, 3] = wrist_offset
     sim.add_camera("wrist", CameraSpec(75.0, T_ee_camera, mount=sim.spec.ee_frame))
