@@ -165,7 +165,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="default r3m: 1e-4 (Adam); mae: 1.5e-4 * batch size / 256 (AdamW, as MAE)")
     pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
+    pretrain.add_argument("--threads", type=int, default=None,
+                          help="torch threads (default: one per core; 1 is much faster on a machine busy with "
+                               "other jobs)")
 
     sweep = sub.add_parser("sweep", help="R3M's protocol: train and test policies for several numbers of "
                                          "demonstrations, seeds and encoders; a table and a plot")

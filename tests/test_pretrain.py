@@ -48,9 +48,10 @@ def _write(path: Path, row: int, success: bool = True, steps: int = STEPS) -> No
     writer = EpisodeWriter(path, _meta())
     for i in range(steps):
         q = np.array([i / steps, row / IMAGE])
-        frames = {"front": CameraFrame(_frame(i, row), 0.05 * i), "wrist": CameraFrame(_frame(i, IMAGE - 12 - row), 0.05 * i)}
-        writer.append(Step(t=0.05 * i, joint_pos=q, joint_vel=np.zeros(2), ee_pose=np.array([0.4, 0, 0.3, 1, 0, 0, 0]),
-                           action=q + 0.1, frames=frames))
+        frames = {"front": CameraFrame(_frame(i, row), 0.05 * i),
+                  "wrist": CameraFrame(_frame(i, IMAGE - 12 - row), 0.05 * i)}
+        writer.append(Step(t=0.05 * i, joint_pos=q, joint_vel=np.zeros(2),
+                           ee_pose=np.array([0.4, 0, 0.3, 1, 0, 0, 0]), action=q + 0.1, frames=frames))
     writer.close(success)
 
 

@@ -332,12 +332,11 @@ class R3MObjective:
 
     def __init__(self, convnet: torch.nn.Module, feature_dim: int, num_instructions: int, config: PretrainConfig,
                  hidden_dim: int = 1024, lang_dim: int = 64) -> None:
-        torch = require("torch", extra="train", purpose="pretraining an encoder")
-        nn = torch.nn
+        nn = require("torch", extra="train", purpose="pretraining an encoder").nn
         self.config = config
         self.convnet = convnet
         self.language = nn.Embedding(max(num_instructions, 1), lang_dim)
-        layers: list[nn.Module] = []
+        layers: list[torch.nn.Module] = []
         width = 2 * feature_dim + lang_dim
         for _ in range(4):  # R3M's LanguageReward: four hidden ReLU layers
             layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
@@ -420,40 +419,40 @@ class R3MObjective:
 
     def _tcn(self, es0: torch.Tensor, es1: torch.Tensor, es2: torch.Tensor,
              rng: np.random.Generator) -> tuple[torch.Tensor, float]:
-        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        th = require("torch", extra="train", purpose="pretraining an encoder")
 
         def sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return -torch.linalg.norm(a - b, dim=-1)
+            return -th.linalg.norm(a - b, dim=-1)
 
         others = self._other_videos(len(es0), rng)
         sim02, sim12, sim01 = sim(es2, es0), sim(es2, es1), sim(es1, es0)
-        neg2 = torch.stack([sim(es2, es2[o]) for o in others], -1)
-        neg0 = torch.stack([sim(es0, es0[o]) for o in others], -1)
+        neg2 = th.stack([sim(es2, es2[o]) for o in others], -1)
+        neg0 = th.stack([sim(es0, es0[o]) for o in others], -1)
         # InfoNCE: the positive's logit against itself and the negatives (a log-softmax, numerically stable)
-        loss2 = -torch.log_softmax(torch.cat([sim12[:, None], sim02[:, None], neg2], -1), -1)[:, 0]
-        loss0 = -torch.log_softmax(torch.cat([sim01[:, None], sim02[:, None], neg0], -1), -1)[:, 0]
+        loss2 = -th.log_softmax(th.cat([sim12[:, None], sim02[:, None], neg2], -1), -1)[:, 0]
+        loss0 = -th.log_softmax(th.cat([sim01[:, None], sim02[:, None], neg0], -1), -1)[:, 0]
         aligned = float(((sim02 < sim12) & (sim01 > sim02)).float().mean())
         return ((loss2 + loss0) / 2).mean(), aligned
 
     def _language(self, e0: torch.Tensor, eg: torch.Tensor, es0: torch.Tensor, es1: torch.Tensor,
                   es2: torch.Tensor, words: torch.Tensor, with_text: torch.Tensor,
                   rng: np.random.Generator) -> tuple[torch.Tensor, float]:
-        torch = require("torch", extra="train", purpose="pretraining an encoder")
+        th = require("torch", extra="train", purpose="pretraining an encoder")
 
         def score(start: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-            return self.reward(torch.cat([start, frame, words], -1)).squeeze(-1)
+            return self.reward(th.cat([start, frame, words], -1)).squeeze(-1)
 
         losses, correct = [], []
         for later, earlier in ((eg, e0), (es1, es0), (es2, es1)):
             negatives = [score(e0, earlier)]
             for o in self._other_videos(len(e0), rng):
                 negatives.append(score(e0[o], later[o]))
-            logits = torch.cat([score(e0, later)[:, None], torch.stack(negatives, -1)], -1)
-            losses.append(-torch.log_softmax(logits, -1)[:, 0])
+            logits = th.cat([score(e0, later)[:, None], th.stack(negatives, -1)], -1)
+            losses.append(-th.log_softmax(logits, -1)[:, 0])
             correct.append((logits[:, 0] > logits[:, 1:].max(-1).values).float())
         mask = with_text.float()
-        loss = (torch.stack(losses).mean(0) * mask).sum() / mask.sum()
-        accuracy = float((torch.stack(correct).mean(0) * mask).sum() / mask.sum())
+        loss = (th.stack(losses).mean(0) * mask).sum() / mask.sum()
+        accuracy = float((th.stack(correct).mean(0) * mask).sum() / mask.sum())
         return loss, accuracy
 
     @staticmethod
