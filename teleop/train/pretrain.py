@@ -332,7 +332,8 @@ class R3MObjective:
 
     def __init__(self, convnet: torch.nn.Module, feature_dim: int, num_instructions: int, config: PretrainConfig,
                  hidden_dim: int = 1024, lang_dim: int = 64) -> None:
-        nn = require("torch", extra="train", purpose="pretraining an encoder").nn
+        th = require("torch", extra="train", purpose="pretraining an encoder")
+        nn = th.nn
         self.config = config
         self.convnet = convnet
         self.language = nn.Embedding(max(num_instructions, 1), lang_dim)
@@ -342,8 +343,8 @@ class R3MObjective:
             layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
             width = hidden_dim
         self.reward = nn.Sequential(*layers, nn.Linear(width, 1))
-        self.mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-        self.std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+        self.mean = th.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+        self.std = th.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
     @property
     def images_per_step(self) -> int:
