@@ -177,6 +177,14 @@ def build_resnet(name: str) -> ResNet:
     return ResNet(BasicBlock if arch.block == "basic" else Bottleneck, arch.layers)
 
 
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """Float images (B, 3, H, W) with values in 0-1, less ImageNet's mean, over its std (what every encoder here
+    takes after its geometry)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 def resize_shorter_side(images: torch.Tensor, size: int) -> torch.Tensor:
     """torchvision Resize(size) on float images (B, C, H, W): bilinear, antialiased, aspect kept."""
     h, w = images.shape[-2:]

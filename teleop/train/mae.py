@@ -47,6 +47,7 @@ import numpy as np
 
 from teleop.deps import require
 from teleop.errors import TeleopError
+from teleop.train.encoders import imagenet_normalize
 from teleop.train.pretrain import DEFAULT_BATCH_SIZE, default_lr, random_resized_crop
 from teleop.train.vit import LAYER_NORM_EPS, Block, VisionTransformer, sincos_pos_embed
 
@@ -173,8 +174,6 @@ class MAEObjective:
             )
         self.decoder = MAEDecoder(vit.arch.embed_dim, vit.image_size // self.patch_size, self.patch_size,
                                   config.decoder_dim, config.decoder_depth, config.decoder_heads, vit.arch.mlp_ratio)
-        self.mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)  # ImageNet, as encoders.Encoder
-        self.std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
     @property
     def images_per_step(self) -> int:
@@ -217,7 +216,7 @@ class MAEObjective:
             x = frames.float()
         else:
             x = random_resized_crop(frames[:, None], self.config.crop_scale, rng)
-        return (x / 255.0 - self.mean) / self.std
+        return imagenet_normalize(x / 255.0)
 
     def masking(self, batch: int, rng: np.random.Generator) -> Masking:
         return random_masking(torch.from_numpy(rng.random((batch, self.num_patches))), self.keep_count)

@@ -343,8 +343,6 @@ class R3MObjective:
             layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
             width = hidden_dim
         self.reward = nn.Sequential(*layers, nn.Linear(width, 1))
-        self.mean = th.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-        self.std = th.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
     @property
     def images_per_step(self) -> int:
@@ -393,11 +391,13 @@ class R3MObjective:
         return random_resized_crop(images, self.config.crop_scale, rng)
 
     def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        from teleop.train.encoders import imagenet_normalize
+
         torch = require("torch", extra="train", purpose="pretraining an encoder")
         rows, lang = self.sample(videos, rng)
         images = torch.from_numpy(videos.frames[rows.reshape(-1)]).view(*rows.shape, *videos.frames.shape[1:])
         x = self.augment(images, rng) / 255.0
-        embeddings = self.convnet((x - self.mean) / self.std)
+        embeddings = self.convnet(imagenet_normalize(x))
         e = embeddings.view(rows.shape[0], 5, -1)
         e0, eg, es0, es1, es2 = e.unbind(1)
         c = self.config
@@ -471,6 +471,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     """
     from teleop.train.encoders import build_encoder
     from teleop.train.features import select_episodes
+    from teleop.train.runner import save_torch_file
     from teleop.train.trainer import torch_threads
 
     torch = require("torch", extra="train", purpose="pretraining an encoder")
@@ -497,7 +498,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
         "instructions": list(videos.instructions),
         "loss": [float(v) for v in losses],
     }
-    _save_atomic(objective.checkpoint(meta), config.out)
+    save_torch_file(objective.checkpoint(meta), config.out, "the pretrained encoder",
+                    "free disk space or choose another --out")
     elapsed = time.perf_counter() - started
     window = max(1, len(losses) // 20)
     images = config.steps * objective.images_per_step
@@ -558,17 +560,3 @@ def _optimise(objective: Objective, videos: Videos, config: PretrainConfig,
 def _bar(fraction: float, width: int = 20) -> str:
     filled = int(round(fraction * width))
     return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    torch = require("torch", extra="train", purpose="pretraining an encoder")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise TeleopError(f"cannot write the pretrained encoder to {path} ({exc}): free disk space or choose "
-                          "another --out") from exc

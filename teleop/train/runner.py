@@ -5,6 +5,7 @@ Also the policy checkpoint format (`policy.pt`), so that writing and reading it 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,12 +76,14 @@ class PolicyRunner:
 
     def __init__(self, encoder: Encoder, policy: BCPolicy, info: PolicyInfo) -> None:
         from teleop.train.actions import make_action_space
+        from teleop.train.features import split_cameras
 
         self._encoder = encoder
         self._policy = policy
         self.info = info
         self._device = next(policy.parameters()).device
         self._space = make_action_space(info.action_space, info.robot, info.horizon)
+        self.cameras = split_cameras(info.camera)  # whose frames `act` takes, in the order of their embeddings
 
     def reset(self, proprio: np.ndarray) -> None:
         """Start an episode at the measured joint positions (n,)."""
@@ -97,13 +100,6 @@ class PolicyRunner:
     @property
     def camera(self) -> str:
         return self.info.camera
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        """The cameras whose frames `act` takes, in the order their embeddings are joined."""
-        from teleop.train.features import split_cameras
-
-        return split_cameras(self.info.camera)
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -176,7 +172,6 @@ def save_checkpoint(
     path: Path, policy: BCPolicy, encoder: Encoder, info: PolicyInfo, extra: dict[str, Any]
 ) -> Path:
     """Write policy weights, normalisation buffers, encoder identity and `info` to `path` (atomically)."""
-    torch = _torch()
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -193,10 +188,26 @@ def save_checkpoint(
         "info": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()},
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch_file(payload, path, "the policy checkpoint", "free disk space or choose another --out")
     return path
+
+
+def save_torch_file(payload: Any, path: Path, what: str, remedy: str) -> None:
+    """torch.save `payload` to `path` atomically (a temporary file, then a rename), creating its folder.
+
+    Raises:
+        TeleopError: The file cannot be written; names `what` and the path, and says `remedy`.
+    """
+    torch = _torch()
+    path = Path(path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TeleopError(f"cannot write {what} to {path} ({exc}): {remedy}") from exc
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
