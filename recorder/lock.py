@@ -43,8 +43,8 @@ class EpisodeLock:
     """
 
     def __init__(self, episode: Path) -> None:
+        self._fd: int | None = None  # first: __del__ runs even when the name is refused below
         self.path = lock_path(Path(episode))
-        self._fd: int | None = None
 
     @property
     def held(self) -> bool:

@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     gui.add_argument("--out", type=Path, default=Path("episodes"))
     _add_camera_arguments(gui)
 
-    from teleop.train.architectures import encoder_names
+    from teleop.train.architectures import DEFAULT_SHIFT, encoder_names
 
     train = sub.add_parser(
         "train", help="train a behaviour-cloning policy on recorded episodes",
@@ -115,15 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=20000)
     train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--encoder", default="resnet18", choices=encoder_names())
+    train.add_argument("--encoder", default="resnet18", choices=encoder_names(),
+                       help="a frozen ResNet or ViT (default resnet18), or keypoints: a small convnet that trains "
+                            "with the policy, end to end, and keeps where things are in the image")
+    train.add_argument("--shift", type=int, default=DEFAULT_SHIFT, metavar="PX",
+                       help=f"random shift of the frames while a keypoints encoder trains (default {DEFAULT_SHIFT}; "
+                            "0: none)")
     train.add_argument("--encoder-weights", type=Path, default=None,
                        help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT "
                             "(default: random init)")
     train.add_argument("--camera", default="front",
                        help="the camera the policy sees, or several, comma-separated (e.g. front,wrist)")
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
-                       help="a ResNet's or a random ViT's input size (default: what --encoder-weights was "
-                            "pretrained at, else 224)")
+                       help="the encoder's input size (default: what --encoder-weights was pretrained at, else "
+                            "224; keypoints: 96)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
@@ -618,7 +623,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
                   seed=args.seed,
                   include_failed=args.include_failed, action_space=args.action_space, horizon=args.horizon,
-                  trim_idle=not args.keep_idle, threads=args.threads)
+                  trim_idle=not args.keep_idle, threads=args.threads, shift=args.shift)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
     return 0
@@ -736,6 +741,7 @@ def _check_train(args: argparse.Namespace) -> None:
     _at_least(args.eval_every, 0, "--eval-every", "a number of steps, or 0 to evaluate only at the end")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
     _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
+    _at_least(args.shift, 0, "--shift", "a number of pixels, or 0 for no shift")
     _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _output_folder(args.out, "--out")
 

@@ -16,6 +16,7 @@ from typing import Literal
 from teleop.errors import UnknownNameError
 
 VIT_IMAGE_SIZE = 224  # [px], input side of a ViT without weights (checkpoints bring theirs in `pos_embed`)
+DEFAULT_SHIFT = 4  # [px] of random shift while a keypoints encoder trains, at its 96-px input (DrQ: 4 px at 84)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,28 @@ class ViTArchitecture:
         return self.embed_dim
 
 
-ARCHITECTURES: dict[str, ResNetArchitecture | ViTArchitecture] = {
+@dataclass(frozen=True)
+class KeypointArchitecture:
+    """A small convnet trained with the policy, end to end, read out as spatial-softmax keypoints.
+
+    Attributes:
+        channels: Width of the convolutions.
+        keypoints: Feature maps turned into one (x, y) expected position each; the embedding is 2 x keypoints.
+        image_size: Default input side [px].
+    """
+
+    channels: int = 32
+    keypoints: int = 32
+    image_size: int = 96
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * self.keypoints
+
+
+Architecture = ResNetArchitecture | ViTArchitecture | KeypointArchitecture
+
+ARCHITECTURES: dict[str, Architecture] = {
     "resnet18": ResNetArchitecture("basic", (2, 2, 2, 2), 512),
     "resnet34": ResNetArchitecture("basic", (3, 4, 6, 3), 512),
     "resnet50": ResNetArchitecture("bottleneck", (3, 4, 6, 3), 2048),
@@ -69,6 +91,7 @@ ARCHITECTURES: dict[str, ResNetArchitecture | ViTArchitecture] = {
     "vit-s16-avgpool": ViTArchitecture(embed_dim=384, depth=12, num_heads=12, pooling="avg"),
     "vit-b16-avgpool": ViTArchitecture(embed_dim=768, depth=12, num_heads=12, pooling="avg"),
     "vit-l16-avgpool": ViTArchitecture(embed_dim=1024, depth=24, num_heads=16, pooling="avg"),
+    "keypoints": KeypointArchitecture(),
 }
 
 
@@ -82,7 +105,7 @@ def encoder_feature_dim(name: str) -> int:
     return architecture(name).feature_dim
 
 
-def architecture(name: str) -> ResNetArchitecture | ViTArchitecture:
+def architecture(name: str) -> Architecture:
     """The description of encoder `name`, or UnknownNameError listing the valid names."""
     if name not in ARCHITECTURES:
         raise UnknownNameError("encoder", name, list(ARCHITECTURES))

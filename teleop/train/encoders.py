@@ -32,6 +32,7 @@ from teleop.errors import TeleopError
 from teleop.train.architectures import (
     ARCHITECTURES,
     VIT_IMAGE_SIZE,
+    KeypointArchitecture,
     ResNetArchitecture,
     ViTArchitecture,
     architecture,
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 else:
     torch = require("torch", extra="train", purpose="an image encoder for behaviour cloning")
 
-from teleop.train.vit import VisionTransformer  # noqa: E402  (after the torch check, for its error)
+from teleop.train.keypoints import KeypointEncoder  # noqa: E402  (after the torch check, for its error)
+from teleop.train.vit import VisionTransformer  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -338,6 +340,9 @@ class Encoder(torch.nn.Module):
         }
 
 
+AnyEncoder = Encoder | KeypointEncoder  # what build_encoder returns: frozen, or trained with the policy
+
+
 def _channels_first(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) or (B, H, W, 3) -> (B, 3, H, W); anything else is an error."""
     if images.ndim == 4 and images.shape[1] == 3:
@@ -357,13 +362,14 @@ def build_encoder(
     init_seed: int = 0,
     expected_sha256: str | None = None,
     image_size: int | None = None,
-) -> Encoder:
+) -> AnyEncoder:
     """Build a frozen encoder, loading `weights` or, without weights, a random init seeded with `init_seed`.
 
     Args:
         name: One of `encoder_names()`: "resnet18", "resnet34", "resnet50", "vit-s16", "vit-b16",
             "vit-l16" (CLS token after the final norm, as MVP) or "vit-*-avgpool" (mean patch token after
-            `fc_norm`, as MAE's fine-tuning).
+            `fc_norm`, as MAE's fine-tuning); or "keypoints", a small convnet that the policy trains end to
+            end (teleop.train.keypoints; it takes no weights file).
         weights: ResNets: an R3M checkpoint (`{"r3m": {"module.convnet.*": ...}}`), a torchvision-layout
             state dict (`fc.*` ignored) or `{"state_dict": ...}` of either. ViTs: an MAE / MVP checkpoint
             (`{"model": {"cls_token": ..., ...}}`; decoder, `mask_token` and `head.*` ignored), the bare
@@ -381,6 +387,11 @@ def build_encoder(
         TeleopError: Missing, unreadable or changed file, or keys/shapes that do not match the architecture.
     """
     arch = architecture(name)
+    if isinstance(arch, KeypointArchitecture):
+        if weights is not None:
+            raise TeleopError(f"the {name} encoder is trained with the policy and takes no weights file ({weights}): "
+                              "leave out the encoder weights, or choose a ResNet or a ViT for them")
+        return KeypointEncoder(name, arch, init_seed, image_size)
     path = None if weights is None else Path(weights).expanduser().resolve()
     if isinstance(arch, ViTArchitecture):
         encoder = _build_vit_encoder(name, arch, path, init_seed, expected_sha256, image_size)

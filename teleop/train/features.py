@@ -1,5 +1,8 @@
 """Frozen-encoder embeddings of every step of the training episodes, cached on disk.
 
+An encoder that trains with the policy (`trainable`, teleop.train.keypoints) gets the frames instead, resized to
+its input size and not cached: its embeddings change at every step.
+
 One row per control step: the embedding of the chosen camera's frame, the joint positions (proprio) and
 the action. A cache file per episode is keyed by the episode file (path, size, mtime) and the encoder
 (architecture, weights SHA-256, preprocessing), so a second run on the same data skips the encoder.
@@ -25,7 +28,8 @@ from teleop.errors import EpisodeError, TeleopError
 if TYPE_CHECKING:
     from recorder.episodes import EpisodeProblem, EpisodeSummary
     from recorder.reader import EpisodeReader
-    from teleop.train.encoders import Encoder
+    from teleop.train.encoders import AnyEncoder, Encoder
+    from teleop.train.keypoints import KeypointEncoder
 
 CACHE_VERSION = 2  # 2: .npz, whose zip members carry a CRC-32 checked on every read
 
@@ -35,7 +39,8 @@ class FeatureSet:
     """Training arrays of all episodes, concatenated along axis 0 (one row per control step).
 
     Attributes:
-        features: Encoder embeddings, (N, D) float32.
+        features: Encoder embeddings, (N, D) float32; for a trainable encoder the frames it takes, (N, cameras, 3,
+            S, S) uint8.
         proprio: Joint positions, (N, n) float32, [rad] or [m].
         actions: Recorded actions, (N, A) float32.
         episode_index: Index into `episodes` of each row, (N,) int64.
@@ -129,7 +134,7 @@ def _no_episodes_message(
 
 def load_features(
     episodes: Sequence[Path],
-    encoder: Encoder,
+    encoder: AnyEncoder,
     camera: str = "front",
     cache_dir: Path | None = None,
     batch_size: int = 32,
@@ -147,6 +152,7 @@ def load_features(
         log: Progress messages.
     """
     from recorder.backend import open_episode
+    from teleop.train.keypoints import KeypointEncoder
 
     cameras = split_cameras(camera)
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -163,6 +169,9 @@ def load_features(
             _check_same_setup(reader, reference, cameras, path)
             per_camera, computed = [], False
             for name in cameras:
+                if isinstance(encoder, KeypointEncoder):  # trains with the policy: its frames, not cached
+                    per_camera.append(prepare_episode(reader, encoder, name, batch_size)[:, None])
+                    continue
                 cached = _cache_file(cache_dir, path, encoder, name)
                 feats = _read_cache(cached, reader.num_steps)
                 if feats is None:
@@ -195,8 +204,22 @@ def split_cameras(camera: str) -> tuple[str, ...]:
 
 def encode_episode(reader: EpisodeReader, encoder: Encoder, camera: str, batch_size: int = 32) -> np.ndarray:
     """Embeddings (num_steps, D) float32 of one camera's frames, batched under no_grad."""
+    return _map_frames(reader, camera, batch_size, encoder, (encoder.feature_dim,), np.float32)
+
+
+def prepare_episode(reader: EpisodeReader, encoder: KeypointEncoder, camera: str, batch_size: int = 32) -> np.ndarray:
+    """One camera's frames as a trainable encoder takes them: (num_steps, 3, S, S) uint8 (`encoder.prepare`)."""
+    size = encoder.input_size
+    return _map_frames(reader, camera, batch_size, encoder.prepare, (3, size, size), np.uint8)
+
+
+def _map_frames(
+    reader: EpisodeReader, camera: str, batch_size: int, fn: Callable[[Any], Any], shape: tuple[int, ...],
+    dtype: type,
+) -> np.ndarray:
+    """fn applied to one camera's frames, batch by batch under no_grad, into one (num_steps, *shape) array."""
     torch = require("torch", extra="train", purpose="encoding camera frames")
-    out = np.empty((reader.num_steps, encoder.feature_dim), dtype=np.float32)
+    out: np.ndarray = np.empty((reader.num_steps, *shape), dtype=dtype)
     with torch.no_grad():
         for start in range(0, reader.num_steps, batch_size):
             stop = min(start + batch_size, reader.num_steps)
@@ -206,7 +229,7 @@ def encode_episode(reader: EpisodeReader, encoder: Encoder, camera: str, batch_s
                     f"{reader.path}: camera {camera!r} has {frames.shape[0]} frames for steps "
                     f"{start}-{stop - 1}; each control step needs one frame: re-record or drop the episode"
                 )
-            out[start:stop] = encoder(torch.from_numpy(np.ascontiguousarray(frames))).cpu().numpy()
+            out[start:stop] = fn(torch.from_numpy(np.ascontiguousarray(frames))).cpu().numpy()
     return out
 
 

@@ -469,7 +469,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     Raises:
         TeleopError: Bad config, too few usable videos, unreadable init weights, an unwritable output.
     """
-    from teleop.train.encoders import build_encoder
+    from teleop.train.encoders import Encoder, build_encoder
     from teleop.train.features import select_episodes
     from teleop.train.runner import save_torch_file
     from teleop.train.trainer import torch_threads
@@ -480,6 +480,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     episodes = select_episodes(config.episodes_dir, include_failed=True, log=log)[: config.max_episodes]
     torch.manual_seed(config.seed)
     encoder = build_encoder(name, config.init_weights, init_seed=config.seed, image_size=config.image_size)
+    if not isinstance(encoder, Encoder):  # PretrainConfig lets only ResNets and ViTs through
+        raise TeleopError(f"{name} cannot be pretrained: choose a ResNet or a ViT")
     with torch_threads(config.threads or os.cpu_count() or 1):
         # MAE needs frames, not videos: any one of them will do
         minimum = {"min_frames": 1, "min_videos": 1} if config.objective == "mae" else {}
@@ -532,6 +534,8 @@ _OBJECTIVES: dict[str, Callable[[Encoder, Videos, PretrainConfig], Objective]] =
 
 def _optimise(objective: Objective, videos: Videos, config: PretrainConfig,
               log: Callable[[str], None]) -> list[float]:
+    from teleop.train.trainer import progress_bar
+
     rng = np.random.default_rng(config.seed)
     optimizer = objective.optimizer()
     objective.train()
@@ -552,11 +556,6 @@ def _optimise(objective: Objective, videos: Videos, config: PretrainConfig,
             rate = step * objective.images_per_step / elapsed
             shown = "".join(f"  {k} {v:.3g}" for k, v in metrics.items() if k != "loss")
             eta = elapsed / step * (config.steps - step)
-            log(f"{_bar(step / config.steps)} step {step}/{config.steps}  loss {np.mean(losses[-every:]):.4g}"
+            log(f"{progress_bar(step / config.steps)} step {step}/{config.steps}  loss {np.mean(losses[-every:]):.4g}"
                 f"{shown}  ({rate:.0f} images/s, {eta:.0f} s left)")
     return losses
-
-
-def _bar(fraction: float, width: int = 20) -> str:
-    filled = int(round(fraction * width))
-    return "[" + "#" * filled + "." * (width - filled) + "]"

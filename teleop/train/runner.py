@@ -19,7 +19,7 @@ from teleop.errors import TeleopError, UnsafeInputError
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from teleop.train.encoders import Encoder
+    from teleop.train.encoders import AnyEncoder
     from teleop.train.policy import BCPolicy
 
 CHECKPOINT_FORMAT = "teleop-bc-policy"
@@ -74,7 +74,7 @@ class PolicyRunner:
     starts from them.
     """
 
-    def __init__(self, encoder: Encoder, policy: BCPolicy, info: PolicyInfo) -> None:
+    def __init__(self, encoder: AnyEncoder, policy: BCPolicy, info: PolicyInfo) -> None:
         from teleop.train.actions import make_action_space
         from teleop.train.features import split_cameras
 
@@ -169,7 +169,7 @@ class PolicyRunner:
 
 
 def save_checkpoint(
-    path: Path, policy: BCPolicy, encoder: Encoder, info: PolicyInfo, extra: dict[str, Any]
+    path: Path, policy: BCPolicy, encoder: AnyEncoder, info: PolicyInfo, extra: dict[str, Any]
 ) -> Path:
     """Write policy weights, normalisation buffers, encoder identity and `info` to `path` (atomically)."""
     payload = {
@@ -188,6 +188,8 @@ def save_checkpoint(
         "info": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()},
         **extra,
     }
+    if getattr(encoder, "trainable", False):  # trained with the policy: its weights are part of the policy
+        payload["encoder_state_dict"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     save_torch_file(payload, path, "the policy checkpoint", "free disk space or choose another --out")
     return path
 
@@ -252,7 +254,7 @@ def load_policy(run_dir: Path, checkpoint: str = POLICY_FILE, device: str = "aut
     path = run_dir / checkpoint if run_dir.is_dir() else run_dir
     ckpt = read_checkpoint(path)
     try:
-        encoder = _rebuild_encoder(ckpt["encoder"], path)
+        encoder = _rebuild_encoder(ckpt["encoder"], path, ckpt.get("encoder_state_dict"))
         policy = _rebuild_policy(ckpt["policy"], ckpt["state_dict"], path)
         info = _policy_info(ckpt["info"])
     except (KeyError, TypeError) as exc:
@@ -276,10 +278,21 @@ def _policy_info(d: dict[str, Any]) -> PolicyInfo:
     )
 
 
-def _rebuild_encoder(desc: dict[str, Any], path: Path) -> Encoder:
+def _rebuild_encoder(desc: dict[str, Any], path: Path, trained: dict[str, Any] | None) -> AnyEncoder:
     from teleop.train.encoders import build_encoder
 
     size = desc.get("input_size")  # absent before the input size could be chosen: the default
+    if desc.get("trainable"):
+        if trained is None:
+            raise TeleopError(f"policy checkpoint {path} lacks the weights of its {desc['name']} encoder, which "
+                              "trained with the policy: train the policy again")
+        encoder = build_encoder(desc["name"], None, init_seed=desc["init_seed"], image_size=size)
+        try:
+            encoder.load_state_dict(trained, strict=True)
+        except RuntimeError as exc:
+            raise TeleopError(f"policy checkpoint {path}: its encoder weights do not match {desc['name']} ({exc}): "
+                              "train the policy again") from exc
+        return encoder.eval()
     if desc["weights"] is None:
         return build_encoder(desc["name"], None, init_seed=desc["init_seed"], image_size=size)
     weights = Path(desc["weights"])

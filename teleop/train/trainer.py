@@ -26,6 +26,7 @@ import numpy as np
 from teleop.deps import require
 from teleop.errors import TeleopError
 from teleop.train.actions import ACTION_SPACES, DEFAULT_HORIZON
+from teleop.train.architectures import DEFAULT_SHIFT
 from teleop.train.distributed import Ranks, process_group
 from teleop.train.runner import (
     BEST_POLICY_FILE,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from teleop.train.actions import ActionSpace
-    from teleop.train.encoders import Encoder
+    from teleop.train.encoders import AnyEncoder
     from teleop.train.features import FeatureSet
     from teleop.train.policy import BCPolicy
 
@@ -79,6 +80,7 @@ class TrainConfig:
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
             on one, and one is not slowed down by busy neighbours); encoding frames uses one per core.
         max_episodes: Train on the first this many usable episodes (in the folder's order); None: all.
+        shift: Random shift [px] of the frames while a trainable encoder ("keypoints") trains; 0: none.
     """
 
     episodes_dir: Path
@@ -102,6 +104,7 @@ class TrainConfig:
     trim_idle: bool = True
     threads: int = 1
     max_episodes: int | None = None
+    shift: int = DEFAULT_SHIFT
 
     def __post_init__(self) -> None:
         for name in ("episodes_dir", "out_dir", "encoder_weights", "cache_dir"):
@@ -138,6 +141,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (c.horizon >= 1, f"horizon must be at least 1 step, got {c.horizon}"),
         (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
         (c.max_episodes is None or c.max_episodes >= 1, f"max_episodes must be at least 1, got {c.max_episodes}"),
+        (c.shift >= 0, f"shift must be 0 or more pixels, got {c.shift}"),
         (bool(c.hidden) and all(h > 0 for h in c.hidden), f"hidden sizes must be positive, got {c.hidden}"),
         (
             c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda"),
@@ -205,7 +209,7 @@ def train(
 def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate | None, ranks: Ranks) -> TrainResult:
     from teleop.train.actions import default_action_space, make_action_space
     from teleop.train.encoders import build_encoder
-    from teleop.train.features import load_features, select_episodes
+    from teleop.train.features import load_features, select_episodes, split_cameras
 
     torch = require("torch", extra="train", purpose="training a policy")
     started = time.perf_counter()
@@ -216,7 +220,11 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
                           f"{config.max_episodes} asked for: record more demonstrations or ask for fewer")
     episodes = episodes[: config.max_episodes]
     encoder = build_encoder(config.encoder, config.encoder_weights, image_size=config.image_size).to(device)
-    if encoder.weights is None:
+    trainable = getattr(encoder, "trainable", False)  # the keypoints encoder: trained with the policy
+    if trainable:
+        log(f"the {config.encoder} encoder trains with the policy ({encoder.input_size} px, random shifts of "
+            f"{config.shift} px)")
+    elif encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
     with ranks.main_first(), torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
         data = load_features(
@@ -234,7 +242,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         f"{device}"
     )
     torch.manual_seed(config.seed)
-    policy = _build_policy(samples, config).to(device)
+    embed_dim = encoder.feature_dim * len(split_cameras(config.camera)) if trainable else samples.features.shape[1]
+    policy = _build_policy(samples, embed_dim, config).to(device)
     info = PolicyInfo(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
         data.control_rate_hz, data.image_size, space_name, space.horizon,
@@ -251,6 +260,12 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
     ranks.barrier()  # every rank returns once the checkpoint is there
     return loop.result(config.out_dir, time.perf_counter() - started, data, len(samples.features))
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    """`[#####...............]` for a fraction done in [0, 1]."""
+    filled = int(round(min(max(fraction, 0.0), 1.0) * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 @contextlib.contextmanager
@@ -292,11 +307,10 @@ def training_samples(data: FeatureSet, space: ActionSpace, trim_idle: bool) -> S
     return Samples(np.concatenate(features), space.proprio(np.concatenate(proprio)), np.concatenate(targets))
 
 
-def _build_policy(samples: Samples, config: TrainConfig) -> BCPolicy:
+def _build_policy(samples: Samples, embed_dim: int, config: TrainConfig) -> BCPolicy:
     from teleop.train.policy import BCPolicy, Normalization
 
-    policy = BCPolicy(samples.features.shape[1], samples.proprio.shape[1], samples.targets.shape[1],
-                      config.hidden)
+    policy = BCPolicy(embed_dim, samples.proprio.shape[1], samples.targets.shape[1], config.hidden)
     policy.set_normalization(Normalization.fit(samples.proprio, samples.targets))
     return policy
 
@@ -306,7 +320,7 @@ def _tensors(samples: Samples, device: str) -> tuple[torch.Tensor, torch.Tensor,
     return tuple(torch.from_numpy(a).to(device) for a in (samples.features, samples.proprio, samples.targets))
 
 
-def _write_config(config: TrainConfig, device: str, encoder: Encoder, data: FeatureSet, world_size: int) -> None:
+def _write_config(config: TrainConfig, device: str, encoder: AnyEncoder, data: FeatureSet, world_size: int) -> None:
     torch = require("torch", extra="train", purpose="training a policy")
     doc = {
         "train": config.to_dict(),
@@ -335,7 +349,7 @@ class _Loop:
         self,
         config: TrainConfig,
         policy: BCPolicy,
-        encoder: Encoder,
+        encoder: AnyEncoder,
         info: PolicyInfo,
         log: Callable[[str], None],
         evaluate: Evaluate | None,
@@ -343,11 +357,18 @@ class _Loop:
     ) -> None:
         self.config, self.policy, self.encoder, self.info = config, policy, encoder, info
         self.log, self.evaluate, self.rank = log, evaluate, ranks.rank
-        self.model = ranks.wrap(policy)  # what the steps run: DistributedDataParallel under torchrun
+        torch = require("torch", extra="train", purpose="training a policy")
+        self.generator = torch.Generator().manual_seed(config.seed + ranks.rank)  # each rank its own minibatches
+        from teleop.train.keypoints import EndToEnd, KeypointEncoder
+
+        trained = EndToEnd(encoder, policy, config.shift, self.generator) if isinstance(encoder, KeypointEncoder) \
+            else policy
+        self.trained = trained
+        self.cameras = len(info.camera.split(","))
+        self.model = ranks.wrap(trained)  # what the steps run: DistributedDataParallel under torchrun
         self.record_every = max(1, config.steps // 200)
         self.progress_every = max(1, config.steps // 10)
         self.summary_window = max(1, config.steps // 20)  # steps averaged into first_loss / final_loss
-        torch = require("torch", extra="train", purpose="training a policy")
         device = next(policy.parameters()).device
         self.step_losses = torch.zeros(config.steps, device=device)  # on the device: no sync per step
         self.evaluations: list[tuple[int, float]] = []
@@ -360,12 +381,11 @@ class _Loop:
         features, proprio, actions = tensors
         with torch.no_grad():
             targets = self.policy.normalize_action(actions)
-        generator = torch.Generator().manual_seed(self.config.seed + self.rank)  # each rank its own minibatches
-        optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
-        self.policy.train()
+        optimizer = torch.optim.Adam(self.trained.parameters(), lr=self.config.lr)
+        self.trained.train()
         started = time.perf_counter()
         for step in range(1, self.config.steps + 1):
-            idx = torch.randint(features.shape[0], (self.config.batch_size,), generator=generator)
+            idx = torch.randint(features.shape[0], (self.config.batch_size,), generator=self.generator)
             idx = idx.to(features.device)
             loss = torch.nn.functional.mse_loss(self.model(features[idx], proprio[idx]), targets[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -401,13 +421,18 @@ class _Loop:
     def _log_progress(self, step: int, started: float) -> None:
         rate = step / max(time.perf_counter() - started - self.eval_time_s, 1e-9)
         loss = self._mean_loss(step - self.progress_every, step)
-        self.log(f"step {step}/{self.config.steps}  loss {loss:.4g}  ({rate:.0f} steps/s)")
+        speed = f"{rate:.3g} steps/s"
+        if self.trained is not self.policy:  # the encoder trains too: its frames are the cost
+            speed += f", {rate * self.config.batch_size * self.cameras:.0f} images/s"
+        left = (self.config.steps - step) / rate
+        self.log(f"{progress_bar(step / self.config.steps)} step {step}/{self.config.steps}  loss {loss:.4g}  "
+                 f"({speed}, {left:.0f} s left)")
 
     def _evaluate(self, evaluate: Evaluate, step: int, log_file: IO[str]) -> None:
         t0 = time.perf_counter()
-        self.policy.eval()
+        self.trained.eval()
         rate = float(evaluate(PolicyRunner(self.encoder, self.policy, self.info)))
-        self.policy.train()
+        self.trained.train()
         if not math.isfinite(rate):
             raise TeleopError(
                 f"evaluate returned {rate} at step {step}: it must return a success rate in [0, 1]"
