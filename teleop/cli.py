@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
                "its own --batch-size samples; rank 0 encodes the episodes, logs, evaluates and writes RUN.")
     train.add_argument("dir", type=Path, help="folder of episodes")
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
-    train.add_argument("--steps", type=int, default=20000)
+    train.add_argument("--steps", type=int, default=None,
+                       help="gradient steps (default: 20000 for a frozen encoder, 3000 for keypoints)")
     train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--encoder", default="resnet18", choices=encoder_names(),
@@ -133,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
     train.add_argument("--eval-episodes", type=int, default=0)
+    train.add_argument("--max-episodes", type=int, default=None, metavar="N",
+                       help="train on the folder's first N usable episodes (default: all)")
     train.add_argument("--include-failed", action="store_true",
                        help="train on every intact episode, also those marked failed or without a success flag "
                             "(e.g. repaired ones)")
@@ -184,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--encoder", action="append", default=None, metavar="NAME[=WEIGHTS]",
                        help=f"an encoder ({', '.join(encoder_names())}), with a checkpoint after '='; repeat for "
                             "one line per encoder (default resnet18 without weights)")
-    sweep.add_argument("--steps", type=int, default=20000)
+    sweep.add_argument("--steps", type=int, default=None,
+                       help="gradient steps of every cell (default: each encoder's, as teleop train)")
     sweep.add_argument("--eval-every", type=int, default=2000, help="steps between validation rollouts")
     sweep.add_argument("--valid-episodes", type=int, default=10, help="rollouts per validation (default 10)")
     sweep.add_argument("--test-episodes", type=int, default=30, help="test rollouts per policy (default 30)")
@@ -618,12 +622,16 @@ def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, ev
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    best = _train(args.dir, args.out, args.steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
+    from teleop.train.architectures import default_steps
+
+    steps = args.steps or default_steps(args.encoder)
+    best = _train(args.dir, args.out, steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, encoder=args.encoder,
                   encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
                   seed=args.seed,
                   include_failed=args.include_failed, action_space=args.action_space, horizon=args.horizon,
-                  trim_idle=not args.keep_idle, threads=args.threads, shift=args.shift)
+                  trim_idle=not args.keep_idle, threads=args.threads, shift=args.shift,
+                  max_episodes=args.max_episodes)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
     return 0
@@ -735,13 +743,16 @@ def _check_gui(args: argparse.Namespace) -> None:
 
 
 def _check_train(args: argparse.Namespace) -> None:
-    _at_least(args.steps, 1, "--steps", "the number of training steps")
+    if args.steps is not None:
+        _at_least(args.steps, 1, "--steps", "the number of training steps")
     _at_least(args.batch_size, 1, "--batch-size", "the number of samples per training step")
     _positive(args.lr, "--lr", "the learning rate, e.g. --lr 1e-3")
     _at_least(args.eval_every, 0, "--eval-every", "a number of steps, or 0 to evaluate only at the end")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
     _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
     _at_least(args.shift, 0, "--shift", "a number of pixels, or 0 for no shift")
+    if args.max_episodes is not None:
+        _at_least(args.max_episodes, 1, "--max-episodes", "the number of episodes to train on")
     _at_least(args.threads, 1, "--threads", "the number of torch threads, e.g. 1")
     _output_folder(args.out, "--out")
 
@@ -750,7 +761,8 @@ def _check_sweep(args: argparse.Namespace) -> None:
     from teleop.train.architectures import encoder_names
 
     _at_least(args.seeds, 1, "--seeds", "the number of training seeds per cell")
-    _at_least(args.steps, 1, "--steps", "the number of training steps")
+    if args.steps is not None:
+        _at_least(args.steps, 1, "--steps", "the number of training steps")
     _at_least(args.eval_every, 1, "--eval-every", "the number of steps between validation rollouts")
     _at_least(args.valid_episodes, 1, "--valid-episodes", "the number of validation rollouts")
     _at_least(args.test_episodes, 1, "--test-episodes", "the number of test rollouts")

@@ -142,3 +142,10 @@ def test_random_shift_moves_each_image_by_at_most_the_shift() -> None:
             seen.add((int(dy), int(dx)))
     assert len(seen) > 5  # the offsets vary
     torch.testing.assert_close(random_shift(images, 0), images)
+
+
+def test_default_steps_follow_the_encoder() -> None:
+    from teleop.train.architectures import DEFAULT_STEPS, default_steps
+
+    assert default_steps("resnet18") == default_steps("vit-s16") == DEFAULT_STEPS
+    assert default_steps("keypoints") < DEFAULT_STEPS  # each step trains the encoder too

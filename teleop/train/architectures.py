@@ -16,6 +16,7 @@ from typing import Literal
 from teleop.errors import UnknownNameError
 
 VIT_IMAGE_SIZE = 224  # [px], input side of a ViT without weights (checkpoints bring theirs in `pos_embed`)
+DEFAULT_STEPS = 20000  # training steps of a head on frozen embeddings (R3M's protocol)
 DEFAULT_SHIFT = 4  # [px] of random shift while a keypoints encoder trains, at its 96-px input (DrQ: 4 px at 84)
 
 
@@ -68,11 +69,13 @@ class KeypointArchitecture:
         channels: Width of the convolutions.
         keypoints: Feature maps turned into one (x, y) expected position each; the embedding is 2 x keypoints.
         image_size: Default input side [px].
+        steps: Default training steps (RESULTS.md).
     """
 
     channels: int = 32
     keypoints: int = 32
     image_size: int = 96
+    steps: int = 3000  # default training steps: each costs the encoder's forward and backward pass
 
     @property
     def feature_dim(self) -> int:
@@ -110,3 +113,10 @@ def architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise UnknownNameError("encoder", name, list(ARCHITECTURES))
     return ARCHITECTURES[name]
+
+
+def default_steps(name: str) -> int:
+    """Training steps for encoder `name` when none are given: DEFAULT_STEPS for a frozen encoder (only the head
+    trains, hundreds of steps a second), fewer for one that trains with the policy."""
+    arch = architecture(name)
+    return arch.steps if isinstance(arch, KeypointArchitecture) else DEFAULT_STEPS

@@ -35,7 +35,8 @@ class SweepConfig:
         demos: Numbers of demonstrations, e.g. (5, 10, 25).
         seeds: Training seeds of each cell.
         encoders: (encoder name, weights file or None) per line of the plot.
-        steps, eval_every: Gradient steps, and steps between validation rollouts.
+        steps, eval_every: Gradient steps (None: each encoder's default, architectures.default_steps), and
+            steps between validation rollouts.
         valid_episodes, test_episodes: Rollouts per validation, and on the test scenes.
         workers: Processes of the test rollouts.
         camera: Camera the policies see.
@@ -48,7 +49,7 @@ class SweepConfig:
     demos: tuple[int, ...] = (5, 10, 25)
     seeds: tuple[int, ...] = (0, 1, 2)
     encoders: tuple[tuple[str, Path | None], ...] = (("resnet18", None),)
-    steps: int = 20000
+    steps: int | None = None
     eval_every: int = 2000
     valid_episodes: int = 10
     test_episodes: int = 30
@@ -88,6 +89,7 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[Cell]
         TeleopError: A cell cannot be trained (too few demonstrations, unreadable episodes or weights).
     """
     from teleop.evaluate import VALID_SEED_OFFSET, evaluate_checkpoint, evaluate_runner
+    from teleop.train.architectures import default_steps
     from teleop.train.runner import BEST_POLICY_FILE
     from teleop.train.trainer import TrainConfig, train
 
@@ -106,9 +108,9 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[Cell]
                                            max_duration_s=config.max_duration_s).success_rate
 
                 result = train(TrainConfig(
-                    episodes_dir=config.episodes_dir, out_dir=run_dir, steps=config.steps, encoder=encoder,
-                    encoder_weights=weights, camera=config.camera, seed=seed, eval_every=config.eval_every,
-                    cache_dir=cache, max_episodes=demos, **config.train_options,
+                    episodes_dir=config.episodes_dir, out_dir=run_dir, steps=config.steps or default_steps(encoder),
+                    encoder=encoder, encoder_weights=weights, camera=config.camera, seed=seed,
+                    eval_every=config.eval_every, cache_dir=cache, max_episodes=demos, **config.train_options,
                 ), log=lambda message: log(f"  {message}"), evaluate=validate)
                 test = evaluate_checkpoint(run_dir / BEST_POLICY_FILE, config.test_episodes,
                                            workers=config.workers, max_duration_s=config.max_duration_s)
