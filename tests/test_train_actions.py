@@ -108,6 +108,41 @@ def test_decoding_the_demonstrations_targets_retraces_the_demonstration(demos: P
         np.testing.assert_allclose(reached, model.fk(action[t + 1, :7])[:3, 3], atol=5e-3)
 
 
+def test_a_chunk_holds_the_next_targets_and_decoding_ensembles_them(demos: Path) -> None:
+    """ACT's chunks: the targets of steps t + horizon .. t + horizon + C - 1; at run time each step's target is the
+    weighted mean of what the last C steps predicted for it, in the world frame."""
+    from scipy.spatial.transform import Rotation
+
+    joint_pos, action, _ = _episode(demos)
+    single, chunked = (make_action_space("ee-delta", "franka", horizon=2, chunk=c) for c in (1, 3))
+    targets = chunked.targets(joint_pos, action)
+    assert targets.shape == (len(joint_pos), 3 * 6 + 1)
+    np.testing.assert_array_equal(targets[:, :6], single.targets(joint_pos, action)[:, :6])
+    later = make_action_space("ee-delta", "franka", horizon=4).targets(joint_pos, action)
+    np.testing.assert_array_equal(targets[:, 12:18], later[:, :6])  # the chunk's last: horizon + 2
+    np.testing.assert_array_equal(targets[:, 18], action[:, 7].astype(np.float32))
+
+    q = joint_pos[-1]  # the arm stands still: every prediction is relative to the same pose
+    chunked.reset(q)
+    position = chunked._fk(q)[:3, 3]
+    for step, offsets in enumerate(([0.01, 0.02, 0.03], [0.05, 0.06, 0.07], [0.09, 0.10, 0.11])):
+        prediction = np.zeros(19)
+        prediction[[0, 6, 12]] = offsets  # x of the chunk's three targets
+        prediction[[5, 11, 17]] = offsets  # and a rotation about z
+        chunked.decode(prediction, q, 0.05)
+        if step == 0:  # nothing older: the first target of the chunk
+            np.testing.assert_allclose(chunked.target[:3, 3] - position, [0.01, 0, 0], atol=1e-9)
+    # step 2's target was predicted at step 0 (third of its chunk), 1 (second) and 2 (first): 0.03, 0.06, 0.09
+    weights = np.exp(-0.01 * np.arange(3))
+    weights /= weights.sum()
+    expected = weights @ np.array([0.03, 0.06, 0.09])
+    np.testing.assert_allclose(chunked.target[:3, 3] - position, [expected, 0, 0], atol=1e-9)
+    about_z = Rotation.from_matrix(chunked.target[:3, :3] @ chunked._fk(q)[:3, :3].T).as_rotvec()
+    np.testing.assert_allclose(about_z, [0, 0, expected], atol=1e-3)
+    with pytest.raises(TeleopError, match="for ee-delta actions"):
+        make_action_space("joint", "franka", chunk=3)
+
+
 def test_training_leaves_out_the_idle_start_and_keeps_the_hold(demos: Path) -> None:
     from recorder.trim import motion_range
     from teleop.train.features import FeatureSet
@@ -135,28 +170,34 @@ def test_training_leaves_out_the_idle_start_and_keeps_the_hold(demos: Path) -> N
         np.testing.assert_allclose(trimmed.targets[rows], space.targets(p[0], p[1])[start:], atol=1e-5)  # float32 rows
 
 
-def test_an_ee_delta_policy_trains_saves_and_acts_through_the_ik(demos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_an_ee_delta_policy_trains_saves_and_acts_through_the_ik(demos: Path, tmp_path: Path, chunk: int) -> None:
     from teleop.train.runner import load_policy
     from teleop.train.trainer import TrainConfig, train
 
     threads = torch.get_num_threads()
     result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=60, encoder="resnet18",
-                               cache_dir=tmp_path / "cache", feature_batch_size=16, threads=1), log=lambda m: None)
+                               cache_dir=tmp_path / "cache", feature_batch_size=16, threads=1, chunk=chunk),
+                   log=lambda m: None)
     assert torch.get_num_threads() == threads  # restored
     assert result.num_samples < sum(len(_episode(demos, i)[0]) for i in range(DEMOS))  # idle starts left out
     runner = load_policy(result.run_dir)
-    assert (runner.info.action_space, runner.info.horizon) == ("ee-delta", DEFAULT_HORIZON)
-    joint_pos, _, _ = _episode(demos)
-    runner.reset(joint_pos[0])
-    rgb = np.zeros((32, 32, 3), np.uint8)
-    action = runner.act(rgb, joint_pos[0])
-    assert action.shape == (8,) and np.all(np.isfinite(action))
-    # one control period of joint motion at most: the IK's speed limit holds whatever the policy predicts
+    assert (runner.info.action_space, runner.info.horizon, runner.info.chunk) == ("ee-delta", DEFAULT_HORIZON, chunk)
+    assert runner._policy.action_dim == 6 * chunk + 1
     from kinematics.robot_model import RobotModel
     from kinematics.robots import get_robot
 
     model = RobotModel(get_robot("franka"))
-    assert np.all(np.abs(action[:7] - joint_pos[0, :7]) <= model.velocity_limit * 0.05 + 1e-9)
+    joint_pos, _, _ = _episode(demos)
+    runner.reset(joint_pos[0])
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    previous = joint_pos[0, :7]
+    for _ in range(chunk):  # through a full ensemble
+        action = runner.act(rgb, joint_pos[0])
+        assert action.shape == (8,) and np.all(np.isfinite(action))
+        # one control period of joint motion at most: the IK's speed limit holds whatever the policy predicts
+        assert np.all(np.abs(action[:7] - previous) <= model.velocity_limit * 0.05 + 1e-9)
+        previous = action[:7]
 
 
 def test_a_version_1_checkpoint_still_loads_as_joint_targets(demos: Path, tmp_path: Path) -> None:

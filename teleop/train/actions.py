@@ -13,6 +13,12 @@ Two action spaces:
   into joint targets by the same differential IK as a teleoperation device (kinematics.arm_ik, from the
   previous command, within the joint position and speed limits), as a device's target pose is.
 
+With `chunk` C > 1 (ACT's action chunks, Zhao et al. 2023) the policy predicts the targets of steps t + horizon
+.. t + horizon + C - 1, each relative to the pose at step t, and at run time the target of a step is the
+weighted mean (ACT's temporal ensembling: weights exp(-0.01 i), i = 0 for the oldest) of every prediction made
+for that step in the last C steps, turned into world poses when they were made: positions averaged, rotations
+by their weighted mean.
+
 Learning the end-effector motion instead of joint targets spares the policy the arm's inverse kinematics, and
 a target some steps ahead is larger than one step's noise and keeps the arm moving up to the goal instead of
 stalling short of it (RESULTS.md: with the target's position given to the policy, so that only the action side
@@ -53,14 +59,20 @@ class ActionSpace:
         name: "joint" or "ee-delta".
         horizon: Steps ahead of an ee-delta target (1 for "joint").
         arm_joints: Joints the IK moves (the first ones of joint_pos); 0 for "joint".
+        chunk: ee-delta targets predicted per step (1: none; see the module docstring).
+        target: The end-effector pose (4, 4) in the base frame that the last `decode` aimed the IK at.
     """
 
     name: str
     horizon: int = 1
     arm_joints: int = 0
+    chunk: int = 1
+    target: np.ndarray | None = field(default=None, repr=False)
     _model: RobotModel | None = field(default=None, repr=False)
     _ik: ArmIK | None = field(default=None, repr=False)
     _command: np.ndarray | None = field(default=None, repr=False)
+    _made: list[tuple[int, np.ndarray, Rotation]] = field(default_factory=list, repr=False)  # (step, pos, rot)
+    _step: int = field(default=0, repr=False)
 
     # ------------------------------------------------------------------------------------------ training
     def proprio(self, joint_pos: np.ndarray) -> np.ndarray:
@@ -81,14 +93,15 @@ class ActionSpace:
         rows = []
         for t in range(n):
             now = self._fk(np.asarray(joint_pos[t], dtype=np.float64))
-            ahead = self._fk(action[min(t + self.horizon, n - 1), : self.arm_joints])
-            rows.append(np.concatenate([_relative(now, ahead), action[t, self.arm_joints :]]))
+            ahead = [self._fk(action[min(t + self.horizon + c, n - 1), : self.arm_joints]) for c in range(self.chunk)]
+            rows.append(np.concatenate([*(_relative(now, T) for T in ahead), action[t, self.arm_joints :]]))
         return np.asarray(rows, dtype=np.float32)
 
     # ------------------------------------------------------------------------------------------ run time
     def reset(self, joint_pos: np.ndarray) -> None:
         """Start an episode from the measured joint positions (the first IK seed)."""
         self._command = np.asarray(joint_pos, dtype=np.float64)[: self.arm_joints].copy()
+        self._made, self._step = [], 0
 
     def decode(self, prediction: np.ndarray, joint_pos: np.ndarray, dt: float) -> np.ndarray:
         """The action (joint targets, then the gripper command) for a prediction in this space, at measured
@@ -99,31 +112,51 @@ class ActionSpace:
         q = np.asarray(joint_pos, dtype=np.float64)
         command = self._command if self._command is not None else q[: self.arm_joints]  # no reset: start here
         T = self._fk(q)
+        deltas = prediction[: 6 * self.chunk].reshape(self.chunk, 6)
+        now = Rotation.from_matrix(T[:3, :3])
+        self._made.append((self._step, T[:3, 3] + deltas[:, :3], Rotation.from_rotvec(deltas[:, 3:]) * now))
+        self._made = [m for m in self._made if self._step - m[0] < self.chunk]  # those with a target for this step
         target = np.eye(4)
-        target[:3, 3] = T[:3, 3] + prediction[:3]
-        target[:3, :3] = Rotation.from_rotvec(prediction[3:6]).as_matrix() @ T[:3, :3]
+        target[:3, 3], target[:3, :3] = self._ensembled()
+        self._step += 1
+        self.target = target
         assert self._ik is not None  # built by make_action_space for ee-delta
         self._command = self._ik.solve(command, target, dt).q
-        return np.concatenate([self._command, prediction[6:]])
+        return np.concatenate([self._command, prediction[6 * self.chunk :]])
+
+    def _ensembled(self) -> tuple[np.ndarray, np.ndarray]:
+        """This step's target position and rotation matrix: ACT's weighted mean over the predictions for it."""
+        ages = [self._step - made for made, _, _ in self._made]  # index into each prediction's chunk
+        weights = np.exp(-0.01 * np.arange(len(ages)))  # the oldest first, as ACT
+        weights /= weights.sum()
+        positions = np.stack([pos[a] for (_, pos, _), a in zip(self._made, ages, strict=True)])
+        rotations = Rotation.concatenate([rot[a] for (_, _, rot), a in zip(self._made, ages, strict=True)])
+        return weights @ positions, rotations.mean(weights).as_matrix()
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         assert self._model is not None  # built by make_action_space for ee-delta
         return self._model.fk(np.asarray(q, dtype=np.float64)[: self.arm_joints])
 
 
-def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON) -> ActionSpace:
+def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON, chunk: int = 1) -> ActionSpace:
     """The action space `name` of `robot`.
 
     Raises:
         UnknownNameError: No such space.
-        TeleopError: "ee-delta" for a robot without an end effector to move (a hand), or horizon < 1.
+        TeleopError: "ee-delta" for a robot without an end effector to move (a hand), horizon or chunk < 1, or
+            a chunk for "joint".
     """
     if name not in ACTION_SPACES:
         raise UnknownNameError("action space", name, list(ACTION_SPACES))
     if name == "joint":
+        if chunk != 1:
+            raise TeleopError(f"chunks of {chunk} targets are for ee-delta actions, not joint targets: leave out the "
+                              "chunk or choose the ee-delta action space")
         return ActionSpace("joint")
     if horizon < 1:
         raise TeleopError(f"the ee-delta horizon must be at least 1 step, got {horizon}")
+    if chunk < 1:
+        raise TeleopError(f"an ee-delta chunk must hold at least 1 target, got {chunk}")
     from kinematics.arm_ik import ArmIKConfig
     from kinematics.robot_model import RobotModel
     from kinematics.robots import get_robot
@@ -132,7 +165,7 @@ def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON) -> 
     if not spec.has_gripper:
         raise TeleopError(f"{robot} has no end effector to move: train it in the joint action space")
     model = RobotModel(spec)
-    return ActionSpace("ee-delta", horizon, model.n, model, ArmIKConfig().build(model))
+    return ActionSpace("ee-delta", horizon, model.n, chunk, _model=model, _ik=ArmIKConfig().build(model))
 
 
 def _pose7(T: np.ndarray) -> np.ndarray:

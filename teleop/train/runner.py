@@ -53,6 +53,7 @@ class PolicyInfo:
         image_size: (width, height) of the camera frames it was trained on [px].
         action_space: What the policy predicts (teleop.train.actions): "joint" or "ee-delta".
         horizon: Steps ahead of an ee-delta prediction.
+        chunk: ee-delta predictions per step, ensembled (teleop.train.actions).
     """
 
     robot: str
@@ -65,6 +66,7 @@ class PolicyInfo:
     image_size: tuple[int, int] = (224, 224)
     action_space: str = "joint"
     horizon: int = 1
+    chunk: int = 1
 
 
 class PolicyRunner:
@@ -82,7 +84,7 @@ class PolicyRunner:
         self._policy = policy
         self.info = info
         self._device = next(policy.parameters()).device
-        self._space = make_action_space(info.action_space, info.robot, info.horizon)
+        self._space = make_action_space(info.action_space, info.robot, info.horizon, info.chunk)
         self.cameras = split_cameras(info.camera)  # whose frames `act` takes, in the order of their embeddings
 
     def reset(self, proprio: np.ndarray) -> None:
@@ -275,6 +277,7 @@ def _policy_info(d: dict[str, Any]) -> PolicyInfo:
         image_size=tuple(d.get("image_size", (224, 224))),  # type: ignore[arg-type]
         action_space=d.get("action_space", "joint"),  # checkpoints of version 1 predict joint targets
         horizon=int(d.get("horizon", 1)),
+        chunk=int(d.get("chunk", 1)),
     )
 
 

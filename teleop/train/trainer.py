@@ -75,6 +75,7 @@ class TrainConfig:
             "ee-delta" (the commanded end-effector motion `horizon` steps ahead, through IK at run time), or
             "auto": ee-delta for arms, joint for hands.
         horizon: Steps ahead of an ee-delta target.
+        chunk: ee-delta targets predicted per step, ensembled at run time (ACT; teleop.train.actions); 1: none.
         trim_idle: Leave out each episode's idle start (before the first commanded motion, less 0.2 s; the
             rule of `teleop episodes trim --auto`).
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
@@ -101,6 +102,7 @@ class TrainConfig:
     feature_batch_size: int = 32
     action_space: str = "auto"
     horizon: int = DEFAULT_HORIZON
+    chunk: int = 1
     trim_idle: bool = True
     threads: int = 1
     max_episodes: int | None = None
@@ -139,6 +141,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (c.action_space in ("auto", *ACTION_SPACES),
          f"action_space must be auto, {' or '.join(ACTION_SPACES)}, got {c.action_space!r}"),
         (c.horizon >= 1, f"horizon must be at least 1 step, got {c.horizon}"),
+        (c.chunk >= 1, f"chunk must be at least 1 target, got {c.chunk}"),
         (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
         (c.max_episodes is None or c.max_episodes >= 1, f"max_episodes must be at least 1, got {c.max_episodes}"),
         (c.shift >= 0, f"shift must be 0 or more pixels, got {c.shift}"),
@@ -234,7 +237,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         raise TeleopError(f"rank {ranks.rank} did not find the embeddings that rank 0 cached in "
                           f"{config.feature_cache}: put the feature cache on a filesystem every rank can read")
     space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
-    space = make_action_space(space_name, data.robot, config.horizon)
+    space = make_action_space(space_name, data.robot, config.horizon, config.chunk)
     samples = training_samples(data, space, config.trim_idle)
     log(
         f"training on {len(samples.features)} of {data.num_samples} steps of {len(episodes)} {data.robot} "
@@ -246,7 +249,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
     policy = _build_policy(samples, embed_dim, config).to(device)
     info = PolicyInfo(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
-        data.control_rate_hz, data.image_size, space_name, space.horizon,
+        data.control_rate_hz, data.image_size, space_name, space.horizon, space.chunk,
     )
     if ranks.is_main:
         config.out_dir.mkdir(parents=True, exist_ok=True)
