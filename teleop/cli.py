@@ -116,9 +116,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="gradient steps (default: 20000 for a frozen encoder, 3000 for keypoints)")
     train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--encoder", default="resnet18", choices=encoder_names(),
-                       help="a frozen ResNet or ViT (default resnet18), or keypoints: a small convnet that trains "
-                            "with the policy, end to end, and keeps where things are in the image")
+    train.add_argument("--encoder", default=None, choices=encoder_names(),
+                       help="keypoints: a small convnet that trains with the policy, end to end, and keeps where "
+                            "things are in the image; or a frozen ResNet or ViT, for pretrained weights (default: "
+                            "keypoints, or resnet18 with --encoder-weights)")
     train.add_argument("--shift", type=int, default=DEFAULT_SHIFT, metavar="PX",
                        help=f"random shift of the frames while a keypoints encoder trains (default {DEFAULT_SHIFT}; "
                             "0: none)")
@@ -627,9 +628,10 @@ def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, ev
 def _cmd_train(args: argparse.Namespace) -> int:
     from teleop.train.architectures import default_steps
 
-    steps = args.steps or default_steps(args.encoder)
+    encoder = args.encoder or ("resnet18" if args.encoder_weights else "keypoints")  # RESULTS.md
+    steps = args.steps or default_steps(encoder)
     best = _train(args.dir, args.out, steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
-                  batch_size=args.batch_size, lr=args.lr, encoder=args.encoder,
+                  batch_size=args.batch_size, lr=args.lr, encoder=encoder,
                   encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
                   seed=args.seed, include_failed=args.include_failed, action_space=args.action_space,
                   horizon=args.horizon, chunk=args.chunk, trim_idle=not args.keep_idle, threads=args.threads,

@@ -128,8 +128,8 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     for i in range(EPISODES):
         _write_episode(episodes / f"episode_{i:06d}.h5", seed=i)
     run = root / "run"
-    cli = ["train", str(episodes), "--out", str(run), "--steps", str(TRAIN_STEPS), "--batch-size", "16",
-           "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1"]
+    cli = ["train", str(episodes), "--out", str(run), "--encoder", "resnet18", "--steps", str(TRAIN_STEPS),
+           "--batch-size", "16", "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "test_distributed", str(probes), str(episodes / "episode_000000.h5"), *cli]
     # The ranks import this checkout and this module; one thread each (two ranks share the cores).

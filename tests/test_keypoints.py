@@ -149,3 +149,16 @@ def test_default_steps_follow_the_encoder() -> None:
 
     assert default_steps("resnet18") == default_steps("vit-s16") == DEFAULT_STEPS
     assert default_steps("keypoints") < DEFAULT_STEPS  # each step trains the encoder too
+
+
+def test_the_cli_trains_keypoints_unless_given_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import teleop.cli
+
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(teleop.cli, "_train", lambda _dir, _out, steps, **kw: seen.append((kw["encoder"], steps)))
+    (tmp_path / "eps").mkdir()
+    weights = tmp_path / "r3m.pt"
+    weights.write_bytes(b"")
+    for extra in ([], ["--encoder-weights", str(weights)], ["--encoder", "vit-s16", "--steps", "7"]):
+        assert teleop.cli.main(["train", str(tmp_path / "eps"), "--out", str(tmp_path / "run"), *extra]) == 0
+    assert seen == [("keypoints", 3000), ("resnet18", 20000), ("vit-s16", 7)]
