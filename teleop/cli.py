@@ -115,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None,
                        help="gradient steps (default: 20000 for a frozen encoder, 3000 for keypoints)")
     train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    train.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
+                       help="cosine: decayed to 0 over the steps (default); constant")
     train.add_argument("--encoder", default=None, choices=encoder_names(),
                        help="keypoints: a small convnet that trains with the policy, end to end, and keeps where "
                             "things are in the image; or a frozen ResNet or ViT, for pretrained weights (default: "
@@ -631,7 +633,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     encoder = args.encoder or ("resnet18" if args.encoder_weights else "keypoints")  # RESULTS.md
     steps = args.steps or default_steps(encoder)
     best = _train(args.dir, args.out, steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
-                  batch_size=args.batch_size, lr=args.lr, encoder=encoder,
+                  batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, encoder=encoder,
                   encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
                   seed=args.seed, include_failed=args.include_failed, action_space=args.action_space,
                   horizon=args.horizon, chunk=args.chunk, trim_idle=not args.keep_idle, threads=args.threads,

@@ -175,6 +175,9 @@ def test_run_directory_holds_config_log_and_checkpoints(trained, data) -> None:
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     assert losses[-1]["step"] == TRAIN_STEPS and all(np.isfinite(r["loss"]) for r in losses)
+    lrs = [r["lr"] for r in losses]  # the cosine schedule: from lr down to 0
+    assert lrs[0] == pytest.approx(config.lr, rel=0.01) and lrs[-1] == pytest.approx(0, abs=1e-9)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert [r["step"] for r in records if "success" in r] == [100, 200, 300]
 
 
@@ -342,6 +345,8 @@ def test_no_successful_episode_says_what_was_found(tmp_path: Path) -> None:
 def test_config_validation() -> None:
     with pytest.raises(TeleopError, match="batch_size"):
         TrainConfig(episodes_dir=Path("e"), out_dir=Path("o"), batch_size=1)
+    with pytest.raises(TeleopError, match="lr_schedule must be cosine or constant"):
+        TrainConfig(episodes_dir=Path("e"), out_dir=Path("o"), lr_schedule="linear")
     assert TrainConfig(episodes_dir="e", out_dir="o").out_dir == Path("o")  # type: ignore[arg-type]
 
 

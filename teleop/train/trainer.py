@@ -2,7 +2,8 @@
 
 `train(config)` writes a run directory:
     config.json       the TrainConfig, device, encoder identity (weights path and SHA-256) and data summary
-    train_log.jsonl   {"step", "loss"} every ~0.5% of the steps; {"step", "success"} after each evaluation
+    train_log.jsonl   {"step", "loss", "lr"} every ~0.5% of the steps (lr: that of the next step); {"step",
+                      "success"} after each evaluation
     policy.pt         the policy after the last step (see runner.save_checkpoint)
     policy_best.pt    the policy at the best evaluation, when an `evaluate` function is given
     feature_cache/    embeddings per episode, unless TrainConfig.cache_dir points elsewhere
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from teleop.train.features import FeatureSet
     from teleop.train.policy import BCPolicy
 
+LR_SCHEDULES = ("cosine", "constant")
+
 Evaluate = Callable[[PolicyRunner], float]
 """Roll the policy out (e.g. in the simulator) and return its success rate in [0, 1]."""
 
@@ -58,7 +61,8 @@ class TrainConfig:
         out_dir: Run directory to write (created; files of an earlier run there are replaced).
         steps: Gradient steps.
         batch_size: Samples per step, drawn uniformly with replacement (at least 2, for BatchNorm).
-        lr: Adam learning rate.
+        lr: Adam learning rate (at the start, with the cosine schedule).
+        lr_schedule: "cosine": decayed to 0 over the steps along a half cosine (RESULTS.md); "constant".
         encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
         encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
         camera: Camera whose frames the policy sees.
@@ -89,6 +93,7 @@ class TrainConfig:
     steps: int = 20000
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
     camera: str = "front"
@@ -137,6 +142,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (c.batch_size >= 2, f"batch_size must be at least 2 (BatchNorm needs a batch), got {c.batch_size}"),
         (math.isfinite(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr}"),
         (c.eval_every >= 1, f"eval_every must be at least 1, got {c.eval_every}"),
+        (c.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {c.lr_schedule!r}"),
         (c.feature_batch_size >= 1, f"feature_batch_size must be at least 1, got {c.feature_batch_size}"),
         (c.action_space in ("auto", *ACTION_SPACES),
          f"action_space must be auto, {' or '.join(ACTION_SPACES)}, got {c.action_space!r}"),
@@ -375,6 +381,7 @@ class _Loop:
         device = next(policy.parameters()).device
         self.step_losses = torch.zeros(config.steps, device=device)  # on the device: no sync per step
         self.evaluations: list[tuple[int, float]] = []
+        self.lr = config.lr
         self.eval_time_s = 0.0
         self.train_time_s = 0.0
 
@@ -385,6 +392,8 @@ class _Loop:
         with torch.no_grad():
             targets = self.policy.normalize_action(actions)
         optimizer = torch.optim.Adam(self.trained.parameters(), lr=self.config.lr)
+        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.config.steps)
+                    if self.config.lr_schedule == "cosine" else None)
         self.trained.train()
         started = time.perf_counter()
         for step in range(1, self.config.steps + 1):
@@ -394,6 +403,9 @@ class _Loop:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            self.lr = float(optimizer.param_groups[0]["lr"])  # for the next step
             self.step_losses[step - 1] = loss.detach()
             self._after_step(step, started, log_file)
         self.train_time_s = time.perf_counter() - started - self.eval_time_s
@@ -418,7 +430,7 @@ class _Loop:
                 f"training diverged at step {step} (loss {loss}): lower lr (now {self.config.lr}) "
                 "or check the episodes for extreme actions"
             )
-        log_file.write(json.dumps({"step": step, "loss": loss}) + "\n")
+        log_file.write(json.dumps({"step": step, "loss": loss, "lr": self.lr}) + "\n")
         log_file.flush()
 
     def _log_progress(self, step: int, started: float) -> None:
