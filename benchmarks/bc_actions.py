@@ -1,7 +1,7 @@
 """Which action space a behaviour-cloning policy learns best from the scripted demonstrations, with vision
 taken out: the policy is given the target's position (privileged), so only the action side is measured.
 
-    python benchmarks/bc_actions.py [--demos 25] [--rollouts 30] [--steps 5000] [--seeds 2]
+    python benchmarks/bc_actions.py [--demos 25] [--rollouts 30] [--steps 5000] [--seeds 2] [--rows 4,9,10]
 
 Records --demos scripted demonstrations of franka-reach (seeds 0.., the simulator's clock: as fast as the CPU
 allows), then for each configuration trains an MLP (2 x 256, ReLU, Adam 1e-3, batch 64, inputs and targets
@@ -12,8 +12,11 @@ action space's run-time decoding (ee-delta: IK from the last command), with the 
 Inputs are standardised as the trainer does (teleop.train.policy.Normalization: the std of each input column
 at least PROPRIO_STD_FLOOR), or to unit variance ("unit", every column by its own std). Configurations: joint
 targets as recorded, with and without the idle start (recorder.trim.motion_range); ee-delta with horizon 1, 3,
-6 and 10 without the idle start; horizon 6 with it; horizon 6 standardised to unit variance. Each is trained
-with --seeds seeds; the success rate is over all their rollouts.
+6 and 10 without the idle start; horizon 6 with it; horizon 6 standardised to unit variance; then horizon 6 with
+the trainer's cosine learning-rate decay, with ACT's chunks of 5 and 10 targets (teleop.train.actions: temporal
+ensembling at run time), and with both. The learning rate is constant (1e-3) except where the row says cosine.
+Each is trained with --seeds seeds; the success rate is over all their rollouts. --rows picks rows (1-based, in
+this order).
 
 Progress goes to stderr; the last stdout line is one JSON object {"demos", "rollouts", "results": [...]}.
 """
@@ -59,12 +62,12 @@ def record(folder: Path, demos: int) -> None:
     log(f"recorded {demos} demonstrations")
 
 
-def dataset(folder: Path, space_name: str, horizon: int, trim: bool) -> tuple[np.ndarray, np.ndarray]:
+def dataset(folder: Path, space_name: str, horizon: int, trim: bool, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     from recorder.backend import open_episode
     from recorder.trim import motion_range
     from teleop.train.actions import make_action_space
 
-    space = make_action_space(space_name, "franka", horizon)
+    space = make_action_space(space_name, "franka", horizon, chunk)
     inputs, targets = [], []
     for path in sorted(folder.glob("episode_*.h5")):
         with open_episode(path) as episode:
@@ -77,7 +80,7 @@ def dataset(folder: Path, space_name: str, horizon: int, trim: bool) -> tuple[np
     return np.concatenate(inputs), np.concatenate(targets)
 
 
-def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int, floor: bool):  # noqa: ANN201 - (net, stats)
+def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int, floor: bool, cosine: bool):  # noqa: ANN201
     import torch
 
     from teleop.train.policy import Normalization
@@ -90,6 +93,7 @@ def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int, floor: bool):  # 
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
                               torch.nn.ReLU(), torch.nn.Linear(256, y.shape[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(len(xt), (64,), generator=generator)
@@ -97,10 +101,12 @@ def train(x: np.ndarray, y: np.ndarray, steps: int, seed: int, floor: bool):  # 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return net.eval(), stats
+        if schedule is not None:
+            schedule.step()
+    return net.eval(), stats  # (net, (input mean, input std, target mean, target std))
 
 
-def rollouts(net, stats, space_name: str, horizon: int, count: int) -> tuple[int, list[float]]:  # noqa: ANN001
+def rollouts(net, stats, space_name: str, horizon: int, chunk: int, count: int) -> tuple[int, list[float]]:  # noqa: ANN001
     import torch
 
     from teleop.rig import RigConfig, build_rig
@@ -108,7 +114,7 @@ def rollouts(net, stats, space_name: str, horizon: int, count: int) -> tuple[int
     from teleop.sim import SimConfig
     from teleop.train.actions import make_action_space
 
-    space = make_action_space(space_name, "franka", horizon)
+    space = make_action_space(space_name, "franka", horizon, chunk)
     with c_stdout_to_stderr():
         rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(32, 32)),
                                   session=SessionConfig(rate_hz=20.0)))
@@ -143,29 +149,36 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=30)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--rows", default=None, help="comma-separated row numbers to run (default: all)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    # (action space, horizon, idle start left out, std floor)
-    configs = [("joint", 1, False, True), ("joint", 1, True, True), ("ee-delta", 1, True, True),
-               ("ee-delta", 3, True, True), ("ee-delta", 6, True, True), ("ee-delta", 10, True, True),
-               ("ee-delta", 6, False, True), ("ee-delta", 6, True, False)]
+    # (action space, horizon, idle start left out, std floor, cosine lr, chunk)
+    configs = [("joint", 1, False, True, False, 1), ("joint", 1, True, True, False, 1),
+               ("ee-delta", 1, True, True, False, 1), ("ee-delta", 3, True, True, False, 1),
+               ("ee-delta", 6, True, True, False, 1), ("ee-delta", 10, True, True, False, 1),
+               ("ee-delta", 6, False, True, False, 1), ("ee-delta", 6, True, False, False, 1),
+               ("ee-delta", 6, True, True, True, 1), ("ee-delta", 6, True, True, False, 5),
+               ("ee-delta", 6, True, True, False, 10), ("ee-delta", 6, True, True, True, 10)]
+    if args.rows:
+        configs = [configs[int(r) - 1] for r in args.rows.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="bc-actions-") as tmp:
         folder = Path(tmp)
         record(folder, args.demos)
-        for space_name, horizon, trim, floor in configs:
-            x, y = dataset(folder, space_name, horizon, trim)
+        for space_name, horizon, trim, floor, cosine, chunk in configs:
+            x, y = dataset(folder, space_name, horizon, trim, chunk)
             successes, distances, started = 0, [], time.perf_counter()
             for seed in range(args.seeds):
-                net, stats = train(x, y, args.steps, seed, floor)
-                won, dist = rollouts(net, stats, space_name, horizon, args.rollouts)
+                net, stats = train(x, y, args.steps, seed, floor, cosine)
+                won, dist = rollouts(net, stats, space_name, horizon, chunk, args.rollouts)
                 successes += won
                 distances += dist
             total = args.rollouts * args.seeds
             row = {"action_space": space_name, "horizon": horizon, "idle_start_left_out": trim,
-                   "inputs": "std floor" if floor else "unit", "samples": len(x),
+                   "inputs": "std floor" if floor else "unit", "lr": "cosine" if cosine else "constant",
+                   "chunk": chunk, "samples": len(x),
                    "success_rate": round(successes / total, 4), "rollouts": total,
                    "median_final_distance_cm": round(100 * float(np.median(distances)), 2),
                    "seconds": round(time.perf_counter() - started, 1)}

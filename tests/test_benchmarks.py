@@ -147,3 +147,26 @@ def test_episode_read_benchmark_reports_every_configuration_and_the_file_counts(
     assert result["hdf5"]["files"] == 1
     # 2000 steps: the 64-row layout has 32 chunk files per small array, the app's layout 2.
     assert result["zarr_64_row_chunks"]["files"] - result["zarr"]["files"] >= 30 * 10
+
+
+def test_encoder_probe_reports_every_probe(tmp_path: Path) -> None:
+    from conftest import SimulatedClock
+
+    from teleop.recording import record_episode
+    from teleop.rig import RigConfig, build_rig
+    from teleop.session import SessionConfig
+    from teleop.sim import SimConfig
+
+    clock = SimulatedClock()
+    rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(48, 48)),
+                              session=SessionConfig(rate_hz=20.0)), clock=clock, sleep=clock.sleep)
+    try:
+        for seed in range(5):
+            record_episode(rig, tmp_path, seed)
+    finally:
+        rig.close()
+    result = run_benchmark("benchmarks/encoder_probe.py", str(tmp_path), "--steps", "5", "--folds", "1",
+                           "--threads", "1")
+    assert result["folds"] == 1 and result["frames"] > 50
+    assert set(result["mean_error_cm"]) == {"resnet18 random", "keypoints", "guess"}
+    assert all(0 < v < 200 for v in result["mean_error_cm"].values())
