@@ -64,6 +64,7 @@ class TrainConfig:
         lr: Adam learning rate (at the start, with the cosine schedule).
         lr_schedule: "cosine": decayed to 0 over the steps along a half cosine (RESULTS.md); "constant".
         encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
+            (frozen), or "keypoints" (trained with the policy, end to end: teleop.train.keypoints).
         encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
         camera: Camera whose frames the policy sees.
         image_size: ResNets: side of the encoder's input [px]; None: the size a `teleop pretrain` checkpoint was
@@ -366,15 +367,16 @@ class _Loop:
     ) -> None:
         self.config, self.policy, self.encoder, self.info = config, policy, encoder, info
         self.log, self.evaluate, self.rank = log, evaluate, ranks.rank
-        torch = require("torch", extra="train", purpose="training a policy")
-        self.generator = torch.Generator().manual_seed(config.seed + ranks.rank)  # each rank its own minibatches
+        from teleop.train.features import split_cameras
         from teleop.train.keypoints import EndToEnd, KeypointEncoder
 
-        trained = EndToEnd(encoder, policy, config.shift, self.generator) if isinstance(encoder, KeypointEncoder) \
-            else policy
-        self.trained = trained
-        self.cameras = len(info.camera.split(","))
-        self.model = ranks.wrap(trained)  # what the steps run: DistributedDataParallel under torchrun
+        torch = require("torch", extra="train", purpose="training a policy")
+        self.generator = torch.Generator().manual_seed(config.seed + ranks.rank)  # each rank its own minibatches
+        # what the optimiser steps: the policy, or a trainable encoder and the policy as one module
+        self.trained = (EndToEnd(encoder, policy, config.shift, self.generator)
+                        if isinstance(encoder, KeypointEncoder) else policy)
+        self.cameras = len(split_cameras(info.camera))
+        self.model = ranks.wrap(self.trained)  # what the steps run: DistributedDataParallel under torchrun
         self.record_every = max(1, config.steps // 200)
         self.progress_every = max(1, config.steps // 10)
         self.summary_window = max(1, config.steps // 20)  # steps averaged into first_loss / final_loss
