@@ -147,9 +147,9 @@ def _parser() -> argparse.ArgumentParser:
                             "motion --horizon steps ahead, through IK at run time (default auto: ee-delta for "
                             "arms, joint for hands)")
     train.add_argument("--horizon", type=int, default=6, help="steps ahead of an ee-delta target (default 6)")
-    train.add_argument("--chunk", type=int, default=1,
+    train.add_argument("--chunk", type=int, default=None,
                        help="ee-delta targets predicted per step (the --horizon'th step ahead and the next ones), "
-                            "averaged at run time over the steps that predicted them, as ACT (default 1: none)")
+                            "averaged at run time over the steps that predicted them, as ACT (default 10; 1: none)")
     train.add_argument("--keep-idle", action="store_true",
                        help="also train on each episode's idle start (default: left out, as trim --auto finds it)")
     train.add_argument("--threads", type=int, default=1,
@@ -756,7 +756,8 @@ def _check_train(args: argparse.Namespace) -> None:
     _at_least(args.eval_every, 0, "--eval-every", "a number of steps, or 0 to evaluate only at the end")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
     _at_least(args.horizon, 1, "--horizon", "the number of steps ahead of an ee-delta target")
-    _at_least(args.chunk, 1, "--chunk", "the number of ee-delta targets per step")
+    if args.chunk is not None:
+        _at_least(args.chunk, 1, "--chunk", "the number of ee-delta targets per step")
     _at_least(args.shift, 0, "--shift", "a number of pixels, or 0 for no shift")
     if args.max_episodes is not None:
         _at_least(args.max_episodes, 1, "--max-episodes", "the number of episodes to train on")

@@ -26,7 +26,7 @@ import numpy as np
 
 from teleop.deps import require
 from teleop.errors import TeleopError
-from teleop.train.actions import ACTION_SPACES, DEFAULT_HORIZON
+from teleop.train.actions import ACTION_SPACES, DEFAULT_CHUNK, DEFAULT_HORIZON
 from teleop.train.architectures import DEFAULT_SHIFT
 from teleop.train.distributed import Ranks, process_group
 from teleop.train.runner import (
@@ -80,7 +80,8 @@ class TrainConfig:
             "ee-delta" (the commanded end-effector motion `horizon` steps ahead, through IK at run time), or
             "auto": ee-delta for arms, joint for hands.
         horizon: Steps ahead of an ee-delta target.
-        chunk: ee-delta targets predicted per step, ensembled at run time (ACT; teleop.train.actions); 1: none.
+        chunk: ee-delta targets predicted per step, ensembled at run time (ACT; teleop.train.actions); 1: none;
+            None: DEFAULT_CHUNK for ee-delta, 1 for joint targets.
         trim_idle: Leave out each episode's idle start (before the first commanded motion, less 0.2 s; the
             rule of `teleop episodes trim --auto`).
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
@@ -108,7 +109,7 @@ class TrainConfig:
     feature_batch_size: int = 32
     action_space: str = "auto"
     horizon: int = DEFAULT_HORIZON
-    chunk: int = 1
+    chunk: int | None = None
     trim_idle: bool = True
     threads: int = 1
     max_episodes: int | None = None
@@ -148,7 +149,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (c.action_space in ("auto", *ACTION_SPACES),
          f"action_space must be auto, {' or '.join(ACTION_SPACES)}, got {c.action_space!r}"),
         (c.horizon >= 1, f"horizon must be at least 1 step, got {c.horizon}"),
-        (c.chunk >= 1, f"chunk must be at least 1 target, got {c.chunk}"),
+        (c.chunk is None or c.chunk >= 1, f"chunk must be at least 1 target, got {c.chunk}"),
         (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
         (c.max_episodes is None or c.max_episodes >= 1, f"max_episodes must be at least 1, got {c.max_episodes}"),
         (c.shift >= 0, f"shift must be 0 or more pixels, got {c.shift}"),
@@ -244,7 +245,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         raise TeleopError(f"rank {ranks.rank} did not find the embeddings that rank 0 cached in "
                           f"{config.feature_cache}: put the feature cache on a filesystem every rank can read")
     space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
-    space = make_action_space(space_name, data.robot, config.horizon, config.chunk)
+    chunk = config.chunk if config.chunk is not None else DEFAULT_CHUNK if space_name == "ee-delta" else 1
+    space = make_action_space(space_name, data.robot, config.horizon, chunk)
     samples = training_samples(data, space, config.trim_idle)
     log(
         f"training on {len(samples.features)} of {data.num_samples} steps of {len(episodes)} {data.robot} "
