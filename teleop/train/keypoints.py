@@ -6,8 +6,8 @@ the embedding is the expected (x, y) of each (Levine et al. 2016's spatial softm
 Policy's image encoders read out a ResNet). It starts random and learns from the behaviour-cloning loss, with
 random shifts of the frames (DrQ: pad by `shift` px, replicating the border, and crop back at a random offset)
 as the only augmentation. It is R3M's "scratch" baseline, trained end to end, made small enough for a CPU: on
-franka-reach a probe of the target's position from the front camera falls to 3.7 cm, where pooled ResNet-18
-embeddings give 10-15 cm (RESULTS.md).
+franka-reach a probe of the target's position from the front camera is off by 3.4 cm, where pooled ResNet-18
+embeddings are off by 13-17 cm (benchmarks/encoder_probe.py, BENCHMARKS.md).
 
 Frames are resized to the encoder's input size (bilinear, antialiased) and rounded to uint8 once, by
 `KeypointEncoder.prepare`, the same function at training time and at run time.
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from teleop.deps import require
 from teleop.errors import TeleopError
-from teleop.train.architectures import DEFAULT_SHIFT as DEFAULT_SHIFT  # re-exported
 from teleop.train.architectures import KeypointArchitecture
 
 if TYPE_CHECKING:
