@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder-weights", type=Path, default=None,
                        help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT "
                             "(default: random init)")
-    train.add_argument("--camera", default="front",
-                       help="the camera the policy sees, or several, comma-separated (e.g. front,wrist)")
+    train.add_argument("--camera", default=None,
+                       help="the camera the policy sees, or several, comma-separated (e.g. front,wrist; default: every "
+                            "camera of the episodes)")
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
                        help="the encoder's input size (default: what --encoder-weights was pretrained at, else "
                             "224; keypoints: 96)")

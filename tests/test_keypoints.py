@@ -155,10 +155,17 @@ def test_the_cli_trains_keypoints_unless_given_weights(tmp_path: Path, monkeypat
     import teleop.cli
 
     seen: list[tuple[str, int]] = []
-    monkeypatch.setattr(teleop.cli, "_train", lambda _dir, _out, steps, **kw: seen.append((kw["encoder"], steps)))
+    cameras: list[str | None] = []
+
+    def fake_train(_dir: Path, _out: Path, steps: int, **kw: object) -> None:
+        seen.append((kw["encoder"], steps))  # type: ignore[arg-type]
+        cameras.append(kw["camera"])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(teleop.cli, "_train", fake_train)
     (tmp_path / "eps").mkdir()
     weights = tmp_path / "r3m.pt"
     weights.write_bytes(b"")
     for extra in ([], ["--encoder-weights", str(weights)], ["--encoder", "vit-s16", "--steps", "7"]):
         assert teleop.cli.main(["train", str(tmp_path / "eps"), "--out", str(tmp_path / "run"), *extra]) == 0
     assert seen == [("keypoints", 3000), ("resnet18", 20000), ("vit-s16", 7)]
+    assert cameras == [None] * 3  # every camera of the episodes

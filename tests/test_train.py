@@ -296,8 +296,8 @@ def test_act_rejects_inputs_of_the_wrong_shape(trained) -> None:
 
 
 def test_a_policy_of_two_cameras_sees_both(data, tmp_path: Path) -> None:
-    config = TrainConfig(episodes_dir=data["episodes"], out_dir=tmp_path / "run", steps=100, camera="front,wrist",
-                         cache_dir=data["root"] / "cache", device="cpu")
+    config = TrainConfig(episodes_dir=data["episodes"], out_dir=tmp_path / "run", steps=100, camera=None,
+                         cache_dir=data["root"] / "cache", device="cpu")  # None: every camera of the episodes
     result = train(config, log=lambda _: None)
     runner = load_policy(result.run_dir, device="cpu")
     assert runner.cameras == ("front", "wrist") and runner._policy.embed_dim == 2 * 512

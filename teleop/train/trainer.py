@@ -66,7 +66,8 @@ class TrainConfig:
         encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
             (frozen), or "keypoints" (trained with the policy, end to end: teleop.train.keypoints).
         encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
-        camera: Camera whose frames the policy sees.
+        camera: Camera whose frames the policy sees, or several, comma-separated ("front,wrist"); None: every
+            camera of the first episode, in its order (an arm needs its wrist camera as well: RESULTS.md).
         image_size: ResNets: side of the encoder's input [px]; None: the size a `teleop pretrain` checkpoint was
             trained at, else R3M's 224. Smaller is faster to encode and to roll out.
         hidden: MLP hidden layer sizes.
@@ -98,7 +99,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
-    camera: str = "front"
+    camera: str | None = "front"
     image_size: int | None = None
     hidden: tuple[int, ...] = (256, 256)
     seed: int = 0
@@ -237,10 +238,9 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
             f"{config.shift} px)")
     elif encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
+    camera = config.camera or _every_camera(episodes[0])
     with ranks.main_first(), torch_threads(os.cpu_count() or 1):  # convolutions over batches of frames: every core
-        data = load_features(
-            episodes, encoder, config.camera, config.feature_cache, config.feature_batch_size, log
-        )
+        data = load_features(episodes, encoder, camera, config.feature_cache, config.feature_batch_size, log)
     if data.encoded_episodes and not ranks.is_main:
         raise TeleopError(f"rank {ranks.rank} did not find the embeddings that rank 0 cached in "
                           f"{config.feature_cache}: put the feature cache on a filesystem every rank can read")
@@ -254,7 +254,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         f"{device}"
     )
     torch.manual_seed(config.seed)
-    embed_dim = encoder.feature_dim * len(split_cameras(config.camera)) if trainable else samples.features.shape[1]
+    embed_dim = encoder.feature_dim * len(split_cameras(camera)) if trainable else samples.features.shape[1]
     policy = _build_policy(samples, embed_dim, config).to(device)
     info = PolicyInfo(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
@@ -272,6 +272,14 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         save_checkpoint(config.out_dir / POLICY_FILE, policy, encoder, info, loop.checkpoint_extra(config.steps))
     ranks.barrier()  # every rank returns once the checkpoint is there
     return loop.result(config.out_dir, time.perf_counter() - started, data, len(samples.features))
+
+
+def _every_camera(episode: Path) -> str:
+    """The cameras of an episode, comma-separated in its order ("front,wrist")."""
+    from recorder.backend import open_episode
+
+    with open_episode(episode) as reader:
+        return ",".join(reader.camera_names)
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:
