@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _add_storage_arguments(demo)
     demo.add_argument("--train", action="store_true", help="then train a policy on them and evaluate it")
-    demo.add_argument("--train-steps", type=int, default=2000, help="training steps with --train")
+    demo.add_argument("--train-steps", type=int, default=None,
+                      help="training steps with --train (default: teleop train's, 3000)")
     demo.add_argument("--eval-episodes", type=int, default=5, help="evaluation rollouts with --train")
 
     episodes = sub.add_parser("episodes", help="inspect recorded episodes")
@@ -307,7 +308,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"(target {args.rate:g} Hz, {summary.late_ticks} late ticks) -> {args.out}")
     if args.train:
         run_dir = args.out / "policy"
-        result = _train(args.out, run_dir, args.train_steps, eval_episodes=args.eval_episodes)
+        from teleop.train.architectures import default_steps
+
+        # teleop train's defaults: the keypoints encoder, every camera
+        steps = args.train_steps or default_steps("keypoints")
+        result = _train(args.out, run_dir, steps, eval_episodes=args.eval_episodes, encoder="keypoints", camera=None)
         print(json.dumps({"success_rate": result, "episodes": args.eval_episodes, "run": str(run_dir)}))
     return 0
 
@@ -720,7 +725,8 @@ def _output_file(path: Path, option: str) -> None:
 
 def _check_demo(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
-    _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
+    if args.train_steps is not None:
+        _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")
     _output_folder(args.out, "--out")
 
