@@ -64,7 +64,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config = TrainConfig(episodes_dir=root / "episodes", out_dir=root / "run", steps=600, encoder="keypoints",
                          image_size=IMAGE, device="cpu", hidden=(128, 128))
     train(config, log=lambda _: None)
-    return {"root": root, "run": root / "run", "held_out": held_out, "config": config}  # type: ignore[dict-item]
+    return {"run": root / "run", "held_out": held_out}
 
 
 def _predictions(run_dir: Path, episode: Path) -> tuple[np.ndarray, np.ndarray]:

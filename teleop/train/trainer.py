@@ -232,8 +232,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
                           f"{config.max_episodes} asked for: record more demonstrations or ask for fewer")
     episodes = episodes[: config.max_episodes]
     encoder = build_encoder(config.encoder, config.encoder_weights, image_size=config.image_size).to(device)
-    trainable = getattr(encoder, "trainable", False)  # the keypoints encoder: trained with the policy
-    if trainable:
+    if getattr(encoder, "trainable", False):  # the keypoints encoder: trained with the policy
         log(f"the {config.encoder} encoder trains with the policy ({encoder.input_size} px, random shifts of "
             f"{config.shift} px)")
     elif encoder.weights is None:
@@ -254,7 +253,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         f"{device}"
     )
     torch.manual_seed(config.seed)
-    embed_dim = encoder.feature_dim * len(split_cameras(camera)) if trainable else samples.features.shape[1]
+    embed_dim = encoder.feature_dim * len(split_cameras(camera))  # the cameras' embeddings side by side
     policy = _build_policy(samples, embed_dim, config).to(device)
     info = PolicyInfo(
         data.robot, data.task, data.instruction, data.camera, data.joint_names, data.action_names,
