@@ -114,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("dir", type=Path, help="folder of episodes")
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
     train.add_argument("--steps", type=int, default=None,
-                       help="gradient steps (default: 20000 for a frozen encoder, 3000 for keypoints)")
+                       help="gradient steps (default: 20000 for a frozen encoder, 3000 for keypoints trained with "
+                            "the policy)")
     train.add_argument("--batch-size", type=int, default=32, help="samples per step (per process under torchrun)")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
     train.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
@@ -127,8 +128,12 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"random shift of the frames while a keypoints encoder trains (default {DEFAULT_SHIFT}; "
                             "0: none)")
     train.add_argument("--encoder-weights", type=Path, default=None,
-                       help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT "
-                            "(default: random init)")
+                       help="R3M or torchvision checkpoint for a ResNet, MAE or MVP checkpoint for a ViT, teleop "
+                            "pretrain's for keypoints (default: random init)")
+    train.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=None,
+                       help="keypoints: keep the encoder as it is and train the head alone on cached embeddings "
+                            "(default: frozen with --encoder-weights, as R3M; trained with the policy without); "
+                            "ResNets and ViTs are always frozen")
     train.add_argument("--camera", default=None,
                        help="the camera the policy sees, or several, comma-separated (e.g. front,wrist; default: every "
                             "camera of the episodes)")
@@ -165,14 +170,14 @@ def _parser() -> argparse.ArgumentParser:
                           help="r3m: R3M's time contrast and language alignment, for a ResNet; mae: masked "
                                "autoencoding, for a ViT (default r3m)")
     pretrain.add_argument("--encoder", default=None, choices=encoder_names(),
-                          help="a ResNet for r3m (default resnet18), a ViT for mae (default vit-s16)")
+                          help="a ResNet or keypoints for r3m (default resnet18), a ViT for mae (default vit-s16)")
     pretrain.add_argument("--init-weights", type=Path, default=None,
                           help="start from this checkpoint (e.g. R3M's or MAE's) instead of a random init")
     pretrain.add_argument("--camera", action="append", default=None,
                           help="a camera whose frames to learn from; repeat for several (default: every camera)")
-    pretrain.add_argument("--image-size", type=int, default=128, metavar="PX",
+    pretrain.add_argument("--image-size", type=int, default=None, metavar="PX",
                           help="input size, a multiple of 16 for a ViT; teleop train encodes at the same size "
-                               "(default 128)")
+                               "(default 128; keypoints: 96)")
     pretrain.add_argument("--steps", type=int, default=1000)
     pretrain.add_argument("--batch-size", type=int, default=None,
                           help="r3m: videos per step, five frames each (default 16); mae: images per step "
@@ -637,13 +642,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from teleop.train.architectures import default_steps
 
     encoder = args.encoder or ("resnet18" if args.encoder_weights else "keypoints")  # RESULTS.md
-    steps = args.steps or default_steps(encoder)
+    frozen = args.freeze_encoder if args.freeze_encoder is not None else args.encoder_weights is not None
+    steps = args.steps or default_steps(encoder, frozen)
     best = _train(args.dir, args.out, steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, encoder=encoder,
-                  encoder_weights=args.encoder_weights, camera=args.camera, image_size=args.image_size,
-                  seed=args.seed, include_failed=args.include_failed, action_space=args.action_space,
-                  horizon=args.horizon, chunk=args.chunk, trim_idle=not args.keep_idle, threads=args.threads,
-                  shift=args.shift, max_episodes=args.max_episodes)
+                  encoder_weights=args.encoder_weights, freeze_encoder=args.freeze_encoder, camera=args.camera,
+                  image_size=args.image_size, seed=args.seed, include_failed=args.include_failed,
+                  action_space=args.action_space, horizon=args.horizon, chunk=args.chunk,
+                  trim_idle=not args.keep_idle, threads=args.threads, shift=args.shift, max_episodes=args.max_episodes)
     if best is not None:
         print(f"best success rate during training: {best:.0%}")
     return 0

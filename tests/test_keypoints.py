@@ -101,9 +101,13 @@ def test_a_checkpoint_without_the_encoder_weights_is_refused(run, tmp_path: Path
         load_policy(tmp_path / "policy.pt", device="cpu")
 
 
-def test_keypoints_take_no_weights_file_and_a_sane_size(tmp_path: Path) -> None:
-    with pytest.raises(TeleopError, match="takes no weights file"):
+def test_keypoints_take_their_own_weights_file_and_a_sane_size(tmp_path: Path) -> None:
+    torch.save({"r3m": {"module.convnet.conv1.weight": torch.zeros(64, 3, 7, 7)}}, tmp_path / "r3m.pt")
+    with pytest.raises(TeleopError, match="holds no keypoints encoder .*R3M and MAE checkpoints go with"):
         build_encoder("keypoints", tmp_path / "r3m.pt")
+    torch.save({"keypoints": {"conv.0.weight": torch.zeros(1)}, "teleop": {}}, tmp_path / "bad.pt")
+    with pytest.raises(TeleopError, match="does not match keypoints"):
+        build_encoder("keypoints", tmp_path / "bad.pt")
     with pytest.raises(TeleopError, match="even input size"):
         build_encoder("keypoints", image_size=31)
     with pytest.raises(TeleopError, match="shift must be 0 or more"):
@@ -149,6 +153,7 @@ def test_default_steps_follow_the_encoder() -> None:
 
     assert default_steps("resnet18") == default_steps("vit-s16") == DEFAULT_STEPS
     assert default_steps("keypoints") < DEFAULT_STEPS  # each step trains the encoder too
+    assert default_steps("keypoints", frozen=True) == DEFAULT_STEPS
 
 
 def test_the_cli_trains_keypoints_unless_given_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +170,11 @@ def test_the_cli_trains_keypoints_unless_given_weights(tmp_path: Path, monkeypat
     (tmp_path / "eps").mkdir()
     weights = tmp_path / "r3m.pt"
     weights.write_bytes(b"")
-    for extra in ([], ["--encoder-weights", str(weights)], ["--encoder", "vit-s16", "--steps", "7"]):
+    for extra in ([], ["--encoder-weights", str(weights)], ["--encoder", "vit-s16", "--steps", "7"],
+                  ["--encoder", "keypoints", "--encoder-weights", str(weights)],  # frozen: the head alone trains
+                  ["--encoder", "keypoints", "--encoder-weights", str(weights), "--no-freeze-encoder"],
+                  ["--freeze-encoder"]):
         assert teleop.cli.main(["train", str(tmp_path / "eps"), "--out", str(tmp_path / "run"), *extra]) == 0
-    assert seen == [("keypoints", 3000), ("resnet18", 20000), ("vit-s16", 7)]
-    assert cameras == [None] * 3  # every camera of the episodes
+    assert seen == [("keypoints", 3000), ("resnet18", 20000), ("vit-s16", 7), ("keypoints", 20000),
+                    ("keypoints", 3000), ("keypoints", 20000)]
+    assert cameras == [None] * 6  # every camera of the episodes

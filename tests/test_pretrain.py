@@ -18,9 +18,10 @@ from teleop.errors import TeleopError
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-from teleop.train.encoders import build_encoder  # noqa: E402  (after the torch check)
-from teleop.train.pretrain import PretrainConfig, R3MObjective, load_videos, pretrain  # noqa: E402
-from teleop.train.runner import load_policy  # noqa: E402
+from teleop.train.encoders import AnyEncoder, build_encoder, file_sha256  # noqa: E402  (after the torch check)
+from teleop.train.keypoints import KeypointEncoder  # noqa: E402
+from teleop.train.pretrain import PretrainConfig, R3MObjective, Videos, load_videos, pretrain  # noqa: E402
+from teleop.train.runner import load_policy, read_checkpoint  # noqa: E402
 from teleop.train.trainer import TrainConfig, train  # noqa: E402
 
 IMAGE = 48  # [px] recorded
@@ -103,16 +104,68 @@ def test_time_contrast_orders_the_frames_after_training(episodes: Path, tmp_path
     encoder = build_encoder("resnet18", init_seed=0, image_size=SIZE)
     videos = load_videos(sorted(episodes.glob("*.h5")), (), encoder, log=lambda _: None)
 
-    def held_out_loss(convnet: torch.nn.Module) -> float:
-        objective = R3MObjective(convnet.eval(), encoder.feature_dim, 1, config)
-        rng = np.random.default_rng(123)
-        with torch.no_grad():
-            return float(np.mean([objective.loss(videos, rng)[1]["tcn"] for _ in range(8)]))
-
-    before = held_out_loss(encoder.convnet)
+    before = _held_out_tcn(encoder, videos, config)
     pretrain(config, log=lambda _: None)
-    after = held_out_loss(build_encoder("resnet18", tmp_path / "enc.pt").convnet)
+    after = _held_out_tcn(build_encoder("resnet18", tmp_path / "enc.pt"), videos, config)
     assert after < 0.7 * before, (before, after)
+
+
+def _held_out_tcn(encoder: AnyEncoder, videos: Videos, config: PretrainConfig) -> float:
+    """The time-contrast loss on 8 fixed batches, the encoder in eval mode."""
+    objective = R3MObjective(encoder, 1, config)
+    objective.convnet.eval()
+    rng = np.random.default_rng(123)
+    with torch.no_grad():
+        return float(np.mean([objective.loss(videos, rng)[1]["tcn"] for _ in range(8)]))
+
+
+@pytest.fixture(scope="module")
+def keypoints_checkpoint(episodes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("keypoints") / "kp.pt"
+    pretrain(_config(episodes, out, encoder="keypoints", steps=150, lang_weight=0.0, crop_scale=1.0),
+             log=lambda _: None)
+    return out
+
+
+def test_the_keypoints_encoder_pretrains_with_r3ms_objective(episodes: Path, keypoints_checkpoint: Path) -> None:
+    saved = torch.load(keypoints_checkpoint, weights_only=True)
+    assert set(saved) == {"keypoints", "teleop"} and saved["teleop"]["architecture"] == "keypoints"
+    encoder = build_encoder("keypoints", keypoints_checkpoint)
+    assert isinstance(encoder, KeypointEncoder) and encoder.input_size == SIZE  # the size it was trained at
+    assert encoder.describe()["weights_sha256"] == file_sha256(keypoints_checkpoint)
+    random = build_encoder("keypoints", init_seed=0, image_size=SIZE)
+    videos = load_videos(sorted(episodes.glob("*.h5")), (), random, log=lambda _: None)
+    config = _config(episodes, keypoints_checkpoint, encoder="keypoints", lang_weight=0.0, crop_scale=1.0)
+    before, after = _held_out_tcn(random, videos, config), _held_out_tcn(encoder, videos, config)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_a_pretrained_keypoints_encoder_stays_frozen_unless_told(episodes: Path, keypoints_checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
+    pretrained = build_encoder("keypoints", keypoints_checkpoint).state_dict()
+    for freeze, run in ((None, tmp_path / "frozen"), (False, tmp_path / "tuned")):
+        train(TrainConfig(episodes, run, steps=20, encoder="keypoints", encoder_weights=keypoints_checkpoint,
+                          freeze_encoder=freeze, camera=None, device="cpu"), log=lambda _: None)
+        checkpoint = read_checkpoint(run / "policy.pt")
+        stored = checkpoint["encoder_state_dict"]
+        same = all(torch.equal(stored[k], pretrained[k]) for k in pretrained)
+        assert same == (freeze is None) and checkpoint["encoder"]["trainable"] == (freeze is False)
+        assert checkpoint["encoder"]["weights"] == str(keypoints_checkpoint)
+        cached = list((run / "feature_cache").glob("*.npz"))
+        assert len(cached) == (8 if freeze is None else 0)  # frozen: both cameras of 4 successful episodes
+        runner = load_policy(run)
+        assert runner.act({"front": _frame(3, 10), "wrist": _frame(3, 20)}, np.zeros(2)).shape == (2,)
+
+
+def test_a_frozen_random_keypoints_encoder_keeps_its_init(episodes: Path, tmp_path: Path) -> None:
+    train(TrainConfig(episodes, tmp_path / "run", steps=20, encoder="keypoints", freeze_encoder=True,
+                      image_size=SIZE, device="cpu"), log=lambda _: None)
+    checkpoint = read_checkpoint(tmp_path / "run" / "policy.pt")
+    random = build_encoder("keypoints", init_seed=0, image_size=SIZE).state_dict()
+    assert all(torch.equal(checkpoint["encoder_state_dict"][k], random[k]) for k in random)
+    assert checkpoint["encoder"]["init"].startswith("frozen: a random init")
+    with pytest.raises(TeleopError, match="only the keypoints encoder trains with the policy"):
+        TrainConfig(episodes, tmp_path / "x", encoder="resnet18", freeze_encoder=False)
 
 
 def test_chosen_cameras_and_the_input_size_of_frames(episodes: Path) -> None:
@@ -132,8 +185,9 @@ def test_too_few_videos_and_bad_configs_are_refused(tmp_path: Path) -> None:
     _write(root / "episode_000001.h5", 8, steps=2)  # too short to sample three frames from
     with pytest.raises(TeleopError, match="too few videos to pretrain on: 1 with"):
         pretrain(_config(root, tmp_path / "x.pt", cameras=("front",)), log=lambda _: None)
-    with pytest.raises(TeleopError, match="trains a ResNet"):
+    with pytest.raises(TeleopError, match="trains a ResNet or the keypoints encoder"):
         _config(root, tmp_path / "x.pt", encoder="vit-s16")
+    assert _config(root, tmp_path / "x.pt", encoder="keypoints", image_size=None).image_size == 96
     with pytest.raises(TeleopError, match="batch_size must be at least 2"):
         _config(root, tmp_path / "x.pt", batch_size=1)
     with pytest.raises(TeleopError, match="out of range"):

@@ -115,8 +115,8 @@ def architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def default_steps(name: str) -> int:
+def default_steps(name: str, frozen: bool = False) -> int:
     """Training steps for encoder `name` when none are given: DEFAULT_STEPS for a frozen encoder (only the head
-    trains, hundreds of steps a second), fewer for one that trains with the policy."""
+    trains, hundreds of steps a second), fewer for one that trains with the policy (keypoints, unless `frozen`)."""
     arch = architecture(name)
-    return arch.steps if isinstance(arch, KeypointArchitecture) else DEFAULT_STEPS
+    return arch.steps if isinstance(arch, KeypointArchitecture) and not frozen else DEFAULT_STEPS

@@ -271,6 +271,7 @@ class Encoder(torch.nn.Module):
 
     mean: torch.Tensor  # (1, 3, 1, 1) ImageNet mean, non-persistent buffer
     std: torch.Tensor  # (1, 3, 1, 1) ImageNet std
+    trainable = False  # the policy's optimiser never sees it
 
     def __init__(
         self,
@@ -369,12 +370,12 @@ def build_encoder(
         name: One of `encoder_names()`: "resnet18", "resnet34", "resnet50", "vit-s16", "vit-b16",
             "vit-l16" (CLS token after the final norm, as MVP) or "vit-*-avgpool" (mean patch token after
             `fc_norm`, as MAE's fine-tuning); or "keypoints", a small convnet that the policy trains end to
-            end (teleop.train.keypoints; it takes no weights file).
+            end unless frozen (teleop.train.keypoints).
         weights: ResNets: an R3M checkpoint (`{"r3m": {"module.convnet.*": ...}}`), a torchvision-layout
             state dict (`fc.*` ignored) or `{"state_dict": ...}` of either. ViTs: an MAE / MVP checkpoint
             (`{"model": {"cls_token": ..., ...}}`; decoder, `mask_token` and `head.*` ignored), the bare
             state dict or `{"state_dict": ...}`; the input size follows the checkpoint's `pos_embed`.
-            None: random weights.
+            keypoints: a `teleop pretrain --encoder keypoints` checkpoint. None: random weights.
         init_seed: Seed of the random initialisation; the global torch RNG is left untouched.
         expected_sha256: If given, the weights file must have this SHA-256 (that of a policy's training).
         image_size: ResNets: the input size [px] (R3M's geometry scaled, see `resnet_geometry`); None: the size
@@ -387,12 +388,9 @@ def build_encoder(
         TeleopError: Missing, unreadable or changed file, or keys/shapes that do not match the architecture.
     """
     arch = architecture(name)
-    if isinstance(arch, KeypointArchitecture):
-        if weights is not None:
-            raise TeleopError(f"the {name} encoder is trained with the policy and takes no weights file ({weights}): "
-                              "leave out the encoder weights, or choose a ResNet or a ViT for them")
-        return KeypointEncoder(name, arch, init_seed, image_size)
     path = None if weights is None else Path(weights).expanduser().resolve()
+    if isinstance(arch, KeypointArchitecture):
+        return _build_keypoint_encoder(name, arch, path, init_seed, expected_sha256, image_size)
     if isinstance(arch, ViTArchitecture):
         encoder = _build_vit_encoder(name, arch, path, init_seed, expected_sha256, image_size)
         if image_size not in (None, encoder.input_size):
@@ -412,6 +410,29 @@ def build_encoder(
     load_convnet_weights(convnet, name, state, path)
     size = image_size or trained_image_size(checkpoint) or CROP_SIZE
     return Encoder(name, convnet, path, sha256, init_seed, resnet_geometry(size))
+
+
+_KEYPOINT_FILES = "a keypoints encoder of teleop pretrain --encoder keypoints ({'keypoints': {...}})"
+
+
+def _build_keypoint_encoder(
+    name: str, arch: KeypointArchitecture, path: Path | None, init_seed: int, expected_sha256: str | None,
+    image_size: int | None,
+) -> KeypointEncoder:
+    """A random keypoints encoder, or one pretrained by `teleop pretrain` (its input size unless another is asked)."""
+    if path is None:
+        return KeypointEncoder(name, arch, init_seed, image_size)
+    from teleop.train.keypoints import CHECKPOINT_KEY
+
+    checkpoint = _read_torch_file(path, _KEYPOINT_FILES)
+    state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, Mapping) else None
+    if state is None or not _is_state_dict(state):
+        raise TeleopError(f"{path} holds no keypoints encoder (top level: {_top_level(checkpoint)}): expected "
+                          f"{_KEYPOINT_FILES}; R3M and MAE checkpoints go with a ResNet or a ViT")
+    sha256 = _checked_sha256(path, expected_sha256)
+    encoder = KeypointEncoder(name, arch, init_seed, image_size or trained_image_size(checkpoint))
+    encoder.load_weights(state, path, sha256)
+    return encoder
 
 
 def resnet_geometry(size: int) -> ResizeCenterCrop:

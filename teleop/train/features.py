@@ -28,7 +28,7 @@ from teleop.errors import EpisodeError, TeleopError
 if TYPE_CHECKING:
     from recorder.episodes import EpisodeProblem, EpisodeSummary
     from recorder.reader import EpisodeReader
-    from teleop.train.encoders import AnyEncoder, Encoder
+    from teleop.train.encoders import AnyEncoder
     from teleop.train.keypoints import KeypointEncoder
 
 CACHE_VERSION = 2  # 2: .npz, whose zip members carry a CRC-32 checked on every read
@@ -144,7 +144,8 @@ def load_features(
 
     Args:
         episodes: Episode files; all must share robot, task, joint and action names.
-        encoder: Frozen encoder; its device is used.
+        encoder: The encoder; its device is used. A frozen one's embeddings are cached; a trainable one
+            (teleop.train.keypoints) gets its prepared frames, (N, cameras, 3, S, S) uint8.
         camera: Camera whose frames are encoded, or several, comma-separated ("front,wrist"): each camera's
             embedding, side by side in that order.
         cache_dir: Where per-episode embeddings are stored; None disables the cache.
@@ -169,7 +170,7 @@ def load_features(
             _check_same_setup(reader, reference, cameras, path)
             per_camera, computed = [], False
             for name in cameras:
-                if isinstance(encoder, KeypointEncoder):  # trains with the policy: its frames, not cached
+                if isinstance(encoder, KeypointEncoder) and encoder.trainable:  # its frames, not cached
                     per_camera.append(prepare_episode(reader, encoder, name, batch_size)[:, None])
                     continue
                 cached = _cache_file(cache_dir, path, encoder, name)
@@ -202,7 +203,7 @@ def split_cameras(camera: str) -> tuple[str, ...]:
     return cameras
 
 
-def encode_episode(reader: EpisodeReader, encoder: Encoder, camera: str, batch_size: int = 32) -> np.ndarray:
+def encode_episode(reader: EpisodeReader, encoder: AnyEncoder, camera: str, batch_size: int = 32) -> np.ndarray:
     """Embeddings (num_steps, D) float32 of one camera's frames, batched under no_grad."""
     return _map_frames(reader, camera, batch_size, encoder, (encoder.feature_dim,), np.float32)
 
@@ -295,7 +296,7 @@ def _concatenate(
     )
 
 
-def cache_key(path: Path, encoder: Encoder, camera: str) -> str:
+def cache_key(path: Path, encoder: AnyEncoder, camera: str) -> str:
     """Hex digest naming one episode's embeddings: file identity + encoder identity + camera."""
     stat = os.stat(path)
     desc = encoder.describe()
@@ -313,7 +314,7 @@ def cache_key(path: Path, encoder: Encoder, camera: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _cache_file(cache_dir: Path | None, path: Path, encoder: Encoder, camera: str) -> Path | None:
+def _cache_file(cache_dir: Path | None, path: Path, encoder: AnyEncoder, camera: str) -> Path | None:
     return None if cache_dir is None else Path(cache_dir) / f"{cache_key(path, encoder, camera)}.npz"
 
 

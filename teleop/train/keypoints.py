@@ -11,10 +11,16 @@ embeddings are off by 13-17 cm (benchmarks/encoder_probe.py, BENCHMARKS.md).
 
 Frames are resized to the encoder's input size (bilinear, antialiased) and rounded to uint8 once, by
 `KeypointEncoder.prepare`, the same function at training time and at run time.
+
+`teleop pretrain --encoder keypoints` trains it with R3M's objective on the recordings and writes
+`{"keypoints": state dict, "teleop": {...}}` (CHECKPOINT_KEY); `teleop train --encoder-weights` loads that file,
+frozen (R3M's protocol: the head alone trains on cached embeddings) or, with `--no-freeze-encoder`, as the start
+of end-to-end training. A policy checkpoint always carries its keypoints encoder's weights.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teleop.deps import require
@@ -27,6 +33,7 @@ else:
     torch = require("torch", extra="train", purpose="an image encoder for behaviour cloning")
 
 PREPROCESSING = "resize{size}-antialias-bilinear/uint8/centred"
+CHECKPOINT_KEY = "keypoints"  # a pretrained keypoints encoder: {"keypoints": state dict, "teleop": {...}}
 
 
 class SpatialSoftmax(torch.nn.Module):
@@ -45,21 +52,25 @@ class SpatialSoftmax(torch.nn.Module):
 
 
 class KeypointEncoder(torch.nn.Module):
-    """Images with values 0-255 -> keypoints (B, 2K), trainable (`trainable` is True).
+    """Images with values 0-255 -> keypoints (B, 2K), trained with the policy (`trainable`) unless `freeze`d.
 
     Input (B, 3, H, W) or (B, H, W, 3) uint8; frames of another size than `input_size` are resized first (see
     `prepare`). Attribute names follow `encoders.Encoder`, so a run config, a checkpoint and the feature cache
     describe both the same way.
-    """
 
-    trainable = True
-    weights = None
-    weights_sha256 = None
+    Attributes:
+        weights, weights_sha256: The pretrained checkpoint the weights came from and its SHA-256, or None for a
+            seeded random init (`load_weights` sets them).
+        trainable: True: the policy's optimiser trains it (end to end); False: frozen, like a ResNet of R3M.
+    """
 
     def __init__(
         self, name: str, arch: KeypointArchitecture, init_seed: int = 0, image_size: int | None = None
     ) -> None:
         super().__init__()
+        self.weights: Path | None = None
+        self.weights_sha256: str | None = None
+        self.trainable = True
         size = arch.image_size if image_size is None else int(image_size)
         if not 32 <= size <= 512 or size % 2:
             raise TeleopError(f"the keypoints encoder takes an even input size of 32 to 512 px, not {size}: "
@@ -79,6 +90,21 @@ class KeypointEncoder(torch.nn.Module):
     @property
     def input_size(self) -> int:
         return self.size
+
+    def freeze(self) -> KeypointEncoder:
+        """Frozen from now on: no gradients, and embeddings that a feature cache may keep."""
+        self.trainable = False
+        self.requires_grad_(False)
+        return self.eval()
+
+    def load_weights(self, state: dict[str, torch.Tensor], path: Path, sha256: str | None) -> None:
+        """Load a pretrained state dict (the checkpoint's CHECKPOINT_KEY entry); `path` names it in errors."""
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise TeleopError(f"{path}: its keypoints encoder does not match {self.name} at {self.size} px "
+                              f"({exc}): pretrain it again with teleop pretrain --encoder keypoints") from exc
+        self.weights, self.weights_sha256 = path, sha256
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images 0-255, (B, 3, H, W) or (B, H, W, 3) -> uint8 (B, 3, S, S) at the input size S."""
@@ -104,16 +130,17 @@ class KeypointEncoder(torch.nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description for run configs and checkpoints (the weights live in the policy's)."""
+        start = f"{self.weights}" if self.weights is not None else f"a random init (seed {self.init_seed})"
         return {
             "name": self.name,
             "feature_dim": self.feature_dim,
-            "weights": None,
-            "weights_sha256": None,
-            "init": f"trained with the policy from a random init (seed {self.init_seed})",
+            "weights": None if self.weights is None else str(self.weights),
+            "weights_sha256": self.weights_sha256,
+            "init": f"trained with the policy from {start}" if self.trainable else f"frozen: {start}",
             "init_seed": self.init_seed,
             "input_size": self.size,
             "preprocessing": self.preprocessing(),
-            "trainable": True,
+            "trainable": self.trainable,
         }
 
 

@@ -15,7 +15,8 @@ The loss adds:
 - L1 and L2 penalties on the embeddings (weight 1e-5 each).
 Augmentation is R3M's "rctraj": one random resized crop per video for all five frames. Adam, lr 1e-4, 16 videos.
 The result is an R3M checkpoint, `{"r3m": {"module.convnet.*": ...}, "teleop": {...}}`, which every R3M loader
-reads.
+reads. The same objective trains the keypoints encoder (teleop.train.keypoints: the embedding is where 32
+features are in the image), at its 96-px input; its checkpoint is `{"keypoints": {...}, "teleop": {...}}`.
 
 `mae` trains a ViT (vit-s16, vit-b16, vit-l16 and their -avgpool forms) as a masked autoencoder (He et al. 2022;
 facebookresearch/mae; see teleop.train.mae): `batch_size` random frames of all videos per step, a random resized
@@ -49,15 +50,16 @@ import numpy as np
 
 from teleop.deps import require
 from teleop.errors import TeleopError
+from teleop.train.architectures import ARCHITECTURES, KeypointArchitecture
 
 if TYPE_CHECKING:
     import torch
 
-    from teleop.train.encoders import Encoder
+    from teleop.train.encoders import AnyEncoder
 
 OBJECTIVES = ("r3m", "mae")
 ENCODERS = {  # the encoders each objective trains, the first one its default
-    "r3m": ("resnet18", "resnet34", "resnet50"),
+    "r3m": ("resnet18", "resnet34", "resnet50", "keypoints"),
     "mae": ("vit-s16", "vit-b16", "vit-l16", "vit-s16-avgpool", "vit-b16-avgpool", "vit-l16-avgpool"),
 }
 DEFAULT_BATCH_SIZE = {"r3m": 16, "mae": 64}  # r3m: videos of five frames (80 images); mae: images
@@ -83,12 +85,13 @@ class PretrainConfig:
             still videos of the scene).
         out: Checkpoint file to write.
         objective: "r3m" or "mae".
-        encoder: r3m: "resnet18" (default), "resnet34" or "resnet50"; mae: "vit-s16" (default), "vit-b16",
-            "vit-l16" or their "-avgpool" forms.
+        encoder: r3m: "resnet18" (default), "resnet34", "resnet50" or "keypoints"; mae: "vit-s16" (default),
+            "vit-b16", "vit-l16" or their "-avgpool" forms.
         init_weights: Start from this checkpoint (e.g. R3M's or MAE's published one) instead of a random init; a
             ViT's must have been trained at `image_size`; MAE's decoder always starts afresh.
         cameras: Cameras whose frames are videos; empty: every camera of the episodes.
-        image_size: Side of the encoder's input [px]; a multiple of 16 for mae.
+        image_size: Side of the encoder's input [px]; a multiple of 16 for mae; None: DEFAULT_IMAGE_SIZE, the
+            keypoints encoder's own (96) for it.
         steps: Optimiser steps.
         batch_size: r3m: videos per step, five frames each (default 16); mae: images per step (default 64).
         lr: Learning rate; default r3m: 1e-4 (Adam), mae: 1.5e-4 * batch_size / 256 (AdamW).
@@ -109,7 +112,7 @@ class PretrainConfig:
     encoder: str | None = None
     init_weights: Path | None = None
     cameras: tuple[str, ...] = ()
-    image_size: int = DEFAULT_IMAGE_SIZE
+    image_size: int | None = None
     steps: int = 1000
     batch_size: int | None = None
     lr: float | None = None
@@ -146,6 +149,10 @@ class PretrainConfig:
         """The objective's encoder, batch size and lr where None was given."""
         if self.encoder is None:
             object.__setattr__(self, "encoder", ENCODERS[self.objective][0])
+        if self.image_size is None:
+            arch = ARCHITECTURES.get(self.encoder or "")
+            size = arch.image_size if isinstance(arch, KeypointArchitecture) else DEFAULT_IMAGE_SIZE
+            object.__setattr__(self, "image_size", size)
         if self.batch_size is None:
             object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.objective])
         if self.lr is None:
@@ -154,7 +161,7 @@ class PretrainConfig:
     def _checks(self) -> list[tuple[bool, str]]:
         batch, lr = self.batch_size or 0, self.lr or 0.0
         other = {"r3m": "mae", "mae": "r3m"}[self.objective]
-        kind = {"r3m": "a ResNet", "mae": "a ViT"}
+        kind = {"r3m": "a ResNet or the keypoints encoder", "mae": "a ViT"}
         checks = [
             (self.encoder in ENCODERS[self.objective],
              f"the {self.objective} objective trains {kind[self.objective]} "
@@ -178,12 +185,17 @@ class PretrainConfig:
             checks += self._mae_checks(batch)
         return checks
 
+    @property
+    def size(self) -> int:
+        """The input size [px], settled by __post_init__."""
+        return self.image_size or DEFAULT_IMAGE_SIZE
+
     def _mae_checks(self, batch: int) -> list[tuple[bool, str]]:
-        patches = (self.image_size // _VIT_PATCH) ** 2
+        patches = (self.size // _VIT_PATCH) ** 2
         visible = round((1.0 - self.mask_ratio) * patches)  # mae.kept_patches, without importing torch
         return [
             (batch >= 1, f"batch_size must be at least 1, got {batch}"),
-            (self.image_size >= 2 * _VIT_PATCH and self.image_size % _VIT_PATCH == 0,
+            (self.size >= 2 * _VIT_PATCH and self.size % _VIT_PATCH == 0,
              f"image_size must be a multiple of the ViT's {_VIT_PATCH}-px patches and at least {2 * _VIT_PATCH}, "
              f"got {self.image_size} (128 px: 8 x 8 patches)"),
             (0.0 < self.mask_ratio < 1.0 and (patches < 2 or 1 <= visible < patches),
@@ -240,15 +252,17 @@ class PretrainResult:
 
 
 def load_videos(
-    episodes: Sequence[Path], cameras: Sequence[str], encoder: Encoder, log: Callable[[str], None] = print,
+    episodes: Sequence[Path], cameras: Sequence[str], encoder: AnyEncoder, log: Callable[[str], None] = print,
     min_frames: int = _MIN_FRAMES, min_videos: int = 2,
 ) -> Videos:
-    """Each chosen camera of each episode as one video, its frames cropped and resized as `encoder` does.
+    """Each chosen camera of each episode as one video, its frames cropped and resized as `encoder` does
+    (`geometry`; the keypoints encoder's `prepare`).
 
     Videos shorter than `min_frames` are skipped; fewer than `min_videos` left is an error (r3m's defaults:
     three frames to sample s0 < s1 <= s2, two videos to contrast).
     """
     from recorder.backend import open_episode
+    from teleop.train.keypoints import KeypointEncoder
 
     torch = require("torch", extra="train", purpose="pretraining an encoder")
     chunks: list[np.ndarray] = []
@@ -269,7 +283,10 @@ def load_videos(
                     continue
                 with torch.no_grad():
                     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-                    x = encoder.geometry(x).round().clamp(0, 255).to(torch.uint8)
+                    if isinstance(encoder, KeypointEncoder):
+                        x = encoder.prepare(x)
+                    else:
+                        x = encoder.geometry(x).round().clamp(0, 255).to(torch.uint8)
                 chunks.append(x.numpy())
                 lengths.append(len(x))
                 instruction.append(instructions.setdefault(text, len(instructions)) if text else -1)
@@ -328,14 +345,19 @@ def random_resized_crop(images: torch.Tensor, min_area: float, rng: np.random.Ge
 
 
 class R3MObjective:
-    """R3M's loss over a batch of videos (see the module docstring); `encoder` is trained in place."""
+    """R3M's loss over a batch of videos (see the module docstring); `encoder` (a ResNet's convnet, or the
+    keypoints encoder) is trained in place."""
 
-    def __init__(self, convnet: torch.nn.Module, feature_dim: int, num_instructions: int, config: PretrainConfig,
+    def __init__(self, encoder: AnyEncoder, num_instructions: int, config: PretrainConfig,
                  hidden_dim: int = 1024, lang_dim: int = 64) -> None:
+        from teleop.train.keypoints import KeypointEncoder
+
         th = require("torch", extra="train", purpose="pretraining an encoder")
         nn = th.nn
         self.config = config
-        self.convnet = convnet
+        self.keypoints = encoder if isinstance(encoder, KeypointEncoder) else None
+        self.convnet: torch.nn.Module = encoder if isinstance(encoder, KeypointEncoder) else encoder.convnet
+        feature_dim = encoder.feature_dim
         self.language = nn.Embedding(max(num_instructions, 1), lang_dim)
         layers: list[torch.nn.Module] = []
         width = 2 * feature_dim + lang_dim
@@ -364,8 +386,22 @@ class R3MObjective:
         torch = require("torch", extra="train", purpose="pretraining an encoder")
         return torch.optim.Adam(self.parameters(), lr=self.config.lr or default_lr("r3m", self._batch_size))
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, D) of float images (B, 3, S, S) with values in 0-1."""
+        from teleop.train.encoders import imagenet_normalize
+
+        if self.keypoints is not None:
+            return self.keypoints.embed(images * 255.0)
+        return self.convnet(imagenet_normalize(images))
+
     def checkpoint(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """R3M's layout: `{"r3m": {"module.convnet.*", "module.lang_rew.pred.*", "module.lang_enc.*"}}`."""
+        """R3M's layout: `{"r3m": {"module.convnet.*", "module.lang_rew.pred.*", "module.lang_enc.*"}}`; the
+        keypoints encoder's: `{"keypoints": {"conv.*"}}`."""
+        from teleop.train.keypoints import CHECKPOINT_KEY
+
+        if self.keypoints is not None:
+            weights = {k: v.detach().clone() for k, v in self.keypoints.state_dict().items()}
+            return {CHECKPOINT_KEY: weights, "teleop": meta}
         state = {f"module.convnet.{k}": v.detach().clone() for k, v in self.convnet.state_dict().items()}
         state |= {f"module.lang_rew.pred.{k}": v.detach().clone() for k, v in self.reward.state_dict().items()}
         state["module.lang_enc.embedding.weight"] = self.language.weight.detach().clone()
@@ -391,13 +427,10 @@ class R3MObjective:
         return random_resized_crop(images, self.config.crop_scale, rng)
 
     def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        from teleop.train.encoders import imagenet_normalize
-
         torch = require("torch", extra="train", purpose="pretraining an encoder")
         rows, lang = self.sample(videos, rng)
         images = torch.from_numpy(videos.frames[rows.reshape(-1)]).view(*rows.shape, *videos.frames.shape[1:])
-        x = self.augment(images, rng) / 255.0
-        embeddings = self.convnet(imagenet_normalize(x))
+        embeddings = self.embed(self.augment(images, rng) / 255.0)
         e = embeddings.view(rows.shape[0], 5, -1)
         e0, eg, es0, es1, es2 = e.unbind(1)
         c = self.config
@@ -469,7 +502,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     Raises:
         TeleopError: Bad config, too few usable videos, unreadable init weights, an unwritable output.
     """
-    from teleop.train.encoders import Encoder, build_encoder
+    from teleop.train.encoders import build_encoder
     from teleop.train.features import select_episodes
     from teleop.train.runner import save_torch_file
     from teleop.train.trainer import torch_threads
@@ -480,8 +513,6 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     episodes = select_episodes(config.episodes_dir, include_failed=True, log=log)[: config.max_episodes]
     torch.manual_seed(config.seed)
     encoder = build_encoder(name, config.init_weights, init_seed=config.seed, image_size=config.image_size)
-    if not isinstance(encoder, Encoder):  # PretrainConfig lets only ResNets and ViTs through
-        raise TeleopError(f"{name} cannot be pretrained: choose a ResNet or a ViT")
     with torch_threads(config.threads or os.cpu_count() or 1):
         # MAE needs frames, not videos: any one of them will do
         minimum = {"min_frames": 1, "min_videos": 1} if config.objective == "mae" else {}
@@ -511,22 +542,23 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
                           float(np.mean(losses[-window:])), elapsed, images / max(elapsed, 1e-9))
 
 
-def _r3m_objective(encoder: Encoder, videos: Videos, config: PretrainConfig) -> R3MObjective:
-    convnet = encoder.convnet
-    convnet.requires_grad_(True)
-    return R3MObjective(convnet, encoder.feature_dim, len(videos.instructions), config)
+def _r3m_objective(encoder: AnyEncoder, videos: Videos, config: PretrainConfig) -> R3MObjective:
+    objective = R3MObjective(encoder, len(videos.instructions), config)
+    objective.convnet.requires_grad_(True)
+    return objective
 
 
-def _mae_objective(encoder: Encoder, videos: Videos, config: PretrainConfig) -> Objective:
+def _mae_objective(encoder: AnyEncoder, videos: Videos, config: PretrainConfig) -> Objective:
+    from teleop.train.encoders import Encoder
     from teleop.train.mae import MAEObjective
     from teleop.train.vit import VisionTransformer
 
-    if not isinstance(encoder.backbone, VisionTransformer):
+    if not isinstance(encoder, Encoder) or not isinstance(encoder.backbone, VisionTransformer):
         raise TeleopError(f"the mae objective trains a ViT, and {encoder.name} is none: pass --encoder vit-s16")
     return MAEObjective(encoder.backbone, config)
 
 
-_OBJECTIVES: dict[str, Callable[[Encoder, Videos, PretrainConfig], Objective]] = {
+_OBJECTIVES: dict[str, Callable[[AnyEncoder, Videos, PretrainConfig], Objective]] = {
     "r3m": _r3m_objective,
     "mae": _mae_objective,
 }

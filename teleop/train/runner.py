@@ -174,6 +174,8 @@ def save_checkpoint(
     path: Path, policy: BCPolicy, encoder: AnyEncoder, info: PolicyInfo, extra: dict[str, Any]
 ) -> Path:
     """Write policy weights, normalisation buffers, encoder identity and `info` to `path` (atomically)."""
+    from teleop.train.keypoints import KeypointEncoder
+
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -190,7 +192,7 @@ def save_checkpoint(
         "info": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()},
         **extra,
     }
-    if getattr(encoder, "trainable", False):  # trained with the policy: its weights are part of the policy
+    if isinstance(encoder, KeypointEncoder):  # small, maybe trained with the policy: part of the policy
         payload["encoder_state_dict"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     save_torch_file(payload, path, "the policy checkpoint", "free disk space or choose another --out")
     return path
@@ -282,20 +284,23 @@ def _policy_info(d: dict[str, Any]) -> PolicyInfo:
 
 
 def _rebuild_encoder(desc: dict[str, Any], path: Path, trained: dict[str, Any] | None) -> AnyEncoder:
+    from teleop.train.architectures import KeypointArchitecture, architecture
     from teleop.train.encoders import build_encoder
+    from teleop.train.keypoints import KeypointEncoder
 
     size = desc.get("input_size")  # absent before the input size could be chosen: the default
-    if desc.get("trainable"):
+    arch = architecture(desc["name"])
+    if isinstance(arch, KeypointArchitecture):  # its weights are in the policy checkpoint
         if trained is None:
-            raise TeleopError(f"policy checkpoint {path} lacks the weights of its {desc['name']} encoder, which "
-                              "trained with the policy: train the policy again")
-        encoder = build_encoder(desc["name"], None, init_seed=desc["init_seed"], image_size=size)
+            raise TeleopError(f"policy checkpoint {path} lacks the weights of its {desc['name']} encoder: "
+                              "train the policy again")
+        encoder = KeypointEncoder(desc["name"], arch, desc["init_seed"], size)
         try:
             encoder.load_state_dict(trained, strict=True)
         except RuntimeError as exc:
             raise TeleopError(f"policy checkpoint {path}: its encoder weights do not match {desc['name']} ({exc}): "
                               "train the policy again") from exc
-        return encoder.eval()
+        return encoder.freeze()
     if desc["weights"] is None:
         return build_encoder(desc["name"], None, init_seed=desc["init_seed"], image_size=size)
     weights = Path(desc["weights"])

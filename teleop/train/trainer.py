@@ -27,7 +27,7 @@ import numpy as np
 from teleop.deps import require
 from teleop.errors import TeleopError
 from teleop.train.actions import ACTION_SPACES, DEFAULT_CHUNK, DEFAULT_HORIZON
-from teleop.train.architectures import DEFAULT_SHIFT
+from teleop.train.architectures import ARCHITECTURES, DEFAULT_SHIFT, KeypointArchitecture
 from teleop.train.distributed import Ranks, process_group
 from teleop.train.runner import (
     BEST_POLICY_FILE,
@@ -65,7 +65,11 @@ class TrainConfig:
         lr_schedule: "cosine": decayed to 0 over the steps along a half cosine (RESULTS.md); "constant".
         encoder: One of teleop.train.encoders.encoder_names(): "resnet18", "resnet34", "resnet50", "vit-s16", ...
             (frozen), or "keypoints" (trained with the policy, end to end: teleop.train.keypoints).
-        encoder_weights: R3M, torchvision, MAE or MVP checkpoint; None trains on a randomly initialised encoder.
+        encoder_weights: R3M, torchvision, MAE or MVP checkpoint, or a keypoints encoder of `teleop pretrain`; None
+            trains on a randomly initialised encoder.
+        freeze_encoder: keypoints: False trains the encoder with the policy, True freezes it (the head alone trains,
+            on cached embeddings); None: frozen with encoder_weights (R3M's protocol), trained without. The
+            ResNets and ViTs are always frozen.
         camera: Camera whose frames the policy sees, or several, comma-separated ("front,wrist"); None: every
             camera of the first episode, in its order (an arm needs its wrist camera as well: RESULTS.md).
         image_size: ResNets: side of the encoder's input [px]; None: the size a `teleop pretrain` checkpoint was
@@ -99,6 +103,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
+    freeze_encoder: bool | None = None
     camera: str | None = "front"
     image_size: int | None = None
     hidden: tuple[int, ...] = (256, 256)
@@ -131,6 +136,11 @@ class TrainConfig:
         """Where embeddings are cached."""
         return self.cache_dir if self.cache_dir is not None else self.out_dir / "feature_cache"
 
+    @property
+    def frozen(self) -> bool:
+        """Whether a keypoints encoder stays frozen (see freeze_encoder)."""
+        return self.freeze_encoder if self.freeze_encoder is not None else self.encoder_weights is not None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy (paths as strings)."""
         return {
@@ -154,6 +164,8 @@ def _config_problems(c: TrainConfig) -> list[str]:
         (c.threads >= 1, f"threads must be at least 1, got {c.threads}"),
         (c.max_episodes is None or c.max_episodes >= 1, f"max_episodes must be at least 1, got {c.max_episodes}"),
         (c.shift >= 0, f"shift must be 0 or more pixels, got {c.shift}"),
+        (c.freeze_encoder is not False or isinstance(ARCHITECTURES.get(c.encoder), KeypointArchitecture),
+         f"only the keypoints encoder trains with the policy; {c.encoder} stays frozen"),
         (bool(c.hidden) and all(h > 0 for h in c.hidden), f"hidden sizes must be positive, got {c.hidden}"),
         (
             c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda"),
@@ -222,6 +234,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
     from teleop.train.actions import default_action_space, make_action_space
     from teleop.train.encoders import build_encoder
     from teleop.train.features import load_features, select_episodes, split_cameras
+    from teleop.train.keypoints import KeypointEncoder
 
     torch = require("torch", extra="train", purpose="training a policy")
     started = time.perf_counter()
@@ -232,9 +245,12 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
                           f"{config.max_episodes} asked for: record more demonstrations or ask for fewer")
     episodes = episodes[: config.max_episodes]
     encoder = build_encoder(config.encoder, config.encoder_weights, image_size=config.image_size).to(device)
-    if getattr(encoder, "trainable", False):  # the keypoints encoder: trained with the policy
+    if isinstance(encoder, KeypointEncoder) and config.frozen:
+        encoder.freeze()
+    if encoder.trainable:  # the keypoints encoder: trained with the policy
+        start = "" if encoder.weights is None else f", starting from {encoder.weights}"
         log(f"the {config.encoder} encoder trains with the policy ({encoder.input_size} px, random shifts of "
-            f"{config.shift} px)")
+            f"{config.shift} px{start})")
     elif encoder.weights is None:
         log(f"no encoder weights given: {config.encoder} is randomly initialised (seed {encoder.init_seed})")
     camera = config.camera or _every_camera(episodes[0])
@@ -383,7 +399,7 @@ class _Loop:
         self.generator = torch.Generator().manual_seed(config.seed + ranks.rank)  # each rank its own minibatches
         # what the optimiser steps: the policy, or a trainable encoder and the policy as one module
         self.trained = (EndToEnd(encoder, policy, config.shift, self.generator)
-                        if isinstance(encoder, KeypointEncoder) else policy)
+                        if isinstance(encoder, KeypointEncoder) and encoder.trainable else policy)
         self.cameras = len(split_cameras(info.camera))
         self.model = ranks.wrap(self.trained)  # what the steps run: DistributedDataParallel under torchrun
         self.record_every = max(1, config.steps // 200)
