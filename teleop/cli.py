@@ -184,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
                                "(default 64)")
     pretrain.add_argument("--lr", type=float, default=None,
                           help="default r3m: 1e-4 (Adam); mae: 1.5e-4 * batch size / 256 (AdamW, as MAE)")
+    pretrain.add_argument("--crop-scale", type=float, default=0.6, metavar="F",
+                          help="smallest area fraction of the random resized crop, one per video (default 0.6; "
+                               "1: no crop)")
     pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--threads", type=int, default=None,
@@ -661,7 +664,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = PretrainConfig(args.dir, args.out, objective=args.objective, encoder=args.encoder,
                             init_weights=args.init_weights, cameras=tuple(args.camera or ()),
                             image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            mask_ratio=args.mask_ratio, seed=args.seed, threads=args.threads)
+                            crop_scale=args.crop_scale, mask_ratio=args.mask_ratio, seed=args.seed,
+                            threads=args.threads)
     pretrain(config, log=print)
     return 0
 
