@@ -28,7 +28,7 @@ from teleop.train.encoders import (  # noqa: E402  (after the torch check)
     encoder_feature_dim,
     resize_shorter_side,
 )
-from teleop.train.features import cache_key  # noqa: E402
+from teleop.train.features import cache_key, load_features  # noqa: E402
 from teleop.train.policy import PROPRIO_STD_FLOOR, BCPolicy, Normalization  # noqa: E402
 from teleop.train.runner import PolicyRunner, load_policy  # noqa: E402
 from teleop.train.trainer import Evaluate, TrainConfig, TrainResult, train  # noqa: E402
@@ -250,6 +250,14 @@ def test_second_run_reuses_the_cached_features(trained, data) -> None:
     result = train(again, log=lambda _: None)
     assert result.encoded_episodes == 0
     assert not (result.run_dir / "policy_best.pt").exists()  # no evaluate, no best
+
+
+def test_encoding_shows_progress_and_images_per_second(data, tmp_path: Path) -> None:
+    lines: list[str] = []
+    episodes = [data["episodes"] / f"episode_{i:06d}.h5" for i in range(2)]
+    load_features(episodes, build_encoder("resnet18", image_size=32), "front", tmp_path, log=lines.append)
+    assert len(lines) == 2 and all("images/s, " in line and " s left)" in line for line in lines)
+    assert lines[-1].startswith("[####################] encoding episode 2/2: episode_000001.h5 front")
 
 
 def test_cache_key_follows_the_file_and_the_encoder(data) -> None:

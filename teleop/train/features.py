@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,8 +155,10 @@ def load_features(
     """
     from recorder.backend import open_episode
     from teleop.train.keypoints import KeypointEncoder
+    from teleop.train.trainer import progress_bar
 
     cameras = split_cameras(camera)
+    speed = _Speed()
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     reference = None
     encoded = 0
@@ -176,11 +179,13 @@ def load_features(
                 cached = _cache_file(cache_dir, path, encoder, name)
                 feats = _read_cache(cached, reader.num_steps)
                 if feats is None:
-                    log(f"encoding episode {i + 1}/{len(episodes)}: {Path(path).name} {name} ({reader.num_steps} "
-                        "steps)")
                     feats = encode_episode(reader, encoder, name, batch_size)
                     _write_cache(cached, feats)
                     computed = True
+                    speed.add(len(feats))
+                    log(f"{progress_bar((i + 1) / len(episodes))} encoding episode {i + 1}/{len(episodes)}: "
+                        f"{Path(path).name} {name}, {len(feats)} frames ({speed.rate:.0f} images/s, "
+                        f"{speed.left(len(episodes) - i - 1, len(cameras)):.0f} s left)")
                 per_camera.append(feats)
             encoded += computed
             rows.append((np.concatenate(per_camera, axis=1), *_proprio_actions(reader, path)))
@@ -191,6 +196,28 @@ def load_features(
         )
     data = _concatenate(rows, tuple(Path(p) for p in episodes), reference, camera, encoded)
     return dataclasses.replace(data, **setup)
+
+
+class _Speed:
+    """Frames encoded so far and how fast, for the progress log."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.frames = 0
+        self.videos = 0
+
+    def add(self, frames: int) -> None:
+        self.frames += frames
+        self.videos += 1
+
+    @property
+    def rate(self) -> float:
+        """Images per second since the start."""
+        return self.frames / max(time.perf_counter() - self.started, 1e-9)
+
+    def left(self, episodes: int, cameras: int) -> float:
+        """Seconds for `episodes` more episodes of `cameras` videos at the mean length and rate so far."""
+        return episodes * cameras * self.frames / max(self.videos, 1) / max(self.rate, 1e-9)
 
 
 def split_cameras(camera: str) -> tuple[str, ...]:
