@@ -98,7 +98,7 @@ def _rank_main(probes: Path, episode: Path, cli_args: list[str]) -> None:
         return SimpleNamespace(success_rate=SUCCESS_RATES[calls - 1])
 
     def probed_result(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        params = dict(self.policy.named_parameters())
+        params = dict(self.trained.named_parameters())  # the policy, and a keypoints encoder training with it
         doc = {"names": list(params), "params": _parameter_digest(params),
                "losses": hashlib.sha256(self.step_losses.cpu().numpy().tobytes()).hexdigest()}
         (probes / f"policy_rank{rank}.json").write_text(json.dumps(doc))
@@ -120,16 +120,26 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Two ranks trained by torchrun, from an empty working folder."""
-    root = tmp_path_factory.mktemp("ddp")
+    """Two ranks trained by torchrun on a frozen encoder, from an empty working folder."""
+    return _launch(tmp_path_factory.mktemp("ddp"), ["--encoder", "resnet18", "--steps", str(TRAIN_STEPS),
+                                                    "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1"])
+
+
+@pytest.fixture(scope="module")
+def launched_keypoints(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Two ranks training the keypoints encoder with the policy, end to end."""
+    return _launch(tmp_path_factory.mktemp("ddp_keypoints"), ["--encoder", "keypoints", "--steps", "30",
+                                                              "--image-size", "32"])
+
+
+def _launch(root: Path, options: list[str]) -> SimpleNamespace:
     episodes, probes, cwd = root / "episodes", root / "probes", root / "cwd"
     for folder in (episodes, probes, cwd):
         folder.mkdir()
     for i in range(EPISODES):
         _write_episode(episodes / f"episode_{i:06d}.h5", seed=i)
     run = root / "run"
-    cli = ["train", str(episodes), "--out", str(run), "--encoder", "resnet18", "--steps", str(TRAIN_STEPS),
-           "--batch-size", "16", "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1"]
+    cli = ["train", str(episodes), "--out", str(run), "--batch-size", "16", *options]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "test_distributed", str(probes), str(episodes / "episode_000000.h5"), *cli]
     # The ranks import this checkout and this module; one thread each (two ranks share the cores).
@@ -180,6 +190,21 @@ def test_replicas_sample_their_own_batches_and_end_identical(launched) -> None:
     assert ranks[0]["params"] == ranks[1]["params"]  # ... averaged gradients: the same parameters
     state = torch.load(launched.run / "policy.pt", weights_only=True)["state_dict"]
     assert _parameter_digest({n: state[n] for n in ranks[0]["names"]}) == ranks[0]["params"]  # unwrapped names
+
+
+def test_a_keypoints_encoder_trains_in_step_on_both_ranks(launched_keypoints) -> None:
+    ranks = [json.loads((launched_keypoints.probes / f"policy_rank{r}.json").read_text()) for r in (0, 1)]
+    assert any(name.startswith("encoder.conv.") for name in ranks[0]["names"])
+    assert ranks[0]["losses"] != ranks[1]["losses"] and ranks[0]["params"] == ranks[1]["params"]
+    checkpoint = torch.load(launched_keypoints.run / "policy.pt", weights_only=True)
+    stored = {f"encoder.{k}": v for k, v in checkpoint["encoder_state_dict"].items()}
+    stored |= {f"policy.{k}": v for k, v in checkpoint["state_dict"].items()}
+    assert _parameter_digest({n: stored[n] for n in ranks[0]["names"]}) == ranks[0]["params"]
+    assert _probe(launched_keypoints, "encoded", 0) == [] and not (launched_keypoints.run / "feature_cache").exists()
+    runner = load_policy(launched_keypoints.run, device="cpu")
+    with EpisodeReader(launched_keypoints.episodes / "episode_000001.h5") as reader:
+        action = runner.act(reader.frames("front", 0, 1)[0], reader.joint_pos[0])
+    assert action.shape == (len(ACTIONS),) and np.all(np.isfinite(action))
 
 
 def test_the_checkpoints_load_and_act(launched) -> None:
