@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 from recorder.backend import open_episode  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera  # noqa: E402
 from recorder.hdf5 import EpisodeReader  # noqa: E402
+from recorder.trash import trash_entries  # noqa: E402
 from teleop.errors import MissingDependencyError  # noqa: E402
 from ui.main_window import CAMERA_ROW_PX, MainWindow  # noqa: E402
 
@@ -96,7 +97,7 @@ def test_keyboard_recording_moves_the_arm_and_is_listed(make_window: Callable[..
     assert window.record_button.isEnabled() and window.robot_combo.isEnabled()
 
 
-def test_scripted_recording_ends_by_itself_and_discard_deletes_it(
+def test_scripted_recording_ends_by_itself_and_discard_moves_it_to_the_trash_until_undone(
         make_window: Callable[..., MainWindow]) -> None:
     window = make_window("scripted")
     seed = window.seed_spin.value()
@@ -110,9 +111,22 @@ def test_scripted_recording_ends_by_itself_and_discard_deletes_it(
     assert window.episode_table.names() == [path.name]
     assert window.seed_spin.value() == seed + 1
 
+    data = path.read_bytes()
+    assert not window.undo_button.isEnabled()
     QTest.mouseClick(window.discard_button, LEFT)
     assert episode_files(window) == []
     assert window.episode_table.rowCount() == 0
+    assert [e.name for e in trash_entries(window.out_dir)] == [path.name]
+    assert f"moved {path.name} to the trash" in window.status_label.text()
+    assert not window.discard_button.isEnabled()  # disarmed: a second click reaches no other episode
+
+    QTest.mouseClick(window.undo_button, LEFT)
+    assert episode_files(window) == [path] and path.read_bytes() == data
+    assert window.episode_table.names() == [path.name] and trash_entries(window.out_dir) == []
+    assert f"restored {path.name}" in window.status_label.text() and not window.undo_button.isEnabled()
+
+    window.robot_combo.setCurrentText("allegro")  # another robot: Discard no longer reaches the franka episode
+    assert not window.discard_button.isEnabled()
 
 
 def test_the_picked_format_and_frame_codec_are_used(make_window: Callable[..., MainWindow]) -> None:
@@ -170,8 +184,9 @@ def test_discard_while_recording_keeps_nothing(make_window: Callable[..., MainWi
     wait_until(lambda: window.rig_info.device.connected, 10)
     QTest.mouseClick(window.discard_button, LEFT)
     wait_until(lambda: not window.recording, 20)
-    assert list(window.out_dir.iterdir()) == []
-    assert "discarded" in window.status_label.text()
+    assert episode_files(window) == [] and window.episode_table.rowCount() == 0
+    [trashed] = trash_entries(window.out_dir)
+    assert f"moved {trashed.name} (" in window.status_label.text() and window.undo_button.isEnabled()
 
 
 def test_closing_during_a_recording_keeps_the_episode(make_window: Callable[..., MainWindow]) -> None:

@@ -27,7 +27,9 @@ from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
 from recorder.cameras import CameraSource
 from recorder.episodes import scan_episodes
+from recorder.trash import TrashEntry, move_to_trash, restore
 from teleop.backends import BACKENDS as DEVICES
+from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
 from teleop.session import SessionConfig
@@ -80,7 +82,8 @@ class MainWindow(QMainWindow):
         self.camera_views: dict[str, CameraView] = {}
         self.joint_plot: JointPlot | None = None
         self._discard_requested = False
-        self._last_path: Path | None = None
+        self._last_path: Path | None = None  # the episode this session saved last, until it is discarded
+        self._trashed: TrashEntry | None = None  # the episode discarded last, until Undo brings it back
         self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
@@ -152,7 +155,10 @@ class MainWindow(QMainWindow):
         self.record_button = self._button("Record", "#2e7d32", self.record)
         self.stop_button = self._button("Stop", "#555555", self.stop)
         self.discard_button = self._button("Discard", "#b23b3b", self.discard)
-        for button in (self.record_button, self.stop_button, self.discard_button):
+        self.discard_button.setToolTip("Move the running or the last saved episode to the folder's trash")
+        self.undo_button = self._button("Undo", "#555555", self.undo_discard)
+        self.undo_button.setToolTip("Bring the last discarded episode back from the trash")
+        for button in (self.record_button, self.stop_button, self.discard_button, self.undo_button):
             buttons.addWidget(button)
         column.addLayout(buttons)
         self.status_label = QLabel("idle")
@@ -258,6 +264,7 @@ class MainWindow(QMainWindow):
                            device=device, session=session_config(device))
         self.rig_info = None
         self._requested = config
+        self._last_path = None  # Discard never reaches an episode of another robot, task or device
         self._set_status(f"loading {config.robot} / {config.task_name} ...")
         self._show_controls(device)
         self._update_buttons()
@@ -356,16 +363,38 @@ class MainWindow(QMainWindow):
             self._set_status("stopping: finalising the episode ...")
 
     def discard(self) -> None:
-        """Throw away the episode being recorded, or else the last one recorded."""
+        """Move the episode being recorded, or else the last one saved, to the folder's trash (Undo restores it)."""
         if self.recording:
             self._discard_requested = True
             self.worker.request_stop()
             self._set_status("discarding the running episode ...")
             return
-        if self._last_path is not None and self._last_path.exists():
-            self._last_path.unlink()
-            self._set_status(f"deleted {self._last_path.name}")
+        if self._last_path is not None:
+            self._to_trash(self._last_path, "")
         self._last_path = None
+        self.refresh_episodes()
+        self._update_buttons()
+
+    def _to_trash(self, path: Path, what: str) -> None:
+        try:
+            self._trashed = move_to_trash(path)
+        except (TeleopError, OSError) as exc:
+            self._set_status(f"could not discard {path.name}: {exc}", error=True)
+            return
+        self._set_status(f"moved {path.name}{what} to the trash ({self._trashed.path.parent}); Undo brings it back")
+
+    def undo_discard(self) -> None:
+        """Bring the last discarded episode back under its name."""
+        if self._trashed is None:
+            return
+        try:
+            path = restore(self.out_dir, self._trashed.path.name)
+        except (TeleopError, OSError) as exc:
+            self._set_status(f"could not restore {self._trashed.name}: {exc}", error=True)
+        else:
+            self._set_status(f"restored {path.name}")
+            self._last_path = path
+        self._trashed = None
         self.refresh_episodes()
         self._update_buttons()
 
@@ -382,8 +411,7 @@ class MainWindow(QMainWindow):
         self._end_recording()
         result = episode.result
         if self._discard_requested:
-            episode.path.unlink(missing_ok=True)
-            self._set_status(f"discarded {episode.path.name} ({result.steps} steps)")
+            self._to_trash(episode.path, f" ({result.steps} steps)")
         else:
             self._last_path = episode.path
             problems = "".join(f"; {problem}, its last frame repeated" for problem in result.camera_problems)
@@ -416,6 +444,7 @@ class MainWindow(QMainWindow):
         self.stop_button.setEnabled(self.recording)
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
+        self.undo_button.setEnabled(not self.recording and self._trashed is not None)
         for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin, self.format_combo,
                        self.codec_combo):
             widget.setEnabled(not self.recording)
