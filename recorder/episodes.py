@@ -25,6 +25,7 @@ __all__ = [
     "find_partials",
     "format_episode_table",
     "next_episode_path",
+    "next_seed",
     "scan_episodes",
     "unfinished_warning",
     "verify_episode",
@@ -40,6 +41,7 @@ class EpisodeSummary:
         success: Task outcome; None when it was not known.
         incomplete: The recording stopped early (an error, or a repaired `.partial`).
         sealed: Its metadata carries checksums (episodes written before they existed do not).
+        seed: Seed of the task's initial conditions, None if not seeded.
     """
 
     name: str
@@ -51,6 +53,7 @@ class EpisodeSummary:
     success: bool | None
     incomplete: bool = False
     sealed: bool = True
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def _summarise(path: Path, verify: bool = False) -> EpisodeSummary | EpisodeProb
                 success=reader.success,
                 incomplete=bool(attrs.get("incomplete", False)),
                 sealed=reader.sealed,
+                seed=attrs["seed"],
             )
     except TeleopError as exc:  # EpisodeError, or MissingDependencyError for a format whose package is missing
         return EpisodeProblem(name=path.name, path=path, message=str(exc).removeprefix(f"{path}: "))
@@ -97,6 +101,13 @@ def scan_episodes(directory: Path) -> list[EpisodeSummary | EpisodeProblem]:
         EpisodeError: The directory does not exist.
     """
     return [_summarise(p) for p in _episode_paths(check_directory(directory))]
+
+
+def next_seed(directory: Path) -> int:
+    """One more than the largest seed of a directory's readable episodes (0 for none): the next recording's
+    initial conditions differ from every earlier one's in the folder."""
+    seeds = [s.seed for s in scan_episodes(directory) if isinstance(s, EpisodeSummary) and s.seed is not None]
+    return max(seeds, default=-1) + 1
 
 
 VERIFY_TIMEOUT_S = 60.0  # a verification may take this long, plus VERIFY_S_PER_MB per megabyte [s]

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                              "left/right or a serial (vive, openxr), pad index (gamepad)")
     record.add_argument("--episodes", type=int, default=1)
     record.add_argument("--out", type=Path, default=Path("episodes"))
-    record.add_argument("--seed", type=int, default=0)
+    record.add_argument("--seed", type=int, default=None,
+                        help="seed of the first episode's scene (default: one more than the largest in --out)")
     _add_storage_arguments(record)
     record.add_argument("--seconds", type=float, default=60.0, help="episode length cap [s] (default 60)")
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
@@ -329,6 +330,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from teleop.recording import record_episodes
     from teleop.rig import build_rig
 
+    if args.seed is None:
+        args.seed = _next_seed(args.out)
     config = _rig_config(args, args.device, max_duration_s=args.seconds)
     if args.device == "keyboard":
         from devices.terminal_keys import terminal_fd
@@ -639,6 +642,13 @@ def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, ev
             return evaluate_runner(runner, eval_episodes, seed=VALID_SEED_OFFSET, progress=print).success_rate
     result = train(config, log=print, evaluate=evaluate)
     return result.best_success_rate
+
+
+def _next_seed(out: Path) -> int:
+    """The folder's next free seed (0 for a folder that does not exist yet)."""
+    from recorder.episodes import next_seed
+
+    return next_seed(out) if out.is_dir() else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

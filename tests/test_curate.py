@@ -322,3 +322,13 @@ def test_replay_refuses_an_episode_trimmed_at_its_start(demo: Path, tmp_path: Pa
     trim_episode(episode, 5, 20)
     with pytest.raises(TeleopError, match="was trimmed"):
         replay_joint_positions(episode)
+
+
+def test_the_next_seed_follows_the_largest_in_the_folder(tmp_path: Path) -> None:
+    from recorder.episodes import next_seed
+
+    assert next_seed(tmp_path) == 0
+    record(tmp_path, "hdf5", "lossless")  # seed 5
+    assert next_seed(tmp_path) == 6
+    (tmp_path / "episode_000009.h5").write_bytes(b"not an episode")  # unreadable: no seed, no error
+    assert next_seed(tmp_path) == 6

@@ -127,6 +127,7 @@ def test_scripted_recording_ends_by_itself_and_discard_moves_it_to_the_trash_unt
 
     window.robot_combo.setCurrentText("allegro")  # another robot: Discard no longer reaches the franka episode
     assert not window.discard_button.isEnabled()
+    assert make_window("scripted").seed_spin.value() == seed + 1  # a new launch: the folder's next seed
 
 
 def test_the_picked_format_and_frame_codec_are_used(make_window: Callable[..., MainWindow]) -> None:

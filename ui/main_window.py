@@ -26,7 +26,7 @@ from PyQt6.QtWidgets import (
 from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
 from recorder.cameras import CameraSource
-from recorder.episodes import scan_episodes
+from recorder.episodes import next_seed, scan_episodes
 from recorder.trash import TrashEntry, move_to_trash, restore
 from teleop.backends import BACKENDS as DEVICES
 from teleop.errors import TeleopError
@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
         self._build_ui()
+        self.seed_spin.setValue(next_seed(self.out_dir))  # a new scene, never one recorded in this folder before
         self._select_initial(robot, task, device)
         self.refresh_episodes()
         app = QApplication.instance()
@@ -125,7 +126,8 @@ class MainWindow(QMainWindow):
         self.device_combo.addItems(list(DEVICES))
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
-        self.seed_spin.setToolTip("Seed of the task's initial conditions; steps up by one after each episode")
+        self.seed_spin.setToolTip("Seed of the task's initial conditions: one more than the folder's last at the "
+                                  "start, and up by one after each episode")
         form.addRow("Robot", self.robot_combo)
         form.addRow("Task", self.task_combo)
         form.addRow("Device", self.device_combo)
