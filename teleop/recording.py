@@ -143,6 +143,8 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
             progress(line)
         if r.malformed_samples:  # the device misbehaved: the operator should know which way
             progress(f"  warning: {r.device_problems[0]}; the robot held still on each")
+        for problem in r.timing_problems(rig.session.config.rate_hz):
+            progress(f"  warning: {problem}")
     return summary
 
 

@@ -75,6 +75,10 @@ class SessionConfig:
                               f"{self.camera_max_age_s}, {self.first_frame_timeout_s}")
 
 
+SLOW_FRACTION = 0.9  # an episode whose control rate fell below this share of the target is reported
+REPEATED_FRACTION = 0.05  # ... and one where a camera gave no new frame on more than this share of the steps
+
+
 @dataclass
 class EpisodeResult:
     """What one episode did. `late_ticks` counts ticks that started more than one period late.
@@ -123,6 +127,20 @@ class EpisodeResult:
             problems.append(f"{self.stale_samples} stale device samples")
         if self.device_errors:
             problems.append(f"{self.device_errors} failed device reads (last: {self.last_device_error})")
+        return problems
+
+    def timing_problems(self, target_hz: float, slow: float = SLOW_FRACTION, repeated: float = REPEATED_FRACTION
+                        ) -> list[str]:
+        """The control loop ran below `slow` x `target_hz`; a camera gave no new frame (a step reused the one
+        before, or none had arrived) on more than `repeated` of the steps: one line each, empty when all kept up."""
+        problems = []
+        if self.steps > 1 and self.achieved_rate_hz < slow * target_hz:
+            problems.append(f"control rate {self.achieved_rate_hz:.1f} Hz against a target of {target_hz:g} Hz "
+                            f"({self.late_ticks} late ticks)")
+        for name, stats in sorted(self.camera_stats.items()):
+            short = stats.duplicates + stats.missing
+            if self.steps and short > repeated * self.steps:
+                problems.append(f"camera {name} gave no new frame on {short} of {self.steps} steps")
         return problems
 
     def attrs(self) -> dict[str, float | int | str]:

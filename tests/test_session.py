@@ -367,3 +367,13 @@ def test_a_policy_rollout_is_recorded_as_an_episode(clock, tmp_path) -> None:  #
     with open_episode(recorded.path) as episode:
         assert episode.meta.operator_device == "policy" and episode.meta.seed == 3
         assert episode.num_steps == recorded.result.steps == 11 and set(episode.camera_names) == {"front", "wrist"}
+
+
+def test_a_slow_loop_and_a_camera_without_new_frames_are_reported() -> None:
+    kept_up = EpisodeResult(steps=40, achieved_rate_hz=19.6, camera_stats={"front": SyncStats(used=40, state="sim")})
+    assert kept_up.timing_problems(20.0) == []
+    slow = EpisodeResult(steps=40, achieved_rate_hz=8.0, late_ticks=31,
+                         camera_stats={"usb": SyncStats(frames=52, used=30, drops=22, duplicates=10, state="running"),
+                                       "front": SyncStats(used=40, state="sim")})
+    assert slow.timing_problems(20.0) == ["control rate 8.0 Hz against a target of 20 Hz (31 late ticks)",
+                                          "camera usb gave no new frame on 10 of 40 steps"]

@@ -419,6 +419,9 @@ class MainWindow(QMainWindow):
             problems = "".join(f"; {problem}, its last frame repeated" for problem in result.camera_problems)
             if result.malformed_samples:
                 problems += f"; {result.device_problems[0]}, the robot held still on each"
+            target_hz = self._requested.session.rate_hz if self._requested is not None else None
+            if target_hz is not None:
+                problems += "".join(f"; {problem}" for problem in result.timing_problems(target_hz))
             self._set_status(
                 f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
                 f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
