@@ -24,7 +24,7 @@ from recorder.backend import open_episode  # noqa: E402
 from recorder.cameras import Capture, SyntheticCamera  # noqa: E402
 from recorder.hdf5 import EpisodeReader  # noqa: E402
 from recorder.trash import trash_entries  # noqa: E402
-from teleop.errors import MissingDependencyError  # noqa: E402
+from teleop.errors import MissingDependencyError, TeleopError  # noqa: E402
 from ui.main_window import CAMERA_ROW_PX, MainWindow  # noqa: E402
 
 LEFT = Qt.MouseButton.LeftButton
@@ -241,3 +241,15 @@ def test_run_app_without_pyqt6_names_the_extra(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setitem(sys.modules, "PyQt6.QtWidgets", None)
     with pytest.raises(MissingDependencyError, match=r"teleop\[gui\]"):
         run_app(tmp_path)
+
+
+def test_an_unwritable_folder_or_no_display_is_an_error_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    from teleop.cli import main
+    from ui.app import check_display
+
+    assert main(["gui", "--out", "/proc/nope"]) == 2
+    assert "error: --out: cannot create the folder /proc/nope" in capsys.readouterr().err
+    with pytest.raises(TeleopError, match="no display to open the window on .*xvfb-run"):
+        check_display({})
+    check_display({"QT_QPA_PLATFORM": "offscreen"})
+    check_display({"WAYLAND_DISPLAY": "wayland-0"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from teleop.deps import require
+from teleop.errors import TeleopError
 
 if TYPE_CHECKING:
     from recorder.cameras import CameraSource
@@ -21,16 +24,34 @@ def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, 
 
     Raises:
         MissingDependencyError: PyQt6 or pyqtgraph is not installed.
+        TeleopError: There is no display to open the window on.
     """
     widgets = require("PyQt6.QtWidgets", "gui", "the desktop app", package="PyQt6")
     require("pyqtgraph", "gui", "the desktop app")
     from ui.main_window import MainWindow
+
+    if widgets.QApplication.instance() is None:
+        check_display(os.environ)
 
     app = widgets.QApplication.instance() or widgets.QApplication(list(sys.argv if argv is None else argv))
     window = MainWindow(Path(out_dir), cameras=cameras)
     window.show()
     _close_on_interrupt(app)
     return int(app.exec())
+
+
+def check_display(env: Mapping[str, str]) -> None:
+    """On Linux, a display for Qt's default platform, or a TeleopError saying how to get one (Qt itself would
+    abort the process with a message about plugins)."""
+    if not sys.platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return
+    if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        raise TeleopError("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset): run teleop gui "
+                          "in a desktop session or with ssh -X, or under xvfb-run; teleop record records without a "
+                          "window")
+    if not env.get("WAYLAND_DISPLAY") and ctypes.util.find_library("xcb-cursor") is None:
+        raise TeleopError("Qt needs the xcb-cursor library to open a window on X11: apt-get install libxcb-cursor0 "
+                          "(Debian, Ubuntu) or your distribution's xcb-util-cursor")
 
 
 def _close_on_interrupt(app: object) -> None:
