@@ -57,7 +57,8 @@ class Probe:
 
 @dataclass(frozen=True)
 class DeviceBackend:
-    """One backend: `make` builds the device (unconnected); `commands` is POSE, RATE, HAND or ANY."""
+    """One backend: `make` builds the device (unconnected); `commands` is POSE, RATE, HAND or ANY; `option` says
+    what its one option (DeviceContext.arg) is, None for a backend without one."""
 
     make: Callable[[DeviceContext], Device]
     commands: str
@@ -65,6 +66,7 @@ class DeviceBackend:
     sdk: str | None = None
     extra: str | None = None
     probe_device: Callable[[], Device] | None = None
+    option: str | None = None
 
 
 def _scripted(ctx: DeviceContext) -> Device:
@@ -124,7 +126,8 @@ def _webcam_hands(ctx: DeviceContext) -> Device:
 
 def _replay(ctx: DeviceContext) -> Device:
     if not ctx.arg:
-        raise TeleopError("the replay device needs a trace file: --device replay --device-arg TRACE.jsonl")
+        raise TeleopError("the replay device needs a trace file as its option (the device option in the app, "
+                          "--device-arg TRACE.jsonl on the command line)")
     return ReplayDevice(ctx.arg, clock=ctx.clock)
 
 
@@ -132,16 +135,18 @@ BACKENDS: dict[str, DeviceBackend] = {
     "scripted": DeviceBackend(_scripted, ANY, "a simulated person (demos, tests)"),
     "keyboard": DeviceBackend(_keyboard, RATE, "keyboard: end-effector velocity, keys 1-5 curl fingers"),
     "vive": DeviceBackend(_vive, POSE, "HTC Vive controller through SteamVR (openvr)", "openvr", "vr",
-                          lambda: _vive(_probe_context())),
+                          lambda: _vive(_probe_context()), option="left, right (default) or a serial"),
     "openxr": DeviceBackend(_openxr("controller"), POSE, "any OpenXR controller (pyopenxr)", "xr", "vr",
-                            lambda: _openxr("controller")(_probe_context())),
+                            lambda: _openxr("controller")(_probe_context()), option="left or right (default)"),
     "openxr-hands": DeviceBackend(_openxr("hand"), HAND, "OpenXR hand tracking, e.g. Quest 2 (pyopenxr)", "xr",
-                                  "vr", lambda: _openxr("hand")(_probe_context())),
+                                  "vr", lambda: _openxr("hand")(_probe_context()), option="left or right (default)"),
     "gamepad": DeviceBackend(_gamepad, RATE, "PlayStation DualShock 4 / DualSense or another pad (inputs)",
-                             "inputs", "gamepad", lambda: _gamepad(_probe_context())),
+                             "inputs", "gamepad", lambda: _gamepad(_probe_context()), option="pad index (default 0)"),
     "webcam-hands": DeviceBackend(_webcam_hands, HAND, "a webcam watching your hand (MediaPipe)", "mediapipe",
-                                  "hands", lambda: _webcam_hands(_probe_context())),
-    "replay": DeviceBackend(_replay, ANY, "replay a recorded device trace (--device-arg TRACE)"),
+                                  "hands", lambda: _webcam_hands(_probe_context()),
+                                  option="camera index (default 0) or a video file"),
+    "replay": DeviceBackend(_replay, ANY, "replay a recorded device trace (--device-arg TRACE)",
+                            option="trace file (.jsonl)"),
 }
 
 

@@ -253,3 +253,19 @@ def test_an_unwritable_folder_or_no_display_is_an_error_not_a_crash(capsys: pyte
         check_display({})
     check_display({"QT_QPA_PLATFORM": "offscreen"})
     check_display({"WAYLAND_DISPLAY": "wayland-0"})
+
+
+def test_a_device_option_is_set_in_the_window(make_window: Callable[..., MainWindow], tmp_path: Path) -> None:
+    window = make_window("scripted")
+    assert not window.device_option.isEnabled()  # the scripted operator takes no option
+    window.device_combo.setCurrentText("replay")
+    wait_until(lambda: "cannot build the rig" in window.status_label.text(), 20)
+    assert "needs a trace file as its option (the device option in the app" in window.status_label.text()
+    assert window.device_option.isEnabled() and window.device_option.placeholderText() == "trace file (.jsonl)"
+    window.device_option.setText(str(tmp_path / "missing.jsonl"))
+    window.device_option.editingFinished.emit()
+    wait_until(lambda: "missing.jsonl" in window.status_label.text(), 20)  # the option reached the device
+    assert window._requested is not None and window._requested.device_arg == str(tmp_path / "missing.jsonl")
+    window.device_combo.setCurrentText("scripted")  # another device: its own option, none here
+    assert window.device_option.text() == "" and not window.device_option.isEnabled()
+    wait_until(lambda: window.ready, 20)

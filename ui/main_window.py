@@ -16,6 +16,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLayout,
+    QLineEdit,
     QMainWindow,
     QPushButton,
     QSpinBox,
@@ -130,11 +131,16 @@ class MainWindow(QMainWindow):
                                   "start, and up by one after each episode")
         form.addRow("Robot", self.robot_combo)
         form.addRow("Task", self.task_combo)
+        self.device_option = QLineEdit()
+        self.device_option.setToolTip("The device's one option: a trace file for replay, a pad index, a camera "
+                                      "index or video, a controller's hand or serial; Enter applies it")
         form.addRow("Device", self.device_combo)
+        form.addRow("Option", self.device_option)
         form.addRow("Seed", self.seed_spin)
         self.robot_combo.currentTextChanged.connect(self._on_robot_changed)
         self.task_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
-        self.device_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
+        self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        self.device_option.editingFinished.connect(self._on_option_edited)
         self.seed_spin.valueChanged.connect(self._request_preview)
         self.format_combo = QComboBox()
         self.format_combo.addItems(["hdf5", "zarr"])
@@ -245,11 +251,28 @@ class MainWindow(QMainWindow):
         self.device_combo.setCurrentText(device)
         for combo in (self.robot_combo, self.task_combo, self.device_combo):
             combo.blockSignals(False)
+        self._show_option(device)
         self.rebuild_rig()
 
     def _fill_tasks(self, robot: str) -> None:
         self.task_combo.clear()
         self.task_combo.addItems(tasks_of(robot))
+
+    def _on_device_changed(self, device: str) -> None:
+        self.device_option.blockSignals(True)
+        self.device_option.clear()
+        self.device_option.blockSignals(False)
+        self._show_option(device)
+        self.rebuild_rig()
+
+    def _show_option(self, device: str) -> None:
+        option = DEVICES[device].option
+        self.device_option.setPlaceholderText(option or "none")
+        self.device_option.setEnabled(option is not None and not self.recording)
+
+    def _on_option_edited(self) -> None:
+        if self._requested is None or (self._requested.device_arg or "") != self.device_option.text().strip():
+            self.rebuild_rig()
 
     def _on_robot_changed(self, robot: str) -> None:
         self.task_combo.blockSignals(True)
@@ -263,7 +286,8 @@ class MainWindow(QMainWindow):
             return
         device = self.device_combo.currentText()
         config = RigConfig(robot=self.robot_combo.currentText(), task=self.task_combo.currentText() or None,
-                           device=device, session=session_config(device))
+                           device=device, session=session_config(device),
+                           device_arg=self.device_option.text().strip() or None)
         self.rig_info = None
         self._requested = config
         self._last_path = None  # Discard never reaches an episode of another robot, task or device
@@ -453,6 +477,7 @@ class MainWindow(QMainWindow):
         for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin, self.format_combo,
                        self.codec_combo):
             widget.setEnabled(not self.recording)
+        self._show_option(self.device_combo.currentText())
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_label.setStyleSheet("color: #c0392b;" if error else "")
