@@ -170,3 +170,13 @@ def test_encoder_probe_reports_every_probe(tmp_path: Path) -> None:
     assert result["folds"] == 1 and result["frames"] > 50
     assert set(result["mean_error_cm"]) == {"resnet18 random", "keypoints", "guess"}
     assert all(0 < v < 200 for v in result["mean_error_cm"].values())
+
+
+def test_gui_loop_benchmark_records_the_same_episodes_both_ways() -> None:
+    pytest.importorskip("PyQt6")
+    result = run_benchmark("benchmarks/gui_loop.py", "--rounds", "1")
+    assert set(result) == {"cli", "gui", "ratio", "machine"}
+    for mode in ("cli", "gui"):
+        [episode] = result[mode]["episodes"]
+        assert episode["steps"] > 10 and 0 < episode["achieved_rate_hz"] <= 21
+    assert 0 < result["ratio"]["gui_over_cli_rate"] < 2
