@@ -156,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
                             "arms, joint for hands)")
     train.add_argument("--horizon", type=int, default=6, help="steps ahead of an ee-delta target (default 6)")
     train.add_argument("--chunk", type=int, default=None,
-                       help="ee-delta targets predicted per step (the --horizon'th step ahead and the next ones), "
-                            "averaged at run time over the steps that predicted them, as ACT (default 10; 1: none)")
+                       help="targets predicted per step (ee-delta: the --horizon'th step ahead and the next ones; "
+                            "joint: this step's and the next ones), averaged at run time over the steps that "
+                            "predicted them, as ACT (default 10 for ee-delta, 1 for joint targets; 1: none)")
     train.add_argument("--keep-idle", action="store_true",
                        help="also train on each episode's idle start (default: left out, as trim --auto finds it)")
     train.add_argument("--threads", type=int, default=1,

@@ -144,8 +144,26 @@ def test_a_chunk_holds_the_next_targets_and_decoding_ensembles_them(demos: Path)
     np.testing.assert_allclose(chunked.target[:3, 3] - position, [expected, 0, 0], atol=1e-9)
     about_z = Rotation.from_matrix(chunked.target[:3, :3] @ chunked._fk(q)[:3, :3].T).as_rotvec()
     np.testing.assert_allclose(about_z, [0, 0, expected], atol=1e-3)
-    with pytest.raises(TeleopError, match="for ee-delta actions"):
-        make_action_space("joint", "franka", chunk=3)
+    with pytest.raises(TeleopError, match="a chunk must hold at least 1 target"):
+        make_action_space("joint", "franka", chunk=0)
+
+
+def test_a_joint_chunk_holds_the_next_rows_and_decoding_ensembles_them() -> None:
+    """ACT's own case: chunks of joint targets, each step's action the weighted mean of the rows predicted for it."""
+    action = np.arange(12, dtype=np.float64).reshape(6, 2)  # 6 steps of 2 joint targets
+    space = make_action_space("joint", "allegro", chunk=3)
+    targets = space.targets(np.zeros((6, 2)), action)
+    assert targets.shape == (6, 6)
+    np.testing.assert_array_equal(targets[0], [0, 1, 2, 3, 4, 5])  # rows 0, 1, 2
+    np.testing.assert_array_equal(targets[5], [10, 11, 10, 11, 10, 11])  # the last row repeated past the end
+    space.reset(np.zeros(2))
+    predictions = [np.full(6, 10.0 * (k + 1)) + np.repeat([0.0, 1.0, 2.0], 2) for k in range(3)]
+    out = [space.decode(p, np.zeros(2), 0.05) for p in predictions]
+    np.testing.assert_allclose(out[0], [10, 10])  # nothing older: the first row of the only prediction
+    # step 2's rows: made at step 0 (its third row, 12), 1 (second, 21) and 2 (first, 30)
+    weights = np.exp(-0.01 * np.arange(3))
+    np.testing.assert_allclose(out[2], np.full(2, weights @ [12.0, 21.0, 30.0] / weights.sum()))
+    assert make_action_space("joint", "allegro").decode(np.ones(3), np.zeros(3), 0.05).tolist() == [1, 1, 1]
 
 
 def test_training_leaves_out_the_idle_start_and_keeps_the_hold(demos: Path) -> None:

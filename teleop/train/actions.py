@@ -17,7 +17,8 @@ With `chunk` C > 1 (ACT's action chunks, Zhao et al. 2023) the policy predicts t
 .. t + horizon + C - 1, each relative to the pose at step t, and at run time the target of a step is the
 weighted mean (ACT's temporal ensembling: weights exp(-0.01 i), i = 0 for the oldest) of every prediction made
 for that step in the last C steps, turned into world poses when they were made: positions averaged, rotations
-by their weighted mean.
+by their weighted mean. In the joint space a chunk is the recorded action rows of steps t .. t + C - 1, and a
+step's action is the same weighted mean of the rows predicted for it (as ACT, whose chunks are joint targets).
 
 Learning the end-effector motion instead of joint targets spares the policy the arm's inverse kinematics, and
 a target some steps ahead is larger than one step's noise and keeps the arm moving up to the goal instead of
@@ -60,7 +61,7 @@ class ActionSpace:
         name: "joint" or "ee-delta".
         horizon: Steps ahead of an ee-delta target (1 for "joint").
         arm_joints: Joints the IK moves (the first ones of joint_pos); 0 for "joint".
-        chunk: ee-delta targets predicted per step (1: none; see the module docstring).
+        chunk: Targets predicted per step (1: none; see the module docstring).
         target: The end-effector pose (4, 4) in the base frame that the last `decode` aimed the IK at.
     """
 
@@ -73,6 +74,7 @@ class ActionSpace:
     _ik: ArmIK | None = field(default=None, repr=False)
     _command: np.ndarray | None = field(default=None, repr=False)
     _made: list[tuple[int, np.ndarray, Rotation]] = field(default_factory=list, repr=False)  # (step, pos, rot)
+    _rows: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)  # joint: (step, rows (C, A))
     _step: int = field(default=0, repr=False)
 
     # ------------------------------------------------------------------------------------------ training
@@ -88,9 +90,10 @@ class ActionSpace:
         """Training targets (N, D) float32 of one episode's steps from its joint positions (N, n) and
         recorded actions (N, A)."""
         action = np.asarray(action, dtype=np.float64)
-        if self.name == "joint":
-            return action.astype(np.float32)
         n = len(action)
+        if self.name == "joint":  # the rows of steps t .. t + chunk - 1, the last one repeated past the end
+            ahead = np.minimum(np.arange(n)[:, None] + np.arange(self.chunk)[None, :], n - 1)
+            return action[ahead].reshape(n, -1).astype(np.float32)
         rows = []
         for t in range(n):
             now = self._fk(np.asarray(joint_pos[t], dtype=np.float64))
@@ -102,14 +105,21 @@ class ActionSpace:
     def reset(self, joint_pos: np.ndarray) -> None:
         """Start an episode from the measured joint positions (the first IK seed)."""
         self._command = np.asarray(joint_pos, dtype=np.float64)[: self.arm_joints].copy()
-        self._made, self._step = [], 0
+        self._made, self._rows, self._step = [], [], 0
 
     def decode(self, prediction: np.ndarray, joint_pos: np.ndarray, dt: float) -> np.ndarray:
         """The action (joint targets, then the gripper command) for a prediction in this space, at measured
         joint positions (n,), for a control period dt [s]."""
         prediction = np.asarray(prediction, dtype=np.float64)
         if self.name == "joint":
-            return prediction
+            if self.chunk == 1:
+                return prediction
+            self._rows.append((self._step, prediction.reshape(self.chunk, -1)))
+            self._rows = [r for r in self._rows if self._step - r[0] < self.chunk]  # those with a row for this step
+            weights = _ensemble_weights(len(self._rows))
+            action = weights @ np.stack([rows[self._step - made] for made, rows in self._rows])
+            self._step += 1
+            return action
         q = np.asarray(joint_pos, dtype=np.float64)
         command = self._command if self._command is not None else q[: self.arm_joints]  # no reset: start here
         T = self._fk(q)
@@ -128,8 +138,7 @@ class ActionSpace:
     def _ensembled(self) -> tuple[np.ndarray, np.ndarray]:
         """This step's target position and rotation matrix: ACT's weighted mean over the predictions for it."""
         ages = [self._step - made for made, _, _ in self._made]  # index into each prediction's chunk
-        weights = np.exp(-0.01 * np.arange(len(ages)))  # the oldest first, as ACT
-        weights /= weights.sum()
+        weights = _ensemble_weights(len(ages))
         positions = np.stack([pos[a] for (_, pos, _), a in zip(self._made, ages, strict=True)])
         rotations = Rotation.concatenate([rot[a] for (_, _, rot), a in zip(self._made, ages, strict=True)])
         return weights @ positions, rotations.mean(weights).as_matrix()
@@ -144,20 +153,16 @@ def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON, chu
 
     Raises:
         UnknownNameError: No such space.
-        TeleopError: "ee-delta" for a robot without an end effector to move (a hand), horizon or chunk < 1, or
-            a chunk for "joint".
+        TeleopError: "ee-delta" for a robot without an end effector to move (a hand), horizon or chunk < 1.
     """
     if name not in ACTION_SPACES:
         raise UnknownNameError("action space", name, list(ACTION_SPACES))
+    if chunk < 1:
+        raise TeleopError(f"a chunk must hold at least 1 target, got {chunk}")
     if name == "joint":
-        if chunk != 1:
-            raise TeleopError(f"chunks of {chunk} targets are for ee-delta actions, not joint targets: leave out the "
-                              "chunk or choose the ee-delta action space")
-        return ActionSpace("joint")
+        return ActionSpace("joint", chunk=chunk)
     if horizon < 1:
         raise TeleopError(f"the ee-delta horizon must be at least 1 step, got {horizon}")
-    if chunk < 1:
-        raise TeleopError(f"an ee-delta chunk must hold at least 1 target, got {chunk}")
     from kinematics.arm_ik import ArmIKConfig
     from kinematics.robot_model import RobotModel
     from kinematics.robots import get_robot
@@ -167,6 +172,13 @@ def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON, chu
         raise TeleopError(f"{robot} has no end effector to move: train it in the joint action space")
     model = RobotModel(spec)
     return ActionSpace("ee-delta", horizon, model.n, chunk, _model=model, _ik=ArmIKConfig().build(model))
+
+
+def _ensemble_weights(count: int) -> np.ndarray:
+    """ACT's temporal-ensembling weights of `count` predictions for one step, the oldest first: exp(-0.01 i),
+    normalised."""
+    weights = np.exp(-0.01 * np.arange(count))
+    return weights / weights.sum()
 
 
 def _pose7(T: np.ndarray) -> np.ndarray:

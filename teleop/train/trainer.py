@@ -85,8 +85,8 @@ class TrainConfig:
             "ee-delta" (the commanded end-effector motion `horizon` steps ahead, through IK at run time), or
             "auto": ee-delta for arms, joint for hands.
         horizon: Steps ahead of an ee-delta target.
-        chunk: ee-delta targets predicted per step, ensembled at run time (ACT; teleop.train.actions); 1: none;
-            None: DEFAULT_CHUNK for ee-delta, 1 for joint targets.
+        chunk: Targets predicted per step (ee-delta poses, or rows of joint targets), ensembled at run time (ACT;
+            teleop.train.actions); 1: none; None: DEFAULT_CHUNK for ee-delta, 1 for joint targets.
         trim_idle: Leave out each episode's idle start (before the first commanded motion, less 0.2 s; the
             rule of `teleop episodes trim --auto`).
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
