@@ -269,3 +269,39 @@ def test_a_device_option_is_set_in_the_window(make_window: Callable[..., MainWin
     window.device_combo.setCurrentText("scripted")  # another device: its own option, none here
     assert window.device_option.text() == "" and not window.device_option.isEnabled()
     wait_until(lambda: window.ready, 20)
+
+
+def test_a_take_is_labelled_kept_or_recorded_again_from_the_keyboard(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    panel = window.take_panel
+    assert not panel.keep_button.isEnabled() and "0 kept" in panel.tally.text()
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+    [first] = episode_files(window)
+    assert panel.take is not None and panel.take.path == first
+    assert panel.outcome.currentText() == "success"  # the task's own check
+    assert panel.instruction.text() == window.rig_info.instruction
+    panel.outcome.setCurrentText("failure")  # the operator saw it go wrong
+    panel.instruction.setText("touch the red ball gently")
+    panel.note.setText("bumped the table")
+    window.setFocus()
+    QTest.keyClick(window, Qt.Key.Key_K)
+    with EpisodeReader(first) as reader:
+        assert reader.success is False and reader.meta.instruction == "touch the red ball gently"
+        assert reader.attrs["note"] == "bumped the table"
+        reader.verify()  # sealed again
+    assert panel.take is None and "1 kept (0 successful), 0 discarded" in panel.tally.text()
+
+    seed = window.seed_spin.value()
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+    [second] = [p for p in episode_files(window) if p != first]
+    QTest.keyClick(window, Qt.Key.Key_R)  # the same scene again; the take goes to the trash
+    assert window.recording and window.seed_spin.value() == seed
+    wait_until(lambda: not window.recording, 30)
+    assert [e.name for e in trash_entries(window.out_dir)] == [second.name]
+    third = panel.take.path
+    with EpisodeReader(third) as reader:
+        assert reader.meta.seed == seed and reader.success is True
+    QTest.keyClick(window, Qt.Key.Key_D)
+    assert not third.exists() and "1 kept (0 successful), 2 discarded" in panel.tally.text()

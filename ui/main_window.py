@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 
 from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, pyqtSignal
-from PyQt6.QtGui import QCloseEvent, QKeyEvent
+from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -28,6 +28,7 @@ from devices.keyboard import KEY_MAP, KeyboardDevice
 from kinematics.robots import ROBOTS
 from recorder.cameras import CameraSource
 from recorder.episodes import next_seed, scan_episodes
+from recorder.labels import label_episode
 from recorder.trash import TrashEntry, move_to_trash, restore
 from teleop.backends import BACKENDS as DEVICES
 from teleop.errors import TeleopError
@@ -37,6 +38,7 @@ from teleop.session import SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.keys import key_name
 from ui.rig_worker import LiveState, RigInfo, RigWorker
+from ui.take import Take, TakePanel
 from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monospace_font, state_html
 
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
@@ -85,10 +87,15 @@ class MainWindow(QMainWindow):
         self._discard_requested = False
         self._last_path: Path | None = None  # the episode this session saved last, until it is discarded
         self._trashed: TrashEntry | None = None  # the episode discarded last, until Undo brings it back
+        self._take_seed = 0  # the seed of the take being recorded
         self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
         self._build_ui()
+        self._shortcuts: dict[str, QShortcut] = {}
+        for key, slot in (("K", self.keep_take), ("R", self.rerecord), ("D", self.discard)):
+            self._shortcuts[key] = QShortcut(QKeySequence(key), self)
+            self._shortcuts[key].activated.connect(slot)
         self.seed_spin.setValue(next_seed(self.out_dir))  # a new scene, never one recorded in this folder before
         self._select_initial(robot, task, device)
         self.refresh_episodes()
@@ -113,6 +120,10 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self._setup_box())
         column.addWidget(self._record_box())
+        self.take_panel = TakePanel()
+        self.take_panel.keep_button.clicked.connect(self.keep_take)
+        self.take_panel.rerecord_button.clicked.connect(self.rerecord)
+        column.addWidget(self.take_panel)
         column.addWidget(self._controls_box())
         column.addStretch(1)
         return panel
@@ -372,7 +383,10 @@ class MainWindow(QMainWindow):
         """Start recording one episode on the worker thread."""
         if not self.ready:
             return
+        if self.take_panel.take is not None:  # the last take, kept with the labels shown
+            self.keep_take()
         self.recording = True
+        self._take_seed = self.seed_spin.value()
         self._discard_requested = False
         self._pending_keys.clear()
         if self.joint_plot is not None:
@@ -397,9 +411,40 @@ class MainWindow(QMainWindow):
             return
         if self._last_path is not None:
             self._to_trash(self._last_path, "")
+            if self.take_panel.take is not None and self.take_panel.take.path == self._last_path:
+                self.take_panel.close_take(kept=False)
         self._last_path = None
         self.refresh_episodes()
         self._update_buttons()
+
+    def keep_take(self) -> None:
+        """Keep the last take, with the outcome, instruction and note shown written into it."""
+        take = self.take_panel.take
+        if take is None or self.recording:
+            return
+        changes = self.take_panel.labels()
+        try:
+            if changes:
+                label_episode(take.path, **changes)  # type: ignore[arg-type]
+        except (TeleopError, OSError) as exc:
+            self._set_status(f"could not label {take.path.name}: {exc}", error=True)
+            return
+        outcome = self.take_panel.outcome.currentText()
+        self.take_panel.close_take(kept=True)
+        self._set_status(f"kept {take.path.name} ({outcome})")
+        self.refresh_episodes()
+        self._update_buttons()
+
+    def rerecord(self) -> None:
+        """Move the last take to the trash and record its scene again."""
+        take = self.take_panel.take
+        if take is None or self.recording:
+            return
+        self._to_trash(take.path, "")
+        self.take_panel.close_take(kept=False)
+        self._last_path = None
+        self.seed_spin.setValue(take.seed)
+        self.record()
 
     def _to_trash(self, path: Path, what: str) -> None:
         try:
@@ -438,8 +483,11 @@ class MainWindow(QMainWindow):
         result = episode.result
         if self._discard_requested:
             self._to_trash(episode.path, f" ({result.steps} steps)")
+            self.take_panel.count_discarded()
         else:
             self._last_path = episode.path
+            instruction = self.rig_info.instruction if self.rig_info is not None else ""
+            self.take_panel.offer(Take(episode.path, self._take_seed, result.success, instruction))
             problems = "".join(f"; {problem}, its last frame repeated" for problem in result.camera_problems)
             if result.malformed_samples:
                 problems += f"; {result.device_problems[0]}, the robot held still on each"
@@ -474,6 +522,10 @@ class MainWindow(QMainWindow):
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
         self.undo_button.setEnabled(not self.recording and self._trashed is not None)
+        pending = not self.recording and self.take_panel.take is not None
+        self._shortcuts["K"].setEnabled(pending)
+        self._shortcuts["R"].setEnabled(pending)
+        self._shortcuts["D"].setEnabled(self.discard_button.isEnabled() and not self.recording)
         for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin, self.format_combo,
                        self.codec_combo):
             widget.setEnabled(not self.recording)
