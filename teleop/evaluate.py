@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import selectors
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from teleop.child import python_child, result_stream
 from teleop.clock import SimulatedClock
+from teleop.progress import progress_bar, time_left
 from teleop.recording import record_episode
 from teleop.rig import RigConfig, build_rig
 from teleop.session import SessionConfig
@@ -68,6 +70,7 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
         session=SessionConfig(rate_hz=runner.control_rate_hz, max_duration_s=max_duration_s, stop_on_success_s=0.0),
     ), clock=clock, sleep=clock.sleep)
     result = EvalResult()
+    started = time.perf_counter()
     try:
         for i in range(episodes):
             if record_dir is not None:
@@ -81,10 +84,18 @@ def evaluate_runner(runner: PolicyRunner, episodes: int, seed: int = EVAL_SEED_O
             if on_rollout:
                 on_rollout(seed + i, success, steps)
             if progress:
-                progress(f"eval episode {i + 1}/{episodes}: {'success' if success else 'failure'} in {steps} steps")
+                outcome = f"{'success' if success else 'failure'} in {steps} steps"
+                progress(_progress_line(i + 1, episodes, result.successes, started, outcome))
     finally:
         rig.close()
     return result
+
+
+def _progress_line(done: int, total: int, successes: list[bool], started: float, outcome: str) -> str:
+    """`[####....] eval episode 3/30 (outcome): 67 % so far, 40 s left`."""
+    elapsed = time.perf_counter() - started
+    return (f"{progress_bar(done / total)} eval episode {done}/{total} ({outcome}): "
+            f"{sum(successes) / max(len(successes), 1):.0%} so far, {time_left(done, total, elapsed):.0f} s left")
 
 
 def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET, workers: int = 1,
@@ -115,6 +126,7 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET,
         str(len(share)), str(threads), json.dumps(max_duration_s),
         json.dumps(None if record_dir is None else str(record_dir))) for share in shares]
     rows: dict[int, tuple[bool, int]] = {}
+    started = time.perf_counter()
     with selectors.DefaultSelector() as selector:
         for child in children:
             assert child.stdout is not None
@@ -130,8 +142,9 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int = EVAL_SEED_OFFSET,
                 row = json.loads(line)
                 rows[row["seed"]] = (row["success"], row["steps"])
                 if progress:
-                    progress(f"eval episode {len(rows)}/{episodes} (scene {row['seed']}): "
-                             f"{'success' if row['success'] else 'failure'} in {row['steps']} steps")
+                    result_text = "success" if row["success"] else "failure"
+                    outcome = f"scene {row['seed']}: {result_text} in {row['steps']} steps"
+                    progress(_progress_line(len(rows), episodes, [s for s, _ in rows.values()], started, outcome))
     for child in children:
         _, err = child.communicate()
         if child.returncode != 0:

@@ -249,11 +249,16 @@ def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, t
     result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=200,
                                cache_dir=tmp_path / "cache", feature_batch_size=16), log=lambda m: None)
     lines: list[str] = []
-    alone = evaluate_checkpoint(result.run_dir, 3, seed=500, workers=1, max_duration_s=0.6)
+    alone_lines: list[str] = []
+    alone = evaluate_checkpoint(result.run_dir, 3, seed=500, workers=1, max_duration_s=0.6, progress=alone_lines.append)
     shared = evaluate_checkpoint(result.run_dir / "policy.pt", 3, seed=500, workers=2, max_duration_s=0.6,
                                  progress=lines.append, record_dir=tmp_path / "rollouts")
     assert shared.successes == alone.successes and shared.steps == alone.steps and len(alone.steps) == 3
-    assert sorted(line.split("(scene ")[1].split(")")[0] for line in lines) == ["500", "501", "502"]
+    assert sorted(line.split("(scene ")[1].split(":")[0] for line in lines) == ["500", "501", "502"]
+    rate = f"{sum(alone.successes) / 3:.0%} so far, "
+    for progress in (lines, alone_lines):  # a bar, the success rate so far and the time left
+        assert progress[-1].startswith("[####################] eval episode 3/3 (") and rate in progress[-1]
+        assert progress[-1].endswith(" s left")
     from recorder.backend import open_episode
 
     recorded = sorted((tmp_path / "rollouts").glob("episode_*.h5"))  # both workers recorded into one folder

@@ -154,8 +154,8 @@ def load_features(
         log: Progress messages.
     """
     from recorder.backend import open_episode
+    from teleop.progress import progress_bar
     from teleop.train.keypoints import KeypointEncoder
-    from teleop.train.trainer import progress_bar
 
     cameras = split_cameras(camera)
     speed = _Speed()

@@ -566,7 +566,7 @@ _OBJECTIVES: dict[str, Callable[[AnyEncoder, Videos, PretrainConfig], Objective]
 
 def _optimise(objective: Objective, videos: Videos, config: PretrainConfig,
               log: Callable[[str], None]) -> list[float]:
-    from teleop.train.trainer import progress_bar
+    from teleop.progress import progress_bar
 
     rng = np.random.default_rng(config.seed)
     optimizer = objective.optimizer()

@@ -26,6 +26,7 @@ import numpy as np
 
 from teleop.deps import require
 from teleop.errors import TeleopError
+from teleop.progress import progress_bar
 from teleop.train.actions import ACTION_SPACES, DEFAULT_CHUNK, DEFAULT_HORIZON
 from teleop.train.architectures import ARCHITECTURES, DEFAULT_SHIFT, KeypointArchitecture
 from teleop.train.distributed import Ranks, process_group
@@ -295,12 +296,6 @@ def _every_camera(episode: Path) -> str:
 
     with open_episode(episode) as reader:
         return ",".join(reader.camera_names)
-
-
-def progress_bar(fraction: float, width: int = 20) -> str:
-    """`[#####...............]` for a fraction done in [0, 1]."""
-    filled = int(round(min(max(fraction, 0.0), 1.0) * width))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 @contextlib.contextmanager
