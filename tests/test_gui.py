@@ -305,3 +305,19 @@ def test_a_take_is_labelled_kept_or_recorded_again_from_the_keyboard(make_window
         assert reader.meta.seed == seed and reader.success is True
     QTest.keyClick(window, Qt.Key.Key_D)
     assert not third.exists() and "1 kept (0 successful), 2 discarded" in panel.tally.text()
+
+
+def test_an_episode_deleted_in_review_comes_back_with_undo(make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+    [path] = episode_files(window)
+    data = path.read_bytes()
+    review = window.review(path.name)
+    assert review is not None and review.isVisible() and review.num_steps > 10
+    review.delete()
+    assert episode_files(window) == [] and window.episode_table.rowCount() == 0
+    assert window.take_panel.take is None and window.undo_button.isEnabled()
+    QTest.mouseClick(window.undo_button, LEFT)
+    assert episode_files(window) == [path] and path.read_bytes() == data
+    assert window.review("episode_999999.h5") is None and "cannot review" in window.status_label.text()

@@ -37,6 +37,7 @@ from teleop.rig import RigConfig
 from teleop.session import SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.keys import key_name
+from ui.review import ReviewWindow
 from ui.rig_worker import LiveState, RigInfo, RigWorker
 from ui.take import Take, TakePanel
 from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monospace_font, state_html
@@ -88,6 +89,7 @@ class MainWindow(QMainWindow):
         self._last_path: Path | None = None  # the episode this session saved last, until it is discarded
         self._trashed: TrashEntry | None = None  # the episode discarded last, until Undo brings it back
         self._take_seed = 0  # the seed of the take being recorded
+        self.reviews: list[ReviewWindow] = []  # open review windows
         self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
@@ -223,6 +225,8 @@ class MainWindow(QMainWindow):
         episodes_box = QGroupBox(f"Episodes in {self.out_dir}")
         episodes_column = QVBoxLayout(episodes_box)
         self.episode_table = EpisodeTable()
+        self.episode_table.setToolTip("Double-click an episode to review, trim, relabel or delete it")
+        self.episode_table.cellDoubleClicked.connect(lambda row, _: self.review(self.episode_table.names()[row]))
         episodes_column.addWidget(self.episode_table)
         bottom.addWidget(episodes_box, stretch=4)
         column.addLayout(bottom, stretch=1)
@@ -414,6 +418,30 @@ class MainWindow(QMainWindow):
             if self.take_panel.take is not None and self.take_panel.take.path == self._last_path:
                 self.take_panel.close_take(kept=False)
         self._last_path = None
+        self.refresh_episodes()
+        self._update_buttons()
+
+    def review(self, name: str) -> ReviewWindow | None:
+        """Open episode `name` of the folder in a review window."""
+        try:
+            window = ReviewWindow(self.out_dir / name)
+        except (TeleopError, OSError) as exc:
+            self._set_status(f"cannot review {name}: {exc}", error=True)
+            return None
+        window.changed.connect(self.refresh_episodes)
+        window.trashed.connect(self._on_review_trashed)
+        window.resize(1100, 820)
+        window.show()
+        self.reviews = [w for w in self.reviews if w.isVisible()] + [window]
+        return window
+
+    def _on_review_trashed(self, entry: TrashEntry) -> None:
+        self._trashed = entry
+        if self._last_path is not None and self._last_path.name == entry.name:
+            self._last_path = None
+        if self.take_panel.take is not None and self.take_panel.take.path.name == entry.name:
+            self.take_panel.close_take(kept=False)
+        self._set_status(f"moved {entry.name} to the trash ({entry.path.parent}); Undo brings it back")
         self.refresh_episodes()
         self._update_buttons()
 

@@ -31,9 +31,11 @@ class CameraView(QLabel):
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet("background: #202020; color: #aaaaaa;")
         self.setText("no frame yet")
+        self.shown: np.ndarray | None = None
 
     def show_rgb(self, rgb: np.ndarray) -> None:
-        """Display an (H, W, 3) uint8 frame."""
+        """Display an (H, W, 3) uint8 frame (kept as `shown`)."""
+        self.shown = rgb
         image = rgb_to_qimage(rgb).scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
                                           Qt.TransformationMode.SmoothTransformation)
         self.setPixmap(QPixmap.fromImage(image))
