@@ -321,3 +321,7 @@ def test_an_episode_deleted_in_review_comes_back_with_undo(make_window: Callable
     QTest.mouseClick(window.undo_button, LEFT)
     assert episode_files(window) == [path] and path.read_bytes() == data
     assert window.review("episode_999999.h5") is None and "cannot review" in window.status_label.text()
+    QTest.mouseClick(window.export_button, LEFT)
+    assert window.export_dialog is not None and window.export_dialog.isVisible()
+    assert window.export_dialog.directory == window.out_dir
+    window.export_dialog.close()

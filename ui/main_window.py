@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
@@ -41,6 +42,9 @@ from ui.review import ReviewWindow
 from ui.rig_worker import LiveState, RigInfo, RigWorker
 from ui.take import Take, TakePanel
 from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monospace_font, state_html
+
+if TYPE_CHECKING:
+    from ui.export_dialog import ExportDialog
 
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
 SCRIPTED_SUCCESS_HOLD_S = 0.5
@@ -90,6 +94,7 @@ class MainWindow(QMainWindow):
         self._trashed: TrashEntry | None = None  # the episode discarded last, until Undo brings it back
         self._take_seed = 0  # the seed of the take being recorded
         self.reviews: list[ReviewWindow] = []  # open review windows
+        self.export_dialog: ExportDialog | None = None
         self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
@@ -228,6 +233,10 @@ class MainWindow(QMainWindow):
         self.episode_table.setToolTip("Double-click an episode to review, trim, relabel or delete it")
         self.episode_table.cellDoubleClicked.connect(lambda row, _: self.review(self.episode_table.names()[row]))
         episodes_column.addWidget(self.episode_table)
+        self.export_button = QPushButton("Export dataset ...")
+        self.export_button.setToolTip("LeRobot, robomimic or diffusion-policy, as teleop export")
+        self.export_button.clicked.connect(self.open_export)
+        episodes_column.addWidget(self.export_button)
         bottom.addWidget(episodes_box, stretch=4)
         column.addLayout(bottom, stretch=1)
         return column
@@ -434,6 +443,14 @@ class MainWindow(QMainWindow):
         window.show()
         self.reviews = [w for w in self.reviews if w.isVisible()] + [window]
         return window
+
+    def open_export(self) -> ExportDialog:
+        """The export dialog for this folder's episodes."""
+        from ui.export_dialog import ExportDialog
+
+        self.export_dialog = ExportDialog(self.out_dir, self)
+        self.export_dialog.show()
+        return self.export_dialog
 
     def _on_review_trashed(self, entry: TrashEntry) -> None:
         self._trashed = entry
