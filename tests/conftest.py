@@ -23,3 +23,19 @@ def one_torch_thread():  # noqa: ANN201
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def record_scripted(folder, episodes: int, robot: str = "franka", task: str = "franka-reach", seed: int = 0):  # noqa: ANN001, ANN201
+    """`episodes` scripted episodes of `task` into `folder` on a simulated clock (48-px cameras, fast); returns
+    the RecordingSummary."""
+    from teleop.recording import record_episodes
+    from teleop.rig import RigConfig, build_rig
+    from teleop.sim import SimConfig
+
+    simulated = SimulatedClock()
+    rig = build_rig(RigConfig(robot=robot, task=task, sim=SimConfig(image_size=(48, 48))), clock=simulated,
+                    sleep=simulated.sleep)
+    try:
+        return record_episodes(rig, folder, episodes, seed, progress=lambda _: None)
+    finally:
+        rig.close()

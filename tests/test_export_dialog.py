@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import record_scripted
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PyQt6.QtWidgets")
@@ -26,21 +27,9 @@ def app() -> QApplication:
 
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three scripted franka-reach episodes (48 px cameras, simulated clock)."""
-    from conftest import SimulatedClock
-
-    from teleop.recording import record_episodes
-    from teleop.rig import RigConfig, build_rig
-    from teleop.sim import SimConfig
-
-    clock = SimulatedClock()
+    """Three scripted franka-reach episodes."""
     folder = tmp_path_factory.mktemp("export_dialog") / "episodes"
-    rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(48, 48))),
-                    clock=clock, sleep=clock.sleep)
-    try:
-        record_episodes(rig, folder, 3, progress=lambda _: None)
-    finally:
-        rig.close()
+    record_scripted(folder, 3)
     return folder
 
 

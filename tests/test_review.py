@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import record_scripted
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PyQt6.QtWidgets")
@@ -30,20 +31,8 @@ def app() -> QApplication:
 
 @pytest.fixture
 def episode(tmp_path: Path) -> Path:
-    """A scripted franka-reach episode (48 px cameras, simulated clock), idle at its start."""
-    from conftest import SimulatedClock
-
-    from teleop.recording import record_episode
-    from teleop.rig import RigConfig, build_rig
-    from teleop.sim import SimConfig
-
-    clock = SimulatedClock()
-    rig = build_rig(RigConfig(robot="franka", task="franka-reach", sim=SimConfig(image_size=(48, 48))),
-                    clock=clock, sleep=clock.sleep)
-    try:
-        return record_episode(rig, tmp_path / "episodes", 3).path
-    finally:
-        rig.close()
+    """A scripted franka-reach episode, idle at its start."""
+    return record_scripted(tmp_path / "episodes", 1, seed=3).episodes[0].path
 
 
 def test_the_timeline_shows_every_camera_at_the_chosen_step(app: QApplication, episode: Path) -> None:

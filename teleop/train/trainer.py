@@ -208,8 +208,13 @@ class TrainResult:
     evaluations: tuple[tuple[int, float], ...] = field(default_factory=tuple)
 
 
+class TrainingStopped(TeleopError):
+    """`train`'s `stop` asked to end the run before its last step; no policy was written."""
+
+
 def train(
-    config: TrainConfig, log: Callable[[str], None] = print, evaluate: Evaluate | None = None
+    config: TrainConfig, log: Callable[[str], None] = print, evaluate: Evaluate | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Fit a BC policy on the successful episodes of `config.episodes_dir` and save the run.
 
@@ -218,6 +223,7 @@ def train(
         log: Progress messages (about every 10% of the steps).
         evaluate: Called with a PolicyRunner every `eval_every` steps and after the last one; returns a
             success rate. The best-scoring policy is saved as policy_best.pt (R3M reports the best).
+        stop: Asked before every step; True ends the run with TrainingStopped (e.g. a Cancel button).
 
     Under torchrun (WORLD_SIZE > 1; see teleop.train.distributed) each process trains a DistributedDataParallel
     replica on its own minibatches (seed + rank), so a step averages world_size x batch_size samples. Rank 0
@@ -226,12 +232,14 @@ def train(
 
     Raises:
         TeleopError: Bad config, no usable episodes, unreadable encoder weights.
+        TrainingStopped: `stop` returned True.
     """
     with process_group(resolve_device(config.device)) as ranks:
-        return _train(config, ranks.main_only(log), evaluate if ranks.is_main else None, ranks)
+        return _train(config, ranks.main_only(log), evaluate if ranks.is_main else None, ranks, stop)
 
 
-def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate | None, ranks: Ranks) -> TrainResult:
+def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate | None, ranks: Ranks,
+           stop: Callable[[], bool] | None = None) -> TrainResult:
     from teleop.train.actions import default_action_space, make_action_space
     from teleop.train.encoders import build_encoder
     from teleop.train.features import load_features, select_episodes, split_cameras
@@ -280,7 +288,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         config.out_dir.mkdir(parents=True, exist_ok=True)
         (config.out_dir / BEST_POLICY_FILE).unlink(missing_ok=True)  # never leave an earlier run's best behind
         _write_config(config, device, encoder, data, ranks.world_size)
-    loop = _Loop(config, policy, encoder, info, log, evaluate, ranks)
+    loop = _Loop(config, policy, encoder, info, log, evaluate, ranks, stop)
     log_file = open(config.out_dir / "train_log.jsonl", "w") if ranks.is_main else io.StringIO()
     with torch_threads(config.threads), log_file:
         loop.run(_tensors(samples, device), log_file)
@@ -384,8 +392,10 @@ class _Loop:
         log: Callable[[str], None],
         evaluate: Evaluate | None,
         ranks: Ranks,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.config, self.policy, self.encoder, self.info = config, policy, encoder, info
+        self.stop = stop
         self.log, self.evaluate, self.rank = log, evaluate, ranks.rank
         from teleop.train.features import split_cameras
         from teleop.train.keypoints import EndToEnd, KeypointEncoder
@@ -419,6 +429,9 @@ class _Loop:
         self.trained.train()
         started = time.perf_counter()
         for step in range(1, self.config.steps + 1):
+            if self.stop is not None and self.stop():
+                raise TrainingStopped(f"training stopped after {step - 1} of {self.config.steps} steps: no policy "
+                                      "was written")
             idx = torch.randint(features.shape[0], (self.config.batch_size,), generator=self.generator)
             idx = idx.to(features.device)
             loss = torch.nn.functional.mse_loss(self.model(features[idx], proprio[idx]), targets[idx])
