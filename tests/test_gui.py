@@ -325,3 +325,8 @@ def test_an_episode_deleted_in_review_comes_back_with_undo(make_window: Callable
     assert window.export_dialog is not None and window.export_dialog.isVisible()
     assert window.export_dialog.directory == window.out_dir
     window.export_dialog.close()
+    QTest.mouseClick(window.train_button, LEFT)
+    assert window.train_dialog is not None and window.train_dialog.directory == window.out_dir
+    window.train_dialog.review_requested.emit(path)  # a rollout to review: any episode's path
+    assert window.reviews[-1].path == path and window.reviews[-1].isVisible()
+    window.train_dialog.close()

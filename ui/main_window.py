@@ -45,6 +45,7 @@ from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monosp
 
 if TYPE_CHECKING:
     from ui.export_dialog import ExportDialog
+    from ui.train_dialog import TrainDialog
 
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
 SCRIPTED_SUCCESS_HOLD_S = 0.5
@@ -95,6 +96,7 @@ class MainWindow(QMainWindow):
         self._take_seed = 0  # the seed of the take being recorded
         self.reviews: list[ReviewWindow] = []  # open review windows
         self.export_dialog: ExportDialog | None = None
+        self.train_dialog: TrainDialog | None = None
         self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
@@ -236,7 +238,14 @@ class MainWindow(QMainWindow):
         self.export_button = QPushButton("Export dataset ...")
         self.export_button.setToolTip("LeRobot, robomimic or diffusion-policy, as teleop export")
         self.export_button.clicked.connect(self.open_export)
-        episodes_column.addWidget(self.export_button)
+        self.train_button = QPushButton("Train policy ...")
+        self.train_button.setToolTip("Behaviour cloning on these episodes, then rollouts on test scenes, as "
+                                     "teleop train and teleop eval")
+        self.train_button.clicked.connect(self.open_train)
+        folder_buttons = QHBoxLayout()
+        folder_buttons.addWidget(self.export_button)
+        folder_buttons.addWidget(self.train_button)
+        episodes_column.addLayout(folder_buttons)
         bottom.addWidget(episodes_box, stretch=4)
         column.addLayout(bottom, stretch=1)
         return column
@@ -431,7 +440,7 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def review(self, name: str) -> ReviewWindow | None:
-        """Open episode `name` of the folder in a review window."""
+        """Open episode `name` of the folder (or an episode's full path) in a review window."""
         try:
             window = ReviewWindow(self.out_dir / name)
         except (TeleopError, OSError) as exc:
@@ -451,6 +460,15 @@ class MainWindow(QMainWindow):
         self.export_dialog = ExportDialog(self.out_dir, self)
         self.export_dialog.show()
         return self.export_dialog
+
+    def open_train(self) -> TrainDialog:
+        """The training dialog for this folder's episodes; its rollouts open in review windows."""
+        from ui.train_dialog import TrainDialog
+
+        self.train_dialog = TrainDialog(self.out_dir, self)
+        self.train_dialog.review_requested.connect(lambda path: self.review(str(path)))
+        self.train_dialog.show()
+        return self.train_dialog
 
     def _on_review_trashed(self, entry: TrashEntry) -> None:
         self._trashed = entry
