@@ -1,14 +1,18 @@
 """How well each image encoder's embedding says where the target is, before any policy is trained.
 
-    python benchmarks/encoder_probe.py EPISODES [--camera front] [--weights R3M.pt] [--steps 1000]
+    python benchmarks/encoder_probe.py EPISODES [--camera front] [--weights R3M.pt] [--keypoints-weights KP.pt]
+                                       [--steps 1000]
 
 EPISODES: recorded franka-reach (or xarm7-reach) episodes, whose `target_pos` extra is the ball's position.
 Probes, 5-fold over episodes (the first --folds folds; a fold's episodes are never trained on):
 
 - pooled: ridge regression (lambda 30, inputs standardised) on the frozen ResNet-18's average-pooled embedding at
   128 px, random (seed 0) and, with --weights, from that checkpoint (e.g. `teleop pretrain`'s);
+- frozen keypoints: the same ridge regression on teleop.train.keypoints.KeypointEncoder's 64 keypoint coordinates
+  (96 px), random (seed 0) and, with --keypoints-weights, from `teleop pretrain --encoder keypoints`;
 - keypoints: teleop.train.keypoints.KeypointEncoder (96 px) with a 256-unit MLP, trained from a random init on
-  the training folds' frames (4-px random shifts, Adam 1e-3, batch 32, --steps steps) to regress the position.
+  the training folds' frames (4-px random shifts, Adam 1e-3, batch 32, --steps steps) to regress the position
+  (--steps 0: left out).
 
 Reports the mean distance [cm] between the probe's and the true position on the held-out folds, and what
 guessing the training folds' mean gives. Progress goes to stderr; the last stdout line is one JSON object.
@@ -90,7 +94,10 @@ def main() -> None:
     parser.add_argument("--camera", default="front")
     parser.add_argument("--weights", type=Path, default=None,
                         help="a ResNet-18 checkpoint to probe beside the random one")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of the keypoints probe")
+    parser.add_argument("--keypoints-weights", type=Path, default=None,
+                        help="a pretrained keypoints encoder to probe, frozen, beside the random one")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="training steps of the keypoints probe (0: leave it out)")
     parser.add_argument("--folds", type=int, default=2, help="how many of the 5 folds to hold out in turn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -104,16 +111,22 @@ def main() -> None:
     encoders = {"resnet18 random": build_encoder("resnet18", image_size=128)}
     if args.weights is not None:
         encoders[f"resnet18 {args.weights.name}"] = build_encoder("resnet18", args.weights, image_size=128)
+    encoders["keypoints random, frozen"] = build_encoder("keypoints")
+    if args.keypoints_weights is not None:
+        name = f"keypoints {args.keypoints_weights.name}, frozen"
+        encoders[name] = build_encoder("keypoints", args.keypoints_weights)
     with torch.no_grad():
         embedded = {name: np.concatenate([enc(torch.from_numpy(frames[i : i + 64])).numpy()
                                           for i in range(0, len(frames), 64)]) for name, enc in encoders.items()}
-    errors: dict[str, list[float]] = {name: [] for name in [*embedded, "keypoints", "guess"]}
+    trained = ["keypoints"] if args.steps > 0 else []
+    errors: dict[str, list[float]] = {name: [] for name in [*embedded, *trained, "guess"]}
     for fold in range(args.folds):
         test = episode % 5 == fold
         started = time.perf_counter()
         for name, embeddings in embedded.items():
             errors[name].append(pooled_probe(embeddings, targets, test))
-        errors["keypoints"].append(keypoint_probe(frames, targets, test, args.steps))
+        if trained:
+            errors["keypoints"].append(keypoint_probe(frames, targets, test, args.steps))
         errors["guess"].append(float(np.linalg.norm(targets[~test].mean(0) - targets[test], axis=1).mean()))
         log(f"fold {fold}: " + ", ".join(f"{k} {v[-1] * 100:.1f} cm" for k, v in errors.items())
             + f" ({time.perf_counter() - started:.0f} s)")

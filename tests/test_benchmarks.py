@@ -168,7 +168,7 @@ def test_encoder_probe_reports_every_probe(tmp_path: Path) -> None:
     result = run_benchmark("benchmarks/encoder_probe.py", str(tmp_path), "--steps", "5", "--folds", "1",
                            "--threads", "1")
     assert result["folds"] == 1 and result["frames"] > 50
-    assert set(result["mean_error_cm"]) == {"resnet18 random", "keypoints", "guess"}
+    assert set(result["mean_error_cm"]) == {"resnet18 random", "keypoints random, frozen", "keypoints", "guess"}
     assert all(0 < v < 200 for v in result["mean_error_cm"].values())
 
 
