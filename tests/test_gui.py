@@ -76,6 +76,8 @@ def test_keyboard_recording_moves_the_arm_and_is_listed(make_window: Callable[..
     QTest.qWait(200)
     QTest.keyPress(window, Qt.Key.Key_W)
     QTest.qWait(600)
+    live = window.status_label.text()  # the loop's health while it runs
+    assert "Hz of 20 (" in live and " late ticks, last tick " in live and " ms), success: " in live
     QTest.keyRelease(window, Qt.Key.Key_W)
     QTest.qWait(200)
     QTest.mouseClick(window.stop_button, LEFT)

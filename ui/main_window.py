@@ -35,7 +35,7 @@ from teleop.backends import BACKENDS as DEVICES
 from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
-from teleop.session import SessionConfig
+from teleop.session import SLOW_FRACTION, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.keys import key_name
 from ui.review import ReviewWindow
@@ -538,8 +538,11 @@ class MainWindow(QMainWindow):
         if self.joint_plot is not None:
             self.joint_plot.add(state.t, state.joint_pos)
         if not self.worker.stopping:
-            self._set_status(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, "
-                             f"{state.rate_hz:.1f} Hz, success: {'yes' if state.success else 'no'}")
+            target = self._requested.session.rate_hz if self._requested is not None else state.rate_hz
+            slow = state.steps > 10 and state.rate_hz < SLOW_FRACTION * target
+            self._set_status(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, {state.rate_hz:.1f} Hz of "
+                             f"{target:g} ({state.late_ticks} late ticks, last tick {state.tick_ms:.0f} ms), "
+                             f"success: {'yes' if state.success else 'no'}", error=slow)
 
     def _on_recorded(self, episode: RecordedEpisode) -> None:
         self._end_recording()

@@ -64,6 +64,8 @@ class LiveState:
         rate_hz: Achieved control rate so far [Hz].
         success: Whether the task is succeeding now.
         t: Monotonic time of the tick [s].
+        late_ticks: Ticks so far that started more than a period late.
+        tick_ms: The last tick's own time [ms] (0 for a preview).
     """
 
     frames: dict[str, np.ndarray]
@@ -75,6 +77,8 @@ class LiveState:
     rate_hz: float
     success: bool
     t: float
+    late_ticks: int = 0
+    tick_ms: float = 0.0
 
 
 def live_state(step: Step, result: EpisodeResult, t_first: float) -> LiveState:
@@ -85,6 +89,7 @@ def live_state(step: Step, result: EpisodeResult, t_first: float) -> LiveState:
         joint_pos=np.asarray(step.joint_pos), ee_pos=np.asarray(step.ee_pose[:3]),
         engaged=bool(step.device.get("engaged", False)), steps=result.steps, elapsed_s=elapsed,
         rate_hz=(result.steps - 1) / elapsed if elapsed > 0 else 0.0, success=result.success, t=step.t,
+        late_ticks=result.late_ticks, tick_ms=result.tick_ms[-1] if result.tick_ms else 0.0,
     )
 
 
