@@ -332,3 +332,22 @@ def test_an_episode_deleted_in_review_comes_back_with_undo(make_window: Callable
     window.train_dialog.review_requested.emit(path)  # a rollout to review: any episode's path
     assert window.reviews[-1].path == path and window.reviews[-1].isVisible()
     window.train_dialog.close()
+
+
+def test_after_keep_the_next_take_starts_by_itself_after_the_reset_pause(
+        make_window: Callable[..., MainWindow]) -> None:
+    window = make_window("scripted")
+    window.take_panel.reset_spin.setValue(0.3)
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+    seed = window.seed_spin.value()
+    window.keep_take()
+    assert "the next take starts in 0.3 s" in window.status_label.text() and not window.recording
+    wait_until(lambda: window.recording, 5)  # no button pressed
+    assert window._take_seed == seed
+    wait_until(lambda: not window.recording, 30)
+    window.keep_take()
+    QTest.keyClick(window, Qt.Key.Key_Escape)
+    assert "next take cancelled" in window.status_label.text()
+    QTest.qWait(500)
+    assert not window.recording and len(episode_files(window)) == 2

@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, pyqtSignal
+from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QApplication,
@@ -101,8 +101,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
         self._build_ui()
+        self.next_take = QTimer(self)  # the reset pause after Keep, then the next take
+        self.next_take.setSingleShot(True)
+        self.next_take.timeout.connect(self._start_next_take)
         self._shortcuts: dict[str, QShortcut] = {}
-        for key, slot in (("K", self.keep_take), ("R", self.rerecord), ("D", self.discard)):
+        for key, slot in (("K", self.keep_take), ("R", self.rerecord), ("D", self.discard),
+                          ("Esc", self.cancel_next_take)):
             self._shortcuts[key] = QShortcut(QKeySequence(key), self)
             self._shortcuts[key].activated.connect(slot)
         self.seed_spin.setValue(next_seed(self.out_dir))  # a new scene, never one recorded in this folder before
@@ -407,6 +411,7 @@ class MainWindow(QMainWindow):
             return
         if self.take_panel.take is not None:  # the last take, kept with the labels shown
             self.keep_take()
+        self.next_take.stop()
         self.recording = True
         self._take_seed = self.seed_spin.value()
         self._discard_requested = False
@@ -494,9 +499,25 @@ class MainWindow(QMainWindow):
             return
         outcome = self.take_panel.outcome.currentText()
         self.take_panel.close_take(kept=True)
-        self._set_status(f"kept {take.path.name} ({outcome})")
+        pause = self.take_panel.reset_spin.value()
+        if pause > 0:
+            self.next_take.start(round(pause * 1000))
+            self._set_status(f"kept {take.path.name} ({outcome}); reset the scene: the next take starts in "
+                             f"{pause:g} s (Esc cancels)")
+        else:
+            self._set_status(f"kept {take.path.name} ({outcome})")
         self.refresh_episodes()
         self._update_buttons()
+
+    def _start_next_take(self) -> None:
+        if self.ready and self.take_panel.take is None:
+            self.record()
+
+    def cancel_next_take(self) -> None:
+        """Stop the countdown to the next take."""
+        if self.next_take.isActive():
+            self.next_take.stop()
+            self._set_status("next take cancelled: press Record when ready")
 
     def rerecord(self) -> None:
         """Move the last take to the trash and record its scene again."""

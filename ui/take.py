@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PyQt6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+)
 
 OUTCOMES: tuple[tuple[str, bool | None], ...] = (("success", True), ("failure", False), ("unknown", None))
 
@@ -48,11 +57,17 @@ class TakePanel(QGroupBox):
         buttons.addWidget(self.keep_button)
         buttons.addWidget(self.rerecord_button)
         self.tally = QLabel()
+        self.reset_spin = QDoubleSpinBox()
+        self.reset_spin.setRange(0.0, 120.0)
+        self.reset_spin.setSuffix(" s")
+        self.reset_spin.setToolTip("After Keep, the next take starts by itself after this pause, for resetting the "
+                                   "scene (Esc cancels); 0: press Record")
         form.addRow("Episode", self.name_label)
         form.addRow("Outcome", self.outcome)
         form.addRow("Instruction", self.instruction)
         form.addRow("Note", self.note)
         form.addRow(buttons)
+        form.addRow("Next take after", self.reset_spin)
         form.addRow(self.tally)
         self.take: Take | None = None
         self.kept = self.kept_success = self.discarded = 0
