@@ -378,9 +378,7 @@ class MainWindow(QMainWindow):
     def _on_previewed(self, state: LiveState) -> None:
         if self.recording:
             return
-        self._show_state(state)
-        if self.joint_plot is not None:
-            self.joint_plot.clear_history()
+        self._show_state(state)  # the joint plot keeps the last take until the next one starts
 
     def _show_state(self, state: LiveState) -> None:
         for name, rgb in state.frames.items():
