@@ -195,9 +195,6 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--crop-scale", type=float, default=0.6, metavar="F",
                           help="smallest area fraction of the random resized crop, one per video (default 0.6; "
                                "1: no crop)")
-    pretrain.add_argument("--video-weight", type=float, default=0.0, metavar="W",
-                          help="r3m: weight of a term R3M does not have: a frame matched to a later frame of its own "
-                               "video among the batch's videos (default 0: R3M's objective)")
     pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
     pretrain.add_argument("--seed", type=int, default=0, help="seed of the init, sampling and augmentation")
     pretrain.add_argument("--threads", type=int, default=None,
@@ -685,8 +682,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = PretrainConfig(args.dir, args.out, objective=args.objective, encoder=args.encoder,
                             init_weights=args.init_weights, cameras=tuple(args.camera or ()),
                             image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            crop_scale=args.crop_scale, video_weight=args.video_weight,
-                            mask_ratio=args.mask_ratio, seed=args.seed,
+                            crop_scale=args.crop_scale, mask_ratio=args.mask_ratio, seed=args.seed,
                             threads=args.threads)
     pretrain(config, log=print)
     return 0

@@ -203,24 +203,3 @@ def test_the_command_line(episodes: Path, tmp_path: Path) -> None:
     assert main(["pretrain", str(episodes), "--out", str(out), "--steps", "2", "--batch-size", "4",
                  "--image-size", str(SIZE), "--camera", "front", "--threads", "1"]) == 0
     assert torch.load(out, weights_only=True)["teleop"]["videos"][0].endswith(":front")
-
-
-def test_the_video_term_learns_what_a_video_keeps_over_time(episodes: Path, tmp_path: Path) -> None:
-    """Each synthetic video keeps its square's height while the square moves across: matching a frame to a later
-    one of its own video needs the height. Off by default (R3M's objective has no such term)."""
-    assert PretrainConfig(episodes, tmp_path / "x.pt").video_weight == 0.0
-    config = _config(episodes, tmp_path / "kp.pt", encoder="keypoints", steps=150, tcn_weight=0.0, lang_weight=0.0,
-                     video_weight=1.0, crop_scale=1.0)
-    random = build_encoder("keypoints", init_seed=0, image_size=SIZE)
-    videos = load_videos(sorted(episodes.glob("*.h5")), (), random, log=lambda _: None)
-
-    def held_out(encoder: AnyEncoder) -> float:
-        objective = R3MObjective(encoder, 1, config)
-        rng = np.random.default_rng(123)
-        with torch.no_grad():
-            return float(np.mean([objective.loss(videos, rng)[1]["video"] for _ in range(8)]))
-
-    before = held_out(random)
-    pretrain(config, log=lambda _: None)
-    after = held_out(build_encoder("keypoints", tmp_path / "kp.pt"))
-    assert after < 0.7 * before, (before, after)

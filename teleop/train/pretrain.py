@@ -97,9 +97,6 @@ class PretrainConfig:
         lr: Learning rate; default r3m: 1e-4 (Adam), mae: 1.5e-4 * batch_size / 256 (AdamW).
         alpha: r3m: fraction of a video that the start and the end frame are drawn from.
         tcn_weight, lang_weight, l1_weight, l2_weight: r3m: weights of the loss terms.
-        video_weight: r3m: weight of a term R3M does not have (default 0: off): s0 is matched to s2 of its own
-            video among the s2 of every video of the batch (InfoNCE). What a video's frames share over time is
-            what the time contrast can ignore: the scene, such as where the target is.
         crop_scale: Smallest area fraction of the random resized crop (1: no augmentation).
         seed: Seed of the initialisation, sampling and augmentation.
         threads: torch threads (default: one per core).
@@ -121,7 +118,6 @@ class PretrainConfig:
     lr: float | None = None
     alpha: float = 0.2
     tcn_weight: float = 1.0
-    video_weight: float = 0.0
     lang_weight: float = 1.0
     l1_weight: float = 1e-5
     l2_weight: float = 1e-5
@@ -182,7 +178,7 @@ class PretrainConfig:
             checks += [
                 (batch >= 2, f"batch_size must be at least 2 (other videos are the negatives), got {batch}"),
                 (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1], got {self.alpha}"),
-                (min(self.tcn_weight, self.lang_weight, self.l1_weight, self.l2_weight, self.video_weight) >= 0,
+                (min(self.tcn_weight, self.lang_weight, self.l1_weight, self.l2_weight) >= 0,
                  "loss weights must not be negative"),
             ]
         else:
@@ -446,10 +442,6 @@ class R3MObjective:
             tcn, aligned = self._tcn(es0, es1, es2, rng)
             total = total + c.tcn_weight * tcn
             metrics |= {"tcn": tcn.item(), "aligned": aligned}
-        if c.video_weight > 0:
-            video, matched = self._video(es0, es2)
-            total = total + c.video_weight * video
-            metrics |= {"video": video.item(), "matched": matched}
         with_text = torch.from_numpy(lang >= 0)
         if c.lang_weight > 0 and bool(with_text.any()):
             words = self.language(torch.from_numpy(np.maximum(lang, 0)))
@@ -496,15 +488,6 @@ class R3MObjective:
         loss = (th.stack(losses).mean(0) * mask).sum() / mask.sum()
         accuracy = float((th.stack(correct).mean(0) * mask).sum() / mask.sum())
         return loss, accuracy
-
-    @staticmethod
-    def _video(es0: torch.Tensor, es2: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """InfoNCE of each video's s0 against the s2 of every video in the batch (similarity -L2), its own the
-        positive; and the share matched to their own video."""
-        th = require("torch", extra="train", purpose="pretraining an encoder")
-        logits = -th.cdist(es0, es2)
-        own = th.arange(len(es0))
-        return th.nn.functional.cross_entropy(logits, own), float((logits.argmax(1) == own).float().mean())
 
     @staticmethod
     def _other_videos(batch: int, rng: np.random.Generator) -> list[np.ndarray]:
