@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--chunk", type=int, default=None,
                        help="targets predicted per step (ee-delta: the --horizon'th step ahead and the next ones; "
                             "joint: this step's and the next ones), averaged at run time over the steps that "
-                            "predicted them, as ACT (default 10 for ee-delta, 1 for joint targets; 1: none)")
+                            "predicted them, as ACT (default 10; 1: none)")
     train.add_argument("--keep-idle", action="store_true",
                        help="also train on each episode's idle start (default: left out, as trim --auto finds it)")
     train.add_argument("--threads", type=int, default=1,

@@ -62,7 +62,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         _write_episode(root / "episodes" / f"episode_{i:06d}.h5", seed=i)
     held_out = _write_episode(root / "held_out" / "episode_000000.h5", seed=99)
     config = TrainConfig(episodes_dir=root / "episodes", out_dir=root / "run", steps=600, encoder="keypoints",
-                         image_size=IMAGE, device="cpu", hidden=(128, 128))
+                         image_size=IMAGE, device="cpu", hidden=(128, 128), chunk=1)  # each frame its own dot
     train(config, log=lambda _: None)
     return {"run": root / "run", "held_out": held_out}
 

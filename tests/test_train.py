@@ -146,6 +146,7 @@ def trained(data: dict[str, Path]) -> tuple[TrainResult, TrainConfig, list[int]]
         eval_every=100,
         cache_dir=data["root"] / "cache",
         device="cpu",
+        chunk=1,  # each synthetic frame decides its own action: nothing to predict ahead
     )
     calls, evaluate = _success_rate(data["held_out"] / "episode_000000.h5")
     result = train(config, log=lambda _: None, evaluate=evaluate)

@@ -231,15 +231,15 @@ def test_a_version_1_checkpoint_still_loads_as_joint_targets(demos: Path, tmp_pa
     from teleop.train.trainer import TrainConfig, train
 
     result = train(TrainConfig(episodes_dir=demos, out_dir=tmp_path / "run", steps=20, action_space="joint",
-                               cache_dir=tmp_path / "cache", feature_batch_size=16), log=lambda m: None)
+                               chunk=1, cache_dir=tmp_path / "cache", feature_batch_size=16), log=lambda m: None)
     path = result.run_dir / "policy.pt"
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["version"] = 1
-    for key in ("action_space", "horizon"):
+    for key in ("action_space", "horizon", "chunk"):  # none of them existed in version 1
         del checkpoint["info"][key]
     torch.save(checkpoint, path)
     runner = load_policy(result.run_dir)
-    assert (runner.info.action_space, runner.info.horizon) == ("joint", 1)
+    assert (runner.info.action_space, runner.info.horizon, runner.info.chunk) == ("joint", 1, 1)
 
 
 def test_rollouts_on_worker_processes_give_what_one_process_gives(demos: Path, tmp_path: Path) -> None:

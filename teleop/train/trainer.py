@@ -87,7 +87,7 @@ class TrainConfig:
             "auto": ee-delta for arms, joint for hands.
         horizon: Steps ahead of an ee-delta target.
         chunk: Targets predicted per step (ee-delta poses, or rows of joint targets), ensembled at run time (ACT;
-            teleop.train.actions); 1: none; None: DEFAULT_CHUNK for ee-delta, 1 for joint targets.
+            teleop.train.actions); 1: none; None: DEFAULT_CHUNK (RESULTS.md).
         trim_idle: Leave out each episode's idle start (before the first commanded motion, less 0.2 s; the
             rule of `teleop episodes trim --auto`).
         threads: Threads of torch's CPU kernels while the policy trains and acts (the small MLP runs fastest
@@ -269,7 +269,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], evaluate: Evaluate |
         raise TeleopError(f"rank {ranks.rank} did not find the embeddings that rank 0 cached in "
                           f"{config.feature_cache}: put the feature cache on a filesystem every rank can read")
     space_name = default_action_space(data.robot) if config.action_space == "auto" else config.action_space
-    chunk = config.chunk if config.chunk is not None else DEFAULT_CHUNK if space_name == "ee-delta" else 1
+    chunk = config.chunk if config.chunk is not None else DEFAULT_CHUNK
     space = make_action_space(space_name, data.robot, config.horizon, chunk)
     samples = training_samples(data, space, config.trim_idle)
     log(
