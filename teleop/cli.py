@@ -192,9 +192,9 @@ def _parser() -> argparse.ArgumentParser:
                                "(default 64)")
     pretrain.add_argument("--lr", type=float, default=None,
                           help="default r3m: 1e-4 (Adam); mae: 1.5e-4 * batch size / 256 (AdamW, as MAE)")
-    pretrain.add_argument("--crop-scale", type=float, default=0.6, metavar="F",
+    pretrain.add_argument("--crop-scale", type=float, default=None, metavar="F",
                           help="smallest area fraction of the random resized crop, one per video (default 0.6; "
-                               "1: no crop)")
+                               "keypoints: 1, no crop)")
     pretrain.add_argument("--mask-ratio", type=float, default=0.75, help="mae: hidden patches per image (0.75)")
     pretrain.add_argument("--seed", type=int, default=0, help="seed of the init, sampling and augmentation")
     pretrain.add_argument("--threads", type=int, default=None,

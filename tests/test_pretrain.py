@@ -187,7 +187,9 @@ def test_too_few_videos_and_bad_configs_are_refused(tmp_path: Path) -> None:
         pretrain(_config(root, tmp_path / "x.pt", cameras=("front",)), log=lambda _: None)
     with pytest.raises(TeleopError, match="trains a ResNet or the keypoints encoder"):
         _config(root, tmp_path / "x.pt", encoder="vit-s16")
-    assert _config(root, tmp_path / "x.pt", encoder="keypoints", image_size=None).image_size == 96
+    keypoints = PretrainConfig(root, tmp_path / "x.pt", encoder="keypoints")
+    assert (keypoints.image_size, keypoints.crop_scale) == (96, 1.0)  # no crops: RESULTS.md
+    assert PretrainConfig(root, tmp_path / "x.pt").crop_scale == 0.6  # R3M's
     with pytest.raises(TeleopError, match="batch_size must be at least 2"):
         _config(root, tmp_path / "x.pt", batch_size=1)
     with pytest.raises(TeleopError, match="out of range"):

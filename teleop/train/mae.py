@@ -48,7 +48,7 @@ import numpy as np
 from teleop.deps import require
 from teleop.errors import TeleopError
 from teleop.train.encoders import imagenet_normalize
-from teleop.train.pretrain import DEFAULT_BATCH_SIZE, default_lr, random_resized_crop
+from teleop.train.pretrain import DEFAULT_BATCH_SIZE, DEFAULT_CROP_SCALE, default_lr, random_resized_crop
 from teleop.train.vit import LAYER_NORM_EPS, Block, VisionTransformer, sincos_pos_embed
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class MAEObjective:
         if rng is None:
             x = frames.float()
         else:
-            x = random_resized_crop(frames[:, None], self.config.crop_scale, rng)
+            x = random_resized_crop(frames[:, None], self.config.crop_scale or DEFAULT_CROP_SCALE, rng)
         return imagenet_normalize(x / 255.0)
 
     def masking(self, batch: int, rng: np.random.Generator) -> Masking:

@@ -65,6 +65,7 @@ ENCODERS = {  # the encoders each objective trains, the first one its default
 DEFAULT_BATCH_SIZE = {"r3m": 16, "mae": 64}  # r3m: videos of five frames (80 images); mae: images
 R3M_LR = 1e-4  # R3M's Adam
 MAE_BASE_LR = 1.5e-4  # per 256 images (MAE's PRETRAIN.md --blr); the lr is base * batch_size / 256
+DEFAULT_CROP_SCALE = 0.6  # smallest area fraction of the random resized crop (R3M's and MAE's augmentation)
 DEFAULT_IMAGE_SIZE = 128  # [px]: 3.5x faster than R3M's 224 on a small CPU; `teleop train` follows the checkpoint
 _MIN_FRAMES = 3  # a video needs s0 < s1 <= s2
 _NEGATIVES = 3  # other videos per contrast, as R3M
@@ -97,7 +98,9 @@ class PretrainConfig:
         lr: Learning rate; default r3m: 1e-4 (Adam), mae: 1.5e-4 * batch_size / 256 (AdamW).
         alpha: r3m: fraction of a video that the start and the end frame are drawn from.
         tcn_weight, lang_weight, l1_weight, l2_weight: r3m: weights of the loss terms.
-        crop_scale: Smallest area fraction of the random resized crop (1: no augmentation).
+        crop_scale: Smallest area fraction of the random resized crop (1: no augmentation); None: 0.6 (R3M's and
+            MAE's augmentation), 1 for the keypoints encoder (one crop per video lets the time contrast tell videos
+            apart by where the scene sits, not by where the target is: RESULTS.md).
         seed: Seed of the initialisation, sampling and augmentation.
         threads: torch threads (default: one per core).
         max_episodes: Use the first this many episodes; None: all.
@@ -121,7 +124,7 @@ class PretrainConfig:
     lang_weight: float = 1.0
     l1_weight: float = 1e-5
     l2_weight: float = 1e-5
-    crop_scale: float = 0.6
+    crop_scale: float | None = None
     seed: int = 0
     threads: int | None = None
     max_episodes: int | None = None
@@ -149,6 +152,9 @@ class PretrainConfig:
         """The objective's encoder, batch size and lr where None was given."""
         if self.encoder is None:
             object.__setattr__(self, "encoder", ENCODERS[self.objective][0])
+        keypoints = isinstance(ARCHITECTURES.get(self.encoder or ""), KeypointArchitecture)
+        if self.crop_scale is None:
+            object.__setattr__(self, "crop_scale", 1.0 if keypoints else DEFAULT_CROP_SCALE)
         if self.image_size is None:
             arch = ARCHITECTURES.get(self.encoder or "")
             size = arch.image_size if isinstance(arch, KeypointArchitecture) else DEFAULT_IMAGE_SIZE
@@ -169,7 +175,7 @@ class PretrainConfig:
              + (f": use --objective {other} for it" if self.encoder in ENCODERS[other] else "")),
             (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
             (math.isfinite(lr) and lr > 0, f"lr must be a positive number, got {self.lr}"),
-            (0.0 < self.crop_scale <= 1.0, f"crop_scale must be in (0, 1], got {self.crop_scale}"),
+            (0.0 < (self.crop_scale or 0.0) <= 1.0, f"crop_scale must be in (0, 1], got {self.crop_scale}"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
             (self.max_episodes is None or self.max_episodes >= 1,
              f"max_episodes must be at least 1, got {self.max_episodes}"),
@@ -424,7 +430,7 @@ class R3MObjective:
 
     def augment(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """One random resized crop per video for its five frames: uint8 (B, 5, 3, S, S) -> float (B*5, 3, S, S)."""
-        return random_resized_crop(images, self.config.crop_scale, rng)
+        return random_resized_crop(images, self.config.crop_scale or DEFAULT_CROP_SCALE, rng)
 
     def loss(self, videos: Videos, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         torch = require("torch", extra="train", purpose="pretraining an encoder")
