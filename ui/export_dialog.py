@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -24,13 +22,15 @@ from recorder.export.actions import ACTION_SPACES
 from recorder.export.base import VIDEO_CODECS, ExportOptions, ExportProgress
 from recorder.export.registry import EXPORTERS, export_directory
 from teleop.errors import TeleopError
+from ui.job_dialog import Job, JobDialog
+from ui.widgets import StatusLabel
 
 
 class ExportCancelled(Exception):
     """Raised from the progress callback when the user pressed Cancel."""
 
 
-class ExportWorker(QObject):
+class ExportWorker(Job):
     """Runs one export on its thread; signals progress(done, total, episode), finished(summary), failed(message)."""
 
     progress = pyqtSignal(int, int, str)
@@ -40,7 +40,6 @@ class ExportWorker(QObject):
     def __init__(self, directory: Path, format: str, out: Path, options: ExportOptions) -> None:
         super().__init__()
         self.args = (directory, format, out, options)
-        self.cancelled = False
 
     @pyqtSlot()
     def run(self) -> None:
@@ -61,15 +60,13 @@ class ExportWorker(QObject):
         self.progress.emit(progress.done, progress.total, progress.episode)
 
 
-class ExportDialog(QDialog):
+class ExportDialog(JobDialog):
     """The options of `teleop export` for the episodes of `directory`."""
 
     def __init__(self, directory: Path, parent: QObject | None = None) -> None:
-        super().__init__(parent)  # type: ignore[arg-type]
+        super().__init__(parent)
         self.directory = Path(directory)
         self.setWindowTitle(f"export the episodes of {self.directory}")
-        self.thread_: QThread | None = None
-        self.worker: ExportWorker | None = None
         column = QVBoxLayout(self)
         form = QFormLayout()
         self.format_combo = QComboBox()
@@ -96,8 +93,7 @@ class ExportDialog(QDialog):
             form.addRow(label, widget)
         column.addLayout(form)
         self.bar = QProgressBar()
-        self.status = QLabel()
-        self.status.setWordWrap(True)
+        self.status = StatusLabel()
         column.addWidget(self.bar)
         column.addWidget(self.status)
         buttons = QHBoxLayout()
@@ -109,10 +105,6 @@ class ExportDialog(QDialog):
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
         column.addLayout(buttons)
-
-    @property
-    def running(self) -> bool:
-        return self.thread_ is not None
 
     def options(self) -> ExportOptions:
         """The options as entered (ExportOptions checks them)."""
@@ -135,32 +127,29 @@ class ExportDialog(QDialog):
         try:
             options = self.options()
         except TeleopError as exc:
-            self._say(str(exc), error=True)
+            self.status.say(str(exc), error=True)
             return
         out = Path(self.out_edit.text().strip()).expanduser()
-        self.worker = ExportWorker(self.directory, self.format_combo.currentData(), out, options)
-        self.thread_ = QThread(self)
-        self.worker.moveToThread(self.thread_)
-        self.thread_.started.connect(self.worker.run)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.failed.connect(self._on_failed)
+        job = ExportWorker(self.directory, self.format_combo.currentData(), out, options)
+        job.progress.connect(self._on_progress)
+        job.finished.connect(self._on_finished)
+        job.failed.connect(self._on_failed)
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.bar.setRange(0, 0)  # busy until the first progress: the episodes are verified first
-        self._say(f"verifying the episodes, then writing {out} ...")
-        self.thread_.start()
+        self.status.say(f"verifying the episodes, then writing {out} ...")
+        self.start_job(job)
 
     def cancel(self) -> None:
         """Stop the export at its next progress step; what it wrote so far is deleted."""
-        if self.worker is not None:
-            self.worker.cancelled = True
-            self._say("cancelling ...")
+        if self.running:
+            self.status.say("cancelling ...")
+        super().cancel()
 
     def _on_progress(self, done: int, total: int, episode: str) -> None:
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(done)
-        self._say(f"writing {episode}: {done} of {total}")
+        self.status.say(f"writing {episode}: {done} of {total}")
 
     def _on_finished(self, text: str) -> None:
         self._done(text, error=False)
@@ -169,23 +158,9 @@ class ExportDialog(QDialog):
         self._done(text, error=True)
 
     def _done(self, text: str, error: bool) -> None:
-        if self.thread_ is not None:
-            self.thread_.quit()
-            self.thread_.wait()
-        self.thread_ = self.worker = None
+        self.end_job()
         self.bar.setRange(0, 1)
         self.bar.setValue(0 if error else 1)
         self.export_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self._say(text, error)
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #c0392b;" if error else "")
-        self.status.setText(text)
-
-    def closeEvent(self, event: object) -> None:  # noqa: N802 - Qt API
-        self.cancel()
-        if self.thread_ is not None:
-            self.thread_.quit()
-            self.thread_.wait()
-        super().closeEvent(event)  # type: ignore[arg-type]
+        self.status.say(text, error)

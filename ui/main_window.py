@@ -41,7 +41,15 @@ from ui.keys import key_name
 from ui.review import ReviewWindow
 from ui.rig_worker import LiveState, RigInfo, RigWorker
 from ui.take import Take, TakePanel
-from ui.widgets import CameraView, EpisodeTable, JointPlot, key_map_html, monospace_font, state_html
+from ui.widgets import (
+    CameraView,
+    EpisodeTable,
+    JointPlot,
+    StatusLabel,
+    key_map_html,
+    monospace_font,
+    state_html,
+)
 
 if TYPE_CHECKING:
     from ui.export_dialog import ExportDialog
@@ -193,8 +201,7 @@ class MainWindow(QMainWindow):
         for button in (self.record_button, self.stop_button, self.discard_button, self.undo_button):
             buttons.addWidget(button)
         column.addLayout(buttons)
-        self.status_label = QLabel("idle")
-        self.status_label.setWordWrap(True)
+        self.status_label = StatusLabel("idle")
         self.status_label.setMinimumHeight(60)
         self.status_label.setAlignment(Qt.AlignmentFlag.AlignTop)
         column.addWidget(self.status_label)
@@ -328,7 +335,7 @@ class MainWindow(QMainWindow):
         self.rig_info = None
         self._requested = config
         self._last_path = None  # Discard never reaches an episode of another robot, task or device
-        self._set_status(f"loading {config.robot} / {config.task_name} ...")
+        self.status_label.say(f"loading {config.robot} / {config.task_name} ...")
         self._show_controls(device)
         self._update_buttons()
         self._build_requested.emit(config)
@@ -338,7 +345,7 @@ class MainWindow(QMainWindow):
             return
         self.rig_info = info
         self._make_views(info)
-        self._set_status("ready: press Record")
+        self.status_label.say("ready: press Record")
         self._update_buttons()
         self._request_preview()
 
@@ -346,7 +353,7 @@ class MainWindow(QMainWindow):
         self.rig_info = None
         _clear_layout(self.cameras_row)
         self.camera_views = {}
-        self._set_status(f"cannot build the rig: {message}", error=True)
+        self.status_label.say(f"cannot build the rig: {message}", error=True)
         self._update_buttons()
 
     def _make_views(self, info: RigInfo) -> None:
@@ -416,7 +423,7 @@ class MainWindow(QMainWindow):
         self._pending_keys.clear()
         if self.joint_plot is not None:
             self.joint_plot.clear_history()
-        self._set_status(f"recording (seed {self.seed_spin.value()}) ...")
+        self.status_label.say(f"recording (seed {self.seed_spin.value()}) ...")
         self._update_buttons()
         self._record_requested.emit(self.seed_spin.value(), self.format_combo.currentText(),
                                     self.codec_combo.currentData())
@@ -425,14 +432,14 @@ class MainWindow(QMainWindow):
         """End the running episode; it is finalised on the worker thread and then listed."""
         if self.recording:
             self.worker.request_stop()
-            self._set_status("stopping: finalising the episode ...")
+            self.status_label.say("stopping: finalising the episode ...")
 
     def discard(self) -> None:
         """Move the episode being recorded, or else the last one saved, to the folder's trash (Undo restores it)."""
         if self.recording:
             self._discard_requested = True
             self.worker.request_stop()
-            self._set_status("discarding the running episode ...")
+            self.status_label.say("discarding the running episode ...")
             return
         if self._last_path is not None:
             self._to_trash(self._last_path, "")
@@ -447,7 +454,7 @@ class MainWindow(QMainWindow):
         try:
             window = ReviewWindow(self.out_dir / name)
         except (TeleopError, OSError) as exc:
-            self._set_status(f"cannot review {name}: {exc}", error=True)
+            self.status_label.say(f"cannot review {name}: {exc}", error=True)
             return None
         window.changed.connect(self.refresh_episodes)
         window.trashed.connect(self._on_review_trashed)
@@ -479,7 +486,7 @@ class MainWindow(QMainWindow):
             self._last_path = None
         if self.take_panel.take is not None and self.take_panel.take.path.name == entry.name:
             self.take_panel.close_take(kept=False)
-        self._set_status(f"moved {entry.name} to the trash ({entry.path.parent}); Undo brings it back")
+        self.status_label.say(f"moved {entry.name} to the trash ({entry.path.parent}); Undo brings it back")
         self.refresh_episodes()
         self._update_buttons()
 
@@ -493,17 +500,17 @@ class MainWindow(QMainWindow):
             if changes:
                 label_episode(take.path, **changes)  # type: ignore[arg-type]
         except (TeleopError, OSError) as exc:
-            self._set_status(f"could not label {take.path.name}: {exc}", error=True)
+            self.status_label.say(f"could not label {take.path.name}: {exc}", error=True)
             return
         outcome = self.take_panel.outcome.currentText()
         self.take_panel.close_take(kept=True)
         pause = self.take_panel.reset_spin.value()
         if pause > 0:
             self.next_take.start(round(pause * 1000))
-            self._set_status(f"kept {take.path.name} ({outcome}); reset the scene: the next take starts in "
+            self.status_label.say(f"kept {take.path.name} ({outcome}); reset the scene: the next take starts in "
                              f"{pause:g} s (Esc cancels)")
         else:
-            self._set_status(f"kept {take.path.name} ({outcome})")
+            self.status_label.say(f"kept {take.path.name} ({outcome})")
         self.refresh_episodes()
         self._update_buttons()
 
@@ -515,7 +522,7 @@ class MainWindow(QMainWindow):
         """Stop the countdown to the next take."""
         if self.next_take.isActive():
             self.next_take.stop()
-            self._set_status("next take cancelled: press Record when ready")
+            self.status_label.say("next take cancelled: press Record when ready")
 
     def rerecord(self) -> None:
         """Move the last take to the trash and record its scene again."""
@@ -532,9 +539,10 @@ class MainWindow(QMainWindow):
         try:
             self._trashed = move_to_trash(path)
         except (TeleopError, OSError) as exc:
-            self._set_status(f"could not discard {path.name}: {exc}", error=True)
+            self.status_label.say(f"could not discard {path.name}: {exc}", error=True)
             return
-        self._set_status(f"moved {path.name}{what} to the trash ({self._trashed.path.parent}); Undo brings it back")
+        self.status_label.say(f"moved {path.name}{what} to the trash ({self._trashed.path.parent}); Undo brings it "
+                              "back")
 
     def undo_discard(self) -> None:
         """Bring the last discarded episode back under its name."""
@@ -543,9 +551,9 @@ class MainWindow(QMainWindow):
         try:
             path = restore(self.out_dir, self._trashed.path.name)
         except (TeleopError, OSError) as exc:
-            self._set_status(f"could not restore {self._trashed.name}: {exc}", error=True)
+            self.status_label.say(f"could not restore {self._trashed.name}: {exc}", error=True)
         else:
-            self._set_status(f"restored {path.name}")
+            self.status_label.say(f"restored {path.name}")
             self._last_path = path
         self._trashed = None
         self.refresh_episodes()
@@ -559,7 +567,7 @@ class MainWindow(QMainWindow):
         if not self.worker.stopping:
             target = self._requested.session.rate_hz if self._requested is not None else state.rate_hz
             slow = state.steps > 10 and state.rate_hz < SLOW_FRACTION * target
-            self._set_status(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, {state.rate_hz:.1f} Hz of "
+            self.status_label.say(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, {state.rate_hz:.1f} Hz of "
                              f"{target:g} ({state.late_ticks} late ticks, last tick {state.tick_ms:.0f} ms), "
                              f"success: {'yes' if state.success else 'no'}", error=slow)
 
@@ -579,7 +587,7 @@ class MainWindow(QMainWindow):
             target_hz = self._requested.session.rate_hz if self._requested is not None else None
             if target_hz is not None:
                 problems += "".join(f"; {problem}" for problem in result.timing_problems(target_hz))
-            self._set_status(
+            self.status_label.say(
                 f"saved {episode.path.name}: {result.steps} steps, {result.duration_s:.1f} s, "
                 f"{result.achieved_rate_hz:.1f} Hz, success: {'yes' if result.success else 'no'} "
                 f"(ended by {result.stopped_by}){problems}", error=bool(problems))
@@ -589,7 +597,7 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, message: str) -> None:
         self._end_recording()
-        self._set_status(f"recording failed: {message}", error=True)
+        self.status_label.say(f"recording failed: {message}", error=True)
         self.refresh_episodes()
 
     def _end_recording(self) -> None:
@@ -615,10 +623,6 @@ class MainWindow(QMainWindow):
                        self.codec_combo):
             widget.setEnabled(not self.recording)
         self._show_option(self.device_combo.currentText())
-
-    def _set_status(self, text: str, error: bool = False) -> None:
-        self.status_label.setStyleSheet("color: #c0392b;" if error else "")
-        self.status_label.setText(text)
 
     # --- keyboard device -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from recorder.trash import TrashEntry, move_to_trash
 from recorder.trim import auto_trim_range, trim_episode
 from teleop.errors import TeleopError
 from ui.take import OUTCOMES
-from ui.widgets import CameraView, joint_colors, short_names
+from ui.widgets import CameraView, StatusLabel, joint_colors, short_names
 
 REVIEW_CAMERA_PX = 320  # [px] height of each camera view
 
@@ -83,8 +83,7 @@ class ReviewWindow(QWidget):
         row.addWidget(self._trim_box())
         row.addWidget(self._labels_box())
         column.addLayout(row)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
+        self.status = StatusLabel()
         column.addWidget(self.status)
 
     def _trim_box(self) -> QGroupBox:
@@ -235,24 +234,24 @@ class ReviewWindow(QWidget):
         try:
             cuts = auto_trim_range(self.reader)
         except TeleopError as exc:
-            self._say(str(exc), error=True)
+            self.status.say(str(exc), error=True)
             return
         self._set_range(cuts.start, cuts.end - 1)
-        self._say(f"idle cuts: keep steps {cuts.start}-{cuts.end - 1} of 0-{self.num_steps - 1}")
+        self.status.say(f"idle cuts: keep steps {cuts.start}-{cuts.end - 1} of 0-{self.num_steps - 1}")
 
     def trim(self) -> None:
         """Keep the chosen steps; the original goes to the folder's trash."""
         first, last = self.first_spin.value(), self.last_spin.value()
         if (first, last) == (0, self.num_steps - 1):
-            self._say("the range is the whole episode: nothing to trim")
+            self.status.say("the range is the whole episode: nothing to trim")
             return
         self._close_reader()
         try:
             trim_episode(self.path, first, last + 1)
         except (TeleopError, OSError) as exc:
-            self._say(f"could not trim: {exc}", error=True)
+            self.status.say(f"could not trim: {exc}", error=True)
         else:
-            self._say(f"kept steps {first}-{last}; the original is in the folder's trash")
+            self.status.say(f"kept steps {first}-{last}; the original is in the folder's trash")
             self.changed.emit()
         self._load()
 
@@ -265,9 +264,9 @@ class ReviewWindow(QWidget):
             label_episode(self.path, success=self.outcome.currentData(), instruction=self.instruction.text().strip(),
                           note=self.note.text().strip())
         except (TeleopError, OSError) as exc:
-            self._say(f"could not save the labels: {exc}", error=True)
+            self.status.say(f"could not save the labels: {exc}", error=True)
         else:
-            self._say(f"saved the labels of {self.path.name}")
+            self.status.say(f"saved the labels of {self.path.name}")
             self.changed.emit()
         step = self.step
         self._load()
@@ -279,15 +278,11 @@ class ReviewWindow(QWidget):
         try:
             entry: TrashEntry = move_to_trash(self.path)
         except (TeleopError, OSError) as exc:
-            self._say(f"could not delete: {exc}", error=True)
+            self.status.say(f"could not delete: {exc}", error=True)
             self._load()
             return
         self.trashed.emit(entry)
         self.close()
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #c0392b;" if error else "")
-        self.status.setText(text)
 
     def _close_reader(self) -> None:
         self.timer.stop()

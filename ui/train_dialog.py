@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pyqtgraph as pg
-from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -24,13 +23,15 @@ from PyQt6.QtWidgets import (
 
 from teleop.errors import TeleopError
 from teleop.train.architectures import default_steps, encoder_names
+from ui.job_dialog import Job, JobDialog
+from ui.widgets import StatusLabel
 
 
 class Cancelled(TeleopError):
     """Cancel was pressed while rolling out."""
 
 
-class TrainWorker(QObject):
+class TrainWorker(Job):
     """Trains, then evaluates on test scenes; signals line(text), finished(success rate or -1, rollouts folder or
     ""), failed(message)."""
 
@@ -41,7 +42,6 @@ class TrainWorker(QObject):
     def __init__(self, config: object, eval_episodes: int, record: bool) -> None:
         super().__init__()
         self.config, self.eval_episodes, self.record = config, eval_episodes, record
-        self.cancelled = False
 
     @pyqtSlot()
     def run(self) -> None:
@@ -69,17 +69,15 @@ class TrainWorker(QObject):
         self.line.emit(text)
 
 
-class TrainDialog(QDialog):
+class TrainDialog(JobDialog):
     """`teleop train`'s main options for the episodes of `directory`, and `teleop eval` after it."""
 
     review_requested = pyqtSignal(object)  # a recorded rollout's path
 
     def __init__(self, directory: Path, parent: QObject | None = None) -> None:
-        super().__init__(parent)  # type: ignore[arg-type]
+        super().__init__(parent)
         self.directory = Path(directory)
         self.setWindowTitle(f"train a policy on {self.directory}")
-        self.thread_: QThread | None = None
-        self.worker: TrainWorker | None = None
         self.rollouts: Path | None = None
         self.success_rate: float | None = None
         column = QVBoxLayout(self)
@@ -116,8 +114,7 @@ class TrainDialog(QDialog):
         column.addWidget(self.plot)
         self.log_label = QLabel()
         self.log_label.setWordWrap(True)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
+        self.status = StatusLabel()
         column.addWidget(self.log_label)
         column.addWidget(self.status)
         buttons = QHBoxLayout()
@@ -135,10 +132,6 @@ class TrainDialog(QDialog):
         self.poll = QTimer(self)
         self.poll.timeout.connect(self._read_losses)
         self._default_steps()
-
-    @property
-    def running(self) -> bool:
-        return self.thread_ is not None
 
     def _default_steps(self) -> None:
         """teleop train's default for the picked encoder (a frozen one trains the head alone, for longer)."""
@@ -163,30 +156,27 @@ class TrainDialog(QDialog):
         try:
             config = self.config()
         except TeleopError as exc:
-            self._say(str(exc), error=True)
+            self.status.say(str(exc), error=True)
             return
         self.rollouts, self.success_rate = None, None
         self.run_dir = Path(self.run_edit.text().strip()).expanduser()
-        self.worker = TrainWorker(config, self.eval_spin.value(), self.record_check.isChecked())
-        self.thread_ = QThread(self)
-        self.worker.moveToThread(self.thread_)
-        self.thread_.started.connect(self.worker.run)
-        self.worker.line.connect(self.log_label.setText)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.failed.connect(self._on_failed)
+        job = TrainWorker(config, self.eval_spin.value(), self.record_check.isChecked())
+        job.line.connect(self.log_label.setText)
+        job.finished.connect(self._on_finished)
+        job.failed.connect(self._on_failed)
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.review_button.setEnabled(False)
         self.curve.setData([], [])
-        self._say(f"training into {self.run_dir} ...")
+        self.status.say(f"training into {self.run_dir} ...")
         self.poll.start(500)
-        self.thread_.start()
+        self.start_job(job)
 
     def cancel(self) -> None:
         """Stop at the next training step or rollout."""
-        if self.worker is not None:
-            self.worker.cancelled = True
-            self._say("cancelling ...")
+        if self.running:
+            self.status.say("cancelling ...")
+        super().cancel()
 
     def _read_losses(self) -> None:
         """The loss curve so far, from the run's train_log.jsonl (written as the run goes)."""
@@ -207,26 +197,23 @@ class TrainDialog(QDialog):
     def _on_finished(self, success_rate: float, rollouts: str) -> None:
         self._stop_thread()
         if success_rate < 0:
-            self._say(f"trained: the policy is in {self.run_dir}")
+            self.status.say(f"trained: the policy is in {self.run_dir}")
             return
         self.success_rate = success_rate
         self.rollouts = Path(rollouts) if rollouts else None
         where = f"; the rollouts are episodes in {self.rollouts}" if self.rollouts else ""
-        self._say(f"success rate {success_rate:.0%} on {self.eval_spin.value()} test scenes (policy in "
+        self.status.say(f"success rate {success_rate:.0%} on {self.eval_spin.value()} test scenes (policy in "
                   f"{self.run_dir}){where}")
         self.review_button.setEnabled(self.rollouts is not None)
 
     def _on_failed(self, message: str) -> None:
         self._stop_thread()
-        self._say(message, error=True)
+        self.status.say(message, error=True)
 
     def _stop_thread(self) -> None:
         self.poll.stop()
         self._read_losses()
-        if self.thread_ is not None:
-            self.thread_.quit()
-            self.thread_.wait()
-        self.thread_ = self.worker = None
+        self.end_job()
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
@@ -235,14 +222,3 @@ class TrainDialog(QDialog):
             episodes = sorted(self.rollouts.glob("episode_*"))
             if episodes:
                 self.review_requested.emit(episodes[0])
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #c0392b;" if error else "")
-        self.status.setText(text)
-
-    def closeEvent(self, event: object) -> None:  # noqa: N802 - Qt API
-        self.cancel()
-        if self.thread_ is not None:
-            self.thread_.quit()
-            self.thread_.wait()
-        super().closeEvent(event)  # type: ignore[arg-type]

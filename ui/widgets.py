@@ -41,6 +41,22 @@ class CameraView(QLabel):
         self.setPixmap(QPixmap.fromImage(image))
 
 
+ERROR_COLOR = "#c0392b"  # status lines and table rows that report a problem
+
+
+class StatusLabel(QLabel):
+    """One line (wrapped) of what just happened; red for an error."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+
+    def say(self, text: str, error: bool = False) -> None:
+        self.setStyleSheet(f"color: {ERROR_COLOR};" if error else "")
+        self.setText(text)
+
+
+
 class JointPlot(pg.PlotWidget):
     """Joint positions over the last `window_s` seconds, one curve per joint."""
 
@@ -146,7 +162,7 @@ class EpisodeTable(QTableWidget):
             self.setItem(row, column, QTableWidgetItem(text))
 
     def _problem_row(self, row: int, item: EpisodeProblem) -> None:
-        red = QColor("#c0392b")
+        red = QColor(ERROR_COLOR)
         for column, text in enumerate((item.name, f"ERROR: {item.message}")):
             cell = QTableWidgetItem(text)
             cell.setForeground(red)
