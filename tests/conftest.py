@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from teleop.clock import SimulatedClock
@@ -39,3 +41,11 @@ def record_scripted(folder, episodes: int, robot: str = "franka", task: str = "f
         return record_episodes(rig, folder, episodes, seed, progress=lambda _: None)
     finally:
         rig.close()
+
+
+@pytest.fixture(scope="session")
+def app():  # noqa: ANN201
+    """The process's QApplication, offscreen unless QT_QPA_PLATFORM says otherwise (one per process)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    widgets = pytest.importorskip("PyQt6.QtWidgets")
+    return widgets.QApplication.instance() or widgets.QApplication([])

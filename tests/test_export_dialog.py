@@ -21,11 +21,6 @@ from ui.export_dialog import ExportDialog  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def app() -> QApplication:
-    return QApplication.instance() or QApplication([])
-
-
-@pytest.fixture(scope="module")
 def episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three scripted franka-reach episodes."""
     folder = tmp_path_factory.mktemp("export_dialog") / "episodes"

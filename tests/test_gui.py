@@ -30,11 +30,6 @@ from ui.main_window import CAMERA_ROW_PX, MainWindow  # noqa: E402
 LEFT = Qt.MouseButton.LeftButton
 
 
-@pytest.fixture(scope="module")
-def app() -> QApplication:
-    return QApplication.instance() or QApplication([])
-
-
 @pytest.fixture
 def make_window(app: QApplication, tmp_path: Path) -> Iterator[Callable[..., MainWindow]]:
     windows: list[MainWindow] = []

@@ -24,11 +24,6 @@ from recorder.trim import auto_trim_range  # noqa: E402
 from ui.review import ReviewWindow  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def app() -> QApplication:
-    return QApplication.instance() or QApplication([])
-
-
 @pytest.fixture
 def episode(tmp_path: Path) -> Path:
     """A scripted franka-reach episode, idle at its start."""
