@@ -660,10 +660,10 @@ def _next_seed(out: Path) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from teleop.train.architectures import default_steps
+    from teleop.train.architectures import default_steps, encoder_frozen
 
     encoder = args.encoder or ("resnet18" if args.encoder_weights else "keypoints")  # RESULTS.md
-    frozen = args.freeze_encoder if args.freeze_encoder is not None else args.encoder_weights is not None
+    frozen = encoder_frozen(encoder, args.encoder_weights is not None, args.freeze_encoder)
     steps = args.steps or default_steps(encoder, frozen)
     best = _train(args.dir, args.out, steps, eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                   batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, encoder=encoder,

@@ -22,7 +22,7 @@ from PyQt6.QtWidgets import (
 )
 
 from teleop.errors import TeleopError
-from teleop.train.architectures import default_steps, encoder_names
+from teleop.train.architectures import default_steps, encoder_frozen, encoder_names
 from ui.job_dialog import Job, JobDialog
 from ui.widgets import StatusLabel
 
@@ -136,7 +136,7 @@ class TrainDialog(JobDialog):
     def _default_steps(self) -> None:
         """teleop train's default for the picked encoder (a frozen one trains the head alone, for longer)."""
         encoder = self.encoder_combo.currentText()
-        frozen = encoder != "keypoints" or bool(self.weights_edit.text().strip())
+        frozen = encoder_frozen(encoder, has_weights=bool(self.weights_edit.text().strip()))
         self.steps_spin.setValue(default_steps(encoder, frozen))
 
     def config(self) -> object:

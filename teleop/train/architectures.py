@@ -115,6 +115,14 @@ def architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
+def encoder_frozen(name: str, has_weights: bool, freeze: bool | None = None) -> bool:
+    """Whether encoder `name` stays frozen while the policy trains: a ResNet or ViT always; the keypoints encoder
+    as `freeze` says, else when it starts from pretrained weights (R3M's protocol)."""
+    if not isinstance(architecture(name), KeypointArchitecture):
+        return True
+    return freeze if freeze is not None else has_weights
+
+
 def default_steps(name: str, frozen: bool = False) -> int:
     """Training steps for encoder `name` when none are given: DEFAULT_STEPS for a frozen encoder (only the head
     trains, hundreds of steps a second), fewer for one that trains with the policy (keypoints, unless `frozen`)."""

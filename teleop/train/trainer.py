@@ -28,7 +28,7 @@ from teleop.deps import require
 from teleop.errors import TeleopError
 from teleop.progress import progress_bar
 from teleop.train.actions import ACTION_SPACES, DEFAULT_CHUNK, DEFAULT_HORIZON
-from teleop.train.architectures import ARCHITECTURES, DEFAULT_SHIFT, KeypointArchitecture
+from teleop.train.architectures import ARCHITECTURES, DEFAULT_SHIFT, KeypointArchitecture, encoder_frozen
 from teleop.train.distributed import Ranks, process_group
 from teleop.train.runner import (
     BEST_POLICY_FILE,
@@ -139,8 +139,8 @@ class TrainConfig:
 
     @property
     def frozen(self) -> bool:
-        """Whether a keypoints encoder stays frozen (see freeze_encoder)."""
-        return self.freeze_encoder if self.freeze_encoder is not None else self.encoder_weights is not None
+        """Whether the encoder stays frozen (see freeze_encoder)."""
+        return encoder_frozen(self.encoder, self.encoder_weights is not None, self.freeze_encoder)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy (paths as strings)."""
