@@ -7,9 +7,11 @@ Progress goes to stderr; the last stdout line is one JSON object: {"cli": {...},
 "machine": {...}}.
 
 Each round records one franka-reach episode with the scripted operator (the same seed for both, a new seed per
-round) twice: once through `teleop.recording.record_episodes`, the loop of `teleop record`, and once by pressing
-Record in `ui.main_window.MainWindow`, which then also shows both cameras, the joint plot and the state table live
-(Qt's platform from QT_QPA_PLATFORM, `offscreen` when unset: widgets are painted into memory as on a screen). The
+round) twice: once through `teleop.recording.record_episodes`, the loop of `teleop record`, in a process of its
+own as `teleop record` runs, and once by pressing Record in `ui.main_window.MainWindow` (its rig in its own
+process, the window's process at the lower priority `teleop gui` gives it), which then also shows both cameras,
+the joint and tick plots and the state table live (Qt's platform from QT_QPA_PLATFORM, `offscreen` when unset:
+widgets are painted into memory as on a screen). The
 order alternates between rounds. Both use the window's session settings (20 Hz, the episode ends once success
 has held). Figures per mode, read back from each episode file: achieved_rate_hz (its stored achieved rate),
 late_ticks (ticks that started more than a period late), tick_p99_ms (99th percentile of a tick's own time) and
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,17 +52,43 @@ def episode_figures(path: Path) -> dict[str, float]:
                 "step_jitter_p99_ms": float(np.percentile(jitter, 99))}
 
 
-def record_cli(out: Path, seed: int) -> Path:
+class Cli:
+    """`teleop record`'s loop in a process of its own, as `teleop record` runs: one rig, kept across rounds (as
+    `teleop record --episodes N` keeps it), recording one episode per request."""
+
+    def __init__(self, out: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--cli-worker", str(out)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def record(self, seed: int) -> Path:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{seed}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"the CLI worker ended (exit code {self.process.wait()})")
+        return Path(line)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(60)
+
+
+def cli_worker(out: Path) -> None:
     from teleop.recording import record_episodes
     from teleop.rig import RigConfig, build_rig
     from ui.main_window import session_config
 
-    rig = build_rig(RigConfig(robot=ROBOT, task=TASK, device="scripted", session=session_config("scripted")))
-    try:
-        summary = record_episodes(rig, out, 1, seed, progress=lambda _: None)
-    finally:
-        rig.close()
-    return summary.episodes[0].path
+    results = os.fdopen(os.dup(1), "w")  # the paths; what pybullet prints goes to stderr
+    with c_stdout_to_stderr():
+        rig = build_rig(RigConfig(robot=ROBOT, task=TASK, device="scripted", session=session_config("scripted")))
+        try:
+            for line in sys.stdin:
+                summary = record_episodes(rig, out, 1, int(line), progress=lambda _: None)
+                print(summary.episodes[0].path, file=results, flush=True)
+        finally:
+            rig.close()
 
 
 class Window:
@@ -69,10 +98,12 @@ class Window:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         from PyQt6.QtWidgets import QApplication
 
+        from ui.app import yield_to_the_loop
         from ui.main_window import MainWindow
 
         self.app = QApplication.instance() or QApplication([])
         self.window = MainWindow(out, robot=ROBOT, task=TASK, device="scripted")
+        yield_to_the_loop()  # as teleop gui does
         self.window.show()
         self._wait(lambda: self.window.ready, 60)
 
@@ -110,19 +141,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="episodes per mode (default 6)")
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the benchmark")
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--cli-worker", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cli_worker:
+        cli_worker(args.cli_worker)
+        return
     rows: dict[str, list[dict[str, float]]] = {"cli": [], "gui": []}
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp, busy_processes(args.load), c_stdout_to_stderr():
+        cli = Cli(Path(tmp) / "cli")  # before the window lowers this process's priority, which children inherit
         window = Window(Path(tmp) / "gui")
         try:
             for i in range(args.rounds):
                 seed = args.seed + i
                 for mode in ("cli", "gui") if i % 2 == 0 else ("gui", "cli"):
-                    path = record_cli(Path(tmp) / "cli", seed) if mode == "cli" else window.record(seed)
+                    path = cli.record(seed) if mode == "cli" else window.record(seed)
                     rows[mode].append(episode_figures(path))
                     log(f"round {i + 1}/{args.rounds} {mode}: {rows[mode][-1]}")
         finally:
+            cli.close()
             window.close()
     result: dict[str, Any] = {mode: summarise(r) for mode, r in rows.items()}
     result["ratio"] = {"gui_over_cli_rate": round(result["gui"]["mean_achieved_rate_hz"]

@@ -9,11 +9,13 @@ from types import TracebackType
 
 from devices.sample import DeviceSample, validate_sample
 from devices.status import DeviceStatus, RateMeter
-from teleop.errors import DeviceNotConnectedError, MalformedSampleError
+from teleop.errors import DeviceError, DeviceNotConnectedError, MalformedSampleError, TeleopError
 
 Clock = Callable[[], float]
 
 __all__ = ["Clock", "Device", "DeviceSample"]
+
+READINESS_READS = 25  # reads of Device.readiness()
 
 
 class Device(abc.ABC):
@@ -74,6 +76,24 @@ class Device(abc.ABC):
         if not self._connected:
             return DeviceStatus(False, reason=f"{self.name} is not connected: call .connect() first")
         return self._read_meter.status(self.clock())
+
+    def readiness(self, seconds: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> DeviceStatus:
+        """Is the device ready to drive the robot? Connects, reads 25 times over `seconds`, reports status() and
+        disconnects again. A device that cannot connect is not ready, with the reason from its error."""
+        try:
+            self.connect()
+        except (TeleopError, OSError) as exc:
+            return DeviceStatus(False, reason=str(exc))
+        try:
+            for _ in range(READINESS_READS):
+                try:
+                    self.read()
+                except DeviceError:
+                    pass  # status() says why
+                sleep(seconds / READINESS_READS)
+            return self.status()
+        finally:
+            self.disconnect()
 
     def __enter__(self) -> Device:
         self.connect()

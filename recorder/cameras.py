@@ -192,6 +192,20 @@ class CameraSource(abc.ABC):
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A camera not yet started can be sent to another process (the desktop app's rig process starts it)."""
+        if self._thread is not None:
+            raise TeleopError(f"{self.label} is running: only a camera not yet started can move to another process")
+        state = self.__dict__.copy()
+        for name in ("_lock", "_stop"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
     # --- consumer side ---------------------------------------------------------------------------------
 
     def latest(self) -> CameraFrame | None:

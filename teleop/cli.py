@@ -11,12 +11,15 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Small matrices in a real-time loop: OpenBLAS threads only add jitter (p99 IK 0.1 ms -> 0.5 ms here).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from teleop.errors import TeleopError  # noqa: E402
+
+if TYPE_CHECKING:
+    from recorder.cameras import CameraSource
 
 
 def _add_rig_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
@@ -282,14 +285,20 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-@contextlib.contextmanager
-def _started_cameras(args: argparse.Namespace) -> Iterator[dict]:
-    """The --camera cameras, started (a missing one raises here, naming it) and stopped on the way out."""
+def _cameras(args: argparse.Namespace) -> dict[str, CameraSource]:
+    """The --camera cameras, not started."""
     from recorder.cameras import parse_camera
 
     cameras = dict(parse_camera(spec, args.camera_size, args.camera_fps) for spec in args.camera)
     if len(cameras) < len(args.camera):
         raise TeleopError(f"two --camera options share a name: {', '.join(args.camera)}")
+    return cameras
+
+
+@contextlib.contextmanager
+def _started_cameras(args: argparse.Namespace) -> Iterator[dict]:
+    """The --camera cameras, started (a missing one raises here, naming it) and stopped on the way out."""
+    cameras = _cameras(args)
     with contextlib.ExitStack() as stack:
         for camera in cameras.values():
             stack.enter_context(camera)
@@ -633,8 +642,7 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
 def _cmd_gui(args: argparse.Namespace) -> int:
     from ui.app import run_app
 
-    with _started_cameras(args) as cameras:
-        return run_app(args.out, cameras=cameras)
+    return run_app(args.out, cameras=_cameras(args))  # the window's rig process starts them
 
 
 def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, eval_every: int = 0,

@@ -27,7 +27,7 @@ class WorkStarted(Exception):
 def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     # Modules that import these functions by name must hold the real ones before they are patched: a module
     # first imported while the patch is on would keep the fake after the test.
-    for module in ("teleop.evaluate", "teleop.replay", "ui.rig_worker"):
+    for module in ("teleop.evaluate", "teleop.replay", "ui.rig_process"):
         importlib.import_module(module)
     calls: list[str] = []
     for target in WORK:

@@ -249,3 +249,9 @@ def test_the_device_lifecycle_contract(case: Case) -> None:
     assert _new_threads(before) == [] and not device.connected
     with pytest.raises(DeviceNotConnectedError):
         device.read()
+
+
+def test_readiness_connects_reads_reports_and_lets_go(case: Case) -> None:
+    status = case.device.readiness(seconds=1.0)
+    assert isinstance(status, DeviceStatus) and status.connected, status.reason
+    assert not case.device.connected and _new_threads(case.threads_before) == []

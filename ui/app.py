@@ -16,11 +16,13 @@ from teleop.errors import TeleopError
 if TYPE_CHECKING:
     from recorder.cameras import CameraSource
 
+GUI_NICENESS = 10  # how much lower the window's CPU priority is than the control loop's
+
 
 def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, CameraSource] | None = None) -> int:
     """Open the main window recording into `out_dir` and run the Qt event loop until it closes.
 
-    `cameras` (started by the caller) are shown and recorded beside the simulator's.
+    `cameras` (not started: the window's rig process starts them) are shown and recorded beside the simulator's.
 
     Raises:
         MissingDependencyError: PyQt6 or pyqtgraph is not installed.
@@ -35,9 +37,17 @@ def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, 
 
     app = widgets.QApplication.instance() or widgets.QApplication(list(sys.argv if argv is None else argv))
     window = MainWindow(Path(out_dir), cameras=cameras)
+    yield_to_the_loop()
     window.show()
     _close_on_interrupt(app)
     return int(app.exec())
+
+
+def yield_to_the_loop(niceness: int = GUI_NICENESS) -> None:
+    """Lower this process's CPU priority by `niceness`, so that on a busy machine the window waits for the CPU
+    rather than the control loop. The rig's process, started with the window, keeps the priority it started with."""
+    if hasattr(os, "nice"):
+        os.nice(niceness)
 
 
 def check_display(env: Mapping[str, str]) -> None:

@@ -7,7 +7,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PyQt6.QtCore import QEvent, QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal
+import numpy as np
+from PyQt6.QtCore import QEvent, QObject, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QApplication,
@@ -25,7 +26,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from devices.keyboard import KEY_MAP, KeyboardDevice
+from devices.keyboard import KEY_MAP
+from devices.status import DeviceStatus
 from kinematics.robots import ROBOTS
 from recorder.cameras import CameraSource
 from recorder.episodes import next_seed, scan_episodes
@@ -39,13 +41,14 @@ from teleop.session import SLOW_FRACTION, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.keys import key_name
 from ui.review import ReviewWindow
-from ui.rig_worker import LiveState, RigInfo, RigWorker
+from ui.rig_process import LiveState, RigInfo, RigProcess
 from ui.take import Take, TakePanel
 from ui.widgets import (
     CameraView,
     EpisodeTable,
     JointPlot,
     StatusLabel,
+    TickPlot,
     key_map_html,
     monospace_font,
     state_html,
@@ -68,6 +71,14 @@ def session_config(device: str) -> SessionConfig:
     return SessionConfig(max_duration_s=HUMAN_MAX_DURATION_S, stop_on_success_s=None)
 
 
+def in_window_terms(text: str) -> str:
+    """A message written for the command line, with its options named as the window shows them."""
+    for flag, field in (("with --device-arg", "in the Option field"), ("--device-arg", "the Option field"),
+                        ("with --device", "from the Device list"), ("--device ", "the device ")):
+        text = text.replace(flag, field)
+    return text
+
+
 def tasks_of(robot: str) -> list[str]:
     """Names of the tasks for one robot, its default task first."""
     names = sorted(name for name, cls in TASKS.items() if cls.robot == robot)
@@ -78,24 +89,23 @@ def tasks_of(robot: str) -> list[str]:
 class MainWindow(QMainWindow):
     """Records demonstrations into `out_dir`, one HDF5 file (or zarr directory) per episode.
 
-    The rig lives on a RigWorker thread (built, previewed and recorded there); the UI sends it requests
-    through queued signals and shows the RigInfo and LiveState snapshots it sends back. With the keyboard
-    device, key events anywhere in the app go to the device while a recording runs.
+    The rig lives in a process of its own (ui.rig_process: built, previewed and recorded there, so the window
+    never slows the control loop); the window sends it requests and shows the RigInfo and LiveState snapshots
+    it sends back. With the keyboard device, key events anywhere in the app go to the device while a recording
+    runs. `cameras` are real cameras, not started: the rig's process starts and stops them.
     """
-
-    _build_requested = pyqtSignal(object)
-    _preview_requested = pyqtSignal(int)
-    _record_requested = pyqtSignal(int, str, str)  # seed, episode format, image codec
 
     def __init__(self, out_dir: Path, robot: str = "franka", task: str | None = None,
                  device: str = "scripted", cameras: Mapping[str, CameraSource] | None = None) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
-        self.cameras = dict(cameras or {})  # real cameras, started by the caller, recorded beside the simulator's
+        self.cameras = dict(cameras or {})  # real cameras, recorded beside the simulator's
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.rig_info: RigInfo | None = None
+        self.device_status: DeviceStatus | None = None  # the last check of the rig's device
         self._requested: RigConfig | None = None
         self.recording = False
+        self.live_steps = 0  # ticks of the running recording so far, as last reported
         self.camera_views: dict[str, CameraView] = {}
         self.joint_plot: JointPlot | None = None
         self._discard_requested = False
@@ -105,7 +115,6 @@ class MainWindow(QMainWindow):
         self.reviews: list[ReviewWindow] = []  # open review windows
         self.export_dialog: ExportDialog | None = None
         self.train_dialog: TrainDialog | None = None
-        self._pending_keys: list[tuple[str, bool]] = []
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
         self._build_ui()
@@ -201,6 +210,16 @@ class MainWindow(QMainWindow):
         for button in (self.record_button, self.stop_button, self.discard_button, self.undo_button):
             buttons.addWidget(button)
         column.addLayout(buttons)
+        device_row = QHBoxLayout()
+        self.device_label = StatusLabel("device: not checked yet")
+        self.device_label.setToolTip("Checked after each change of robot, task or device: connected, sampling, "
+                                     "and if not, why; Record waits for a ready device")
+        self.check_button = QPushButton("Check")
+        self.check_button.setToolTip("Connect the device again and read it for half a second")
+        self.check_button.clicked.connect(self.check_device)
+        device_row.addWidget(self.device_label, stretch=1)
+        device_row.addWidget(self.check_button)
+        column.addLayout(device_row)
         self.status_label = StatusLabel("idle")
         self.status_label.setMinimumHeight(60)
         self.status_label.setAlignment(Qt.AlignmentFlag.AlignTop)
@@ -231,8 +250,14 @@ class MainWindow(QMainWindow):
         self.cameras_row = QHBoxLayout(self.cameras_box)
         column.addWidget(self.cameras_box)
         bottom = QHBoxLayout()
-        self.plot_box = QGroupBox("Joint positions, last 5 s")
-        self._plot_row = plot_row = QHBoxLayout(self.plot_box)
+        self.plot_box = QGroupBox("Joint positions (solid) and targets (dashed), last 5 s; each tick's time")
+        plot_row = QHBoxLayout(self.plot_box)
+        self._plot_column = QVBoxLayout()
+        self.tick_plot = TickPlot(1000.0 / SessionConfig().rate_hz)
+        self.tick_plot.setFixedHeight(110)
+        self.tick_plot.setToolTip("How long each of the last ticks took; red: longer than the control period")
+        self._plot_column.addWidget(self.tick_plot)
+        plot_row.addLayout(self._plot_column, stretch=1)
         self.state_label = QLabel()
         self.state_label.setFont(monospace_font())
         self.state_label.setAlignment(Qt.AlignmentFlag.AlignTop)
@@ -264,24 +289,29 @@ class MainWindow(QMainWindow):
     # --- worker --------------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        self._worker_thread = QThread(self)
-        self.worker = RigWorker(self.out_dir, cameras=self.cameras)
-        self.worker.moveToThread(self._worker_thread)
-        self._build_requested.connect(self.worker.build)
-        self._preview_requested.connect(self.worker.preview)
-        self._record_requested.connect(self.worker.record)
+        self.worker = RigProcess(self.out_dir, cameras=self.cameras)
         self.worker.built.connect(self._on_built)
         self.worker.build_failed.connect(self._on_build_failed)
+        self.worker.device_checked.connect(self._on_device_checked)
         self.worker.previewed.connect(self._on_previewed)
         self.worker.live.connect(self._on_live)
         self.worker.recorded.connect(self._on_recorded)
         self.worker.failed.connect(self._on_failed)
-        self._worker_thread.start()
+        self.worker.died.connect(self._on_died)
 
     @property
     def ready(self) -> bool:
-        """Whether a rig is built for the current picks and nothing records."""
-        return self.rig_info is not None and not self.recording
+        """Whether a rig is built for the current picks, its device is ready and nothing records."""
+        return (self.rig_info is not None and not self.recording and self.device_status is not None
+                and self.device_status.connected)
+
+    def check_device(self) -> None:
+        """Have the rig's process check the device again (connect, read, report)."""
+        if self.rig_info is not None and not self.recording:
+            self.device_status = None
+            self.device_label.say(f"device: checking {escape(self.rig_info.config.device)} ...")
+            self._update_buttons()
+            self.worker.check_device()
 
     # --- pickers and rig -------------------------------------------------------------------------------
 
@@ -333,27 +363,45 @@ class MainWindow(QMainWindow):
                            device=device, session=session_config(device),
                            device_arg=self.device_option.text().strip() or None)
         self.rig_info = None
+        self.device_status = None
         self._requested = config
         self._last_path = None  # Discard never reaches an episode of another robot, task or device
         self.status_label.say(f"loading {config.robot} / {config.task_name} ...")
         self._show_controls(device)
         self._update_buttons()
-        self._build_requested.emit(config)
+        self.worker.build(config)
 
     def _on_built(self, info: RigInfo) -> None:
         if info.config != self._requested:  # superseded by a later pick; that build follows
             return
         self.rig_info = info
         self._make_views(info)
-        self.status_label.say("ready: press Record")
+        self.status_label.say("built: checking the device ...")
+        self.device_label.say(f"device: checking {escape(info.config.device)} ...")
+        self._update_buttons()
+
+    def _on_device_checked(self, status: DeviceStatus) -> None:
+        if self.rig_info is None:
+            return
+        self.device_status = status
+        name = self.rig_info.config.device
+        if status.connected:
+            rate = f", {status.sample_rate_hz:.0f} samples/s" if status.sample_rate_hz else ""
+            self.device_label.say(f"device: {name} ready{rate}")
+            self.status_label.say("ready: press Record")
+        else:
+            self.device_label.say(f"device: {name} not ready: {in_window_terms(status.reason)}", error=True)
+            self.status_label.say("Record waits for the device: fix what the line above says, then press Check",
+                                  error=True)
         self._update_buttons()
         self._request_preview()
 
     def _on_build_failed(self, message: str) -> None:
         self.rig_info = None
+        self.device_label.say("device: no rig")
         _clear_layout(self.cameras_row)
         self.camera_views = {}
-        self.status_label.say(f"cannot build the rig: {message}", error=True)
+        self.status_label.say(f"cannot build the rig: {in_window_terms(message)}", error=True)
         self._update_buttons()
 
     def _make_views(self, info: RigInfo) -> None:
@@ -375,12 +423,13 @@ class MainWindow(QMainWindow):
             self.joint_plot.setParent(None)
             self.joint_plot.deleteLater()
         self.joint_plot = JointPlot(info.joint_names)
-        self._plot_row.insertWidget(0, self.joint_plot, stretch=1)
+        self._plot_column.insertWidget(0, self.joint_plot, stretch=1)
+        self.tick_plot.set_period(1000.0 / info.config.session.rate_hz)
         self.instruction_label.setText(f"<b>Task:</b> {escape(info.instruction)}")
 
     def _request_preview(self) -> None:
-        if self.ready:
-            self._preview_requested.emit(self.seed_spin.value())
+        if self.rig_info is not None and not self.recording:
+            self.worker.preview(self.seed_spin.value())
 
     def _on_previewed(self, state: LiveState) -> None:
         if self.recording:
@@ -420,13 +469,13 @@ class MainWindow(QMainWindow):
         self.recording = True
         self._take_seed = self.seed_spin.value()
         self._discard_requested = False
-        self._pending_keys.clear()
+        self.live_steps = 0
         if self.joint_plot is not None:
             self.joint_plot.clear_history()
+        self.tick_plot.show_ticks(np.zeros(0))
         self.status_label.say(f"recording (seed {self.seed_spin.value()}) ...")
         self._update_buttons()
-        self._record_requested.emit(self.seed_spin.value(), self.format_combo.currentText(),
-                                    self.codec_combo.currentData())
+        self.worker.record(self.seed_spin.value(), self.format_combo.currentText(), self.codec_combo.currentData())
 
     def stop(self) -> None:
         """End the running episode; it is finalised on the worker thread and then listed."""
@@ -560,10 +609,11 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def _on_live(self, state: LiveState) -> None:
-        self._flush_pending_keys()
+        self.live_steps = state.steps
         self._show_state(state)
         if self.joint_plot is not None:
-            self.joint_plot.add(state.t, state.joint_pos)
+            self.joint_plot.add(state.t, state.joint_pos, state.joint_target)
+        self.tick_plot.show_ticks(state.recent_tick_ms)
         if not self.worker.stopping:
             target = self._requested.session.rate_hz if self._requested is not None else state.rate_hz
             slow = state.steps > 10 and state.rate_hz < SLOW_FRACTION * target
@@ -600,9 +650,13 @@ class MainWindow(QMainWindow):
         self.status_label.say(f"recording failed: {message}", error=True)
         self.refresh_episodes()
 
+    def _on_died(self, message: str) -> None:
+        self.rig_info = None
+        self._end_recording()
+        self.status_label.say(message, error=True)
+
     def _end_recording(self) -> None:
         self.recording = False
-        self._pending_keys.clear()
         self._update_buttons()
 
     def refresh_episodes(self) -> None:
@@ -611,6 +665,7 @@ class MainWindow(QMainWindow):
 
     def _update_buttons(self) -> None:
         self.record_button.setEnabled(self.ready)
+        self.check_button.setEnabled(self.rig_info is not None and not self.recording)
         self.stop_button.setEnabled(self.recording)
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
@@ -630,44 +685,24 @@ class MainWindow(QMainWindow):
         """While a keyboard recording runs, every key of the device's map goes to the device."""
         if event is None or event.type() not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
             return False
-        if not self.recording or self._keyboard() is None or not isinstance(event, QKeyEvent):
+        keyboard = self.rig_info is not None and self.rig_info.config.device == "keyboard"
+        if not self.recording or not keyboard or not isinstance(event, QKeyEvent):
             return False
         name = key_name(event.key())
         if name is None:
             return False
         if not event.isAutoRepeat():
-            self._send_key(name, event.type() == QEvent.Type.KeyPress)
+            self.worker.send_key(name, event.type() == QEvent.Type.KeyPress)
         return True
-
-    def _keyboard(self) -> KeyboardDevice | None:
-        device = self.rig_info.device if self.rig_info is not None else None
-        return device if isinstance(device, KeyboardDevice) else None
-
-    def _send_key(self, name: str, pressed: bool) -> None:
-        self._pending_keys.append((name, pressed))
-        self._flush_pending_keys()
-
-    def _flush_pending_keys(self) -> None:
-        """Hand queued keys to the device once it is connected (the worker connects it after the reset)."""
-        device = self._keyboard()
-        if device is None or not device.connected:
-            return
-        pending, self._pending_keys = self._pending_keys, []
-        for name, pressed in pending:
-            (device.press if pressed else device.release)(name)
 
     # --- shutdown --------------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent | None) -> None:  # noqa: N802 - Qt API
-        """End a running recording (it is kept), release the simulator and stop the worker thread."""
+        """End a running recording (it is kept), release the simulator and cameras and end the rig's process."""
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self)
-        if self._worker_thread.isRunning():
-            self.worker.request_stop()
-            QMetaObject.invokeMethod(self.worker, "shutdown", Qt.ConnectionType.BlockingQueuedConnection)
-            self._worker_thread.quit()
-            self._worker_thread.wait()
+        self.worker.shutdown()
         self.rig_info = None
         self.recording = False
         super().closeEvent(event)

@@ -1,4 +1,4 @@
-"""The window's building blocks: camera view, joint plot, state readout, episode table, key map."""
+"""The window's building blocks: camera view, joint and tick plots, state readout, episode table, key map."""
 
 from __future__ import annotations
 
@@ -58,34 +58,79 @@ class StatusLabel(QLabel):
 
 
 class JointPlot(pg.PlotWidget):
-    """Joint positions over the last `window_s` seconds, one curve per joint."""
+    """Joint positions over the last `window_s` seconds, one curve per joint, and the commanded targets of the
+    driven joints as dashed curves of the same colour (a gap between the two is the robot lagging its command)."""
 
     def __init__(self, joint_names: tuple[str, ...], window_s: float = 5.0,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent, background="w")
         self.window_s = window_s
-        self._history: deque[tuple[float, np.ndarray]] = deque()
+        self._history: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
         self.setLabel("left", "q [rad] / [m]")
         self.setLabel("bottom", "t - now [s]")
         self.setXRange(-window_s, 0.0, padding=0.0)
         self.showGrid(x=True, y=True, alpha=0.3)
-        self._curves = [self.plot(pen=pg.mkPen(color, width=2)) for color in joint_colors(len(joint_names))]
+        colors = joint_colors(len(joint_names))
+        self.curves = [self.plot(pen=pg.mkPen(color, width=2)) for color in colors]
+        self.target_curves = [self.plot(pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine))
+                               for color in colors]
 
     def clear_history(self) -> None:
         self._history.clear()
-        for curve in self._curves:
+        for curve in (*self.curves, *self.target_curves):
             curve.setData([], [])
 
-    def add(self, t: float, q: np.ndarray) -> None:
-        """Append one sample (monotonic time [s], joint positions) and redraw."""
-        self._history.append((t, np.asarray(q, dtype=float)))
+    def add(self, t: float, q: np.ndarray, target: np.ndarray | None = None) -> None:
+        """Append one sample (monotonic time [s], joint positions, targets of the first joints) and redraw."""
+        self._history.append((t, np.asarray(q, dtype=float), np.zeros(0) if target is None else np.asarray(target)))
         while self._history and t - self._history[0][0] > self.window_s:
             self._history.popleft()
         times = np.array([s[0] for s in self._history]) - t
         values = np.array([s[1] for s in self._history])
-        for i, curve in enumerate(self._curves):
+        for i, curve in enumerate(self.curves):
             if i < values.shape[1]:
                 curve.setData(times, values[:, i])
+        with_target = [(s[0] - t, s[2]) for s in self._history if len(s[2])]
+        for i, curve in enumerate(self.target_curves):
+            if with_target and i < len(with_target[-1][1]):
+                curve.setData([w[0] for w in with_target], [w[1][i] for w in with_target])
+
+
+class TickPlot(pg.PlotWidget):
+    """The loop's latency: each recent tick's own time [ms] against the control period, late ones in red."""
+
+    def __init__(self, period_ms: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent, background="w")
+        self.setLabel("left", "tick [ms]")
+        self.setLabel("bottom", "ticks ago")
+        self.showGrid(x=False, y=True, alpha=0.3)
+        self.setMouseEnabled(x=False, y=False)
+        self._period_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#b23b3b", width=1, style=Qt.PenStyle.DashLine))
+        self.addItem(self._period_line)
+        self._bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#5c6bc0")
+        self._late = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#b23b3b")
+        self.addItem(self._bars)
+        self.addItem(self._late)
+        self.shown = np.zeros(0)  # the tick times drawn [ms]
+        self.set_period(period_ms)
+
+    def set_period(self, period_ms: float) -> None:
+        """The control period [ms]: the dashed line, and what counts as late."""
+        self.period_ms = period_ms
+        self._period_line.setPos(period_ms)
+        self.setYRange(0, 1.5 * period_ms, padding=0)
+
+    def show_ticks(self, tick_ms: np.ndarray) -> None:
+        """Draw the ticks' own times, oldest first; ticks longer than the period in red."""
+        tick_ms = np.asarray(tick_ms, dtype=float)
+        ago = np.arange(len(tick_ms))[::-1] * -1.0
+        late = tick_ms > self.period_ms
+        self._bars.setOpts(x=ago[~late], height=tick_ms[~late])
+        self._late.setOpts(x=ago[late], height=tick_ms[late])
+        top = max(1.5 * self.period_ms, float(tick_ms.max()) * 1.1 if len(tick_ms) else 0.0)
+        self.setYRange(0, top, padding=0)
+        self.setXRange(-max(len(tick_ms), 10), 1, padding=0)
+        self.shown = tick_ms
 
 
 def short_names(names: tuple[str, ...]) -> list[str]:
