@@ -133,6 +133,7 @@ class CameraSource(abc.ABC):
     """
 
     label = "camera"
+    spec = ""  # NAME=SOURCE it was made from by parse_camera, "" when made otherwise
     timestamps = "receive"  # what frame times are (CameraStatus.timestamps); a backend may set it when opened
 
     def __init__(self, fps: float, clock: Clock = time.monotonic, buffer_size: int = 4,
@@ -734,18 +735,23 @@ def parse_camera(spec: str, size: tuple[int, int] | None = None, fps: float = 30
     if not sep or not name or not source or "/" in name:
         raise TeleopError(f"camera {spec!r} is not NAME=SOURCE (a name without '/', e.g. usb=0); SOURCE is one "
                           f"of: {', '.join(CAMERA_SOURCES)}")
+    camera = _camera(name, source, size, fps)
+    camera.spec = f"{name}={source}"
+    return name, camera
+
+
+def _camera(name: str, source: str, size: tuple[int, int] | None, fps: float) -> CameraSource:
     width, height = size if size else (None, None)
     kind, _, serial = source.partition(":")
     index = source.removeprefix("/dev/video")
     if index.isdigit():
-        return name, OpenCVCamera(int(index), width, height, fps=fps)
+        return OpenCVCamera(int(index), width, height, fps=fps)
     if kind in ("realsense", "realsense-depth"):
-        return name, RealSenseCamera(serial or None, width or 640, height or 480, fps=fps,
-                                     depth=kind == "realsense-depth")
+        return RealSenseCamera(serial or None, width or 640, height or 480, fps=fps, depth=kind == "realsense-depth")
     if source == "synthetic":
-        return name, SyntheticCamera(width or 640, height or 480, fps=fps)
+        return SyntheticCamera(width or 640, height or 480, fps=fps)
     if Path(source).suffix:
-        return name, OpenCVCamera(source, width, height)
+        return OpenCVCamera(source, width, height)
     raise TeleopError(f"camera source {source!r} of {name!r} is none of: {', '.join(CAMERA_SOURCES)}")
 
 

@@ -391,3 +391,62 @@ def test_a_rig_process_that_dies_is_reported_and_the_window_stays(make_window: C
     wait_until(lambda: not window.recording, 10)
     assert "the rig's process ended unexpectedly (exit code -9)" in window.status_label.text()
     assert not window.record_button.isEnabled() and window.isVisible()
+
+
+def test_the_camera_picker_adds_found_cameras_and_refuses_a_bad_spec(make_window: Callable[..., MainWindow],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from recorder.cameras import FoundCamera
+
+    window = make_window("scripted")
+    picker = window.camera_picker
+    pid = window.worker.pid
+    picker.field.setText("usb")  # no source
+    picker.field.editingFinished.emit()
+    assert "cameras not changed" in window.status_label.text() and "NAME=SOURCE" in window.status_label.text()
+    assert window.worker.pid == pid  # the rig is left as it was
+    found = [FoundCamera("/dev/video1", "/dev/video1", problem="OpenCV cannot open it"),
+             FoundCamera("synthetic", "a test pattern", 160, 120, 30.0)]
+    monkeypatch.setattr("ui.camera_picker.find_cameras", lambda probe_s: found)
+    picker.field.setText("")
+    QTest.mouseClick(picker.find_button, LEFT)
+    wait_until(lambda: picker.menu is not None, 10)
+    [action] = picker.menu.actions()  # the camera OpenCV cannot open is not offered
+    assert action.text() == "synthetic: a test pattern, 160x120 at 30 Hz"
+    action.trigger()
+    assert picker.field.text() == "cam1=synthetic"
+    wait_until(lambda: window.ready and "cam1" in window.camera_views, 30)
+    assert window.worker.pid != pid
+    QTest.mouseClick(window.record_button, LEFT)
+    wait_until(lambda: not window.recording, 30)
+    [path] = episode_files(window)
+    with open_episode(path) as reader:
+        assert "cam1" in reader.camera_names
+
+
+def test_calibrating_the_controller_from_the_window(app: QApplication, tmp_path: Path) -> None:
+    from kinematics.calibration import load_calibration
+    from test_calibrate import R_BASE_DEVICE, _angle_deg
+    from test_calibrate import _trace as vive_trace
+
+    window = MainWindow(tmp_path / "episodes", device="scripted")
+    try:
+        wait_until(lambda: window.ready, 20)
+        assert not window.calibrate_button.isEnabled()  # the scripted operator gives no controller pose
+        window.device_combo.setCurrentText("replay")
+        window.device_option.setText(str(vive_trace(tmp_path / "point.trace.jsonl", "point")))
+        window.device_option.editingFinished.emit()
+        wait_until(lambda: window.ready, 20)
+        assert window.calibrate_button.isEnabled() and window.rig_info.config.calibration is None
+        assert window.calibration_label.text().startswith("none")
+        dialog = window.open_calibrate()
+        QTest.mouseClick(dialog.start_button, LEFT)
+        wait_until(lambda: not dialog.running, 20)
+        assert "saved calibration.json" in dialog.result_label.text(), dialog.result_label.text()
+        assert "grip" in dialog.prompts.text()  # the routine's instructions, shown as they came
+        path = window.out_dir / "calibration.json"
+        assert _angle_deg(load_calibration(path).R_base_device, R_BASE_DEVICE) < 2.0
+        wait_until(lambda: window.ready and window.rig_info.config.calibration == path, 20)  # used from now on
+        assert window.calibration_label.text() == "calibration.json"
+        dialog.close()
+    finally:
+        window.close()

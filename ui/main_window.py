@@ -34,11 +34,15 @@ from recorder.episodes import next_seed, scan_episodes
 from recorder.labels import label_episode
 from recorder.trash import TrashEntry, move_to_trash, restore
 from teleop.backends import BACKENDS as DEVICES
+from teleop.backends import source_device
+from teleop.calibrate import pose_devices
 from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
 from teleop.session import SLOW_FRACTION, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
+from ui.calibrate_dialog import CALIBRATION_FILE, CalibrateDialog
+from ui.camera_picker import CameraPicker
 from ui.keys import key_name
 from ui.review import ReviewWindow
 from ui.rig_process import LiveState, RigInfo, RigProcess
@@ -114,6 +118,7 @@ class MainWindow(QMainWindow):
         self._take_seed = 0  # the seed of the take being recorded
         self.reviews: list[ReviewWindow] = []  # open review windows
         self.export_dialog: ExportDialog | None = None
+        self.calibrate_dialog: CalibrateDialog | None = None
         self.train_dialog: TrainDialog | None = None
         self.setWindowTitle(f"teleop: record demonstrations into {self.out_dir}")
         self._start_worker()
@@ -178,6 +183,21 @@ class MainWindow(QMainWindow):
         form.addRow("Device", self.device_combo)
         form.addRow("Option", self.device_option)
         form.addRow("Seed", self.seed_spin)
+        self.camera_picker = CameraPicker(self.cameras)
+        self.camera_picker.changed.connect(self.set_cameras)
+        self.camera_picker.problem.connect(lambda text: self.status_label.say(text, error=True))
+        form.addRow("Cameras", self.camera_picker)
+        calibration_row = QHBoxLayout()
+        self.calibration_label = QLabel()
+        self.calibration_label.setToolTip("The rotation from a VR controller's tracking frame to the robot base, "
+                                          f"kept in the folder as {CALIBRATION_FILE}")
+        self.calibrate_button = QPushButton("Calibrate ...")
+        self.calibrate_button.setToolTip("Measure it with the controller (as teleop calibrate); only for devices "
+                                         "that give a controller pose")
+        self.calibrate_button.clicked.connect(self.open_calibrate)
+        calibration_row.addWidget(self.calibration_label, stretch=1)
+        calibration_row.addWidget(self.calibrate_button)
+        form.addRow("Calibration", calibration_row)
         self.robot_combo.currentTextChanged.connect(self._on_robot_changed)
         self.task_combo.currentTextChanged.connect(lambda _: self.rebuild_rig())
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
@@ -288,6 +308,15 @@ class MainWindow(QMainWindow):
 
     # --- worker --------------------------------------------------------------------------------------
 
+    def set_cameras(self, cameras: Mapping[str, CameraSource]) -> None:
+        """Record these real cameras (not started) from now on: the rig's process starts again with them."""
+        if self.recording:
+            return
+        self.cameras = dict(cameras)
+        self.worker.shutdown()
+        self._start_worker()
+        self.rebuild_rig()
+
     def _start_worker(self) -> None:
         self.worker = RigProcess(self.out_dir, cameras=self.cameras)
         self.worker.built.connect(self._on_built)
@@ -361,7 +390,10 @@ class MainWindow(QMainWindow):
         device = self.device_combo.currentText()
         config = RigConfig(robot=self.robot_combo.currentText(), task=self.task_combo.currentText() or None,
                            device=device, session=session_config(device),
-                           device_arg=self.device_option.text().strip() or None)
+                           device_arg=self.device_option.text().strip() or None, calibration=self._calibration())
+        self.calibration_label.setText(f"{CALIBRATION_FILE}" if config.calibration else
+                                       "none (tracking frame = robot base)" if self._gives_pose() else
+                                       f"not used by {device}")
         self.rig_info = None
         self.device_status = None
         self._requested = config
@@ -520,6 +552,26 @@ class MainWindow(QMainWindow):
         self.export_dialog.show()
         return self.export_dialog
 
+    def open_calibrate(self) -> CalibrateDialog:
+        """The calibration dialog for the picked device; its result is used from the next build on."""
+        option = self.device_option.text().strip() or None
+        self.calibrate_dialog = CalibrateDialog(self.out_dir, self.device_combo.currentText(), option, self)
+        self.calibrate_dialog.calibrated.connect(lambda _: self.rebuild_rig())
+        self.calibrate_dialog.show()
+        return self.calibrate_dialog
+
+    def _calibration(self) -> Path | None:
+        """The folder's calibration file, for a device that gives a controller pose; None otherwise."""
+        path = self.out_dir / CALIBRATION_FILE
+        return path if path.exists() and self._gives_pose() else None
+
+    def _gives_pose(self) -> bool:
+        device = self.device_combo.currentText()
+        try:
+            return source_device(device, self.device_option.text().strip() or None) in pose_devices()
+        except (TeleopError, OSError):  # a replay whose trace cannot be read: the build says why
+            return False
+
     def open_train(self) -> TrainDialog:
         """The training dialog for this folder's episodes; its rollouts open in review windows."""
         from ui.train_dialog import TrainDialog
@@ -666,6 +718,7 @@ class MainWindow(QMainWindow):
     def _update_buttons(self) -> None:
         self.record_button.setEnabled(self.ready)
         self.check_button.setEnabled(self.rig_info is not None and not self.recording)
+        self.calibrate_button.setEnabled(not self.recording and self._gives_pose())
         self.stop_button.setEnabled(self.recording)
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
@@ -675,7 +728,7 @@ class MainWindow(QMainWindow):
         self._shortcuts["R"].setEnabled(pending)
         self._shortcuts["D"].setEnabled(self.discard_button.isEnabled() and not self.recording)
         for widget in (self.robot_combo, self.task_combo, self.device_combo, self.seed_spin, self.format_combo,
-                       self.codec_combo):
+                       self.codec_combo, self.camera_picker):
             widget.setEnabled(not self.recording)
         self._show_option(self.device_combo.currentText())
 
