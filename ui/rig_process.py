@@ -17,8 +17,11 @@ replaced by it, so a slow window never holds the loop up.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -34,6 +37,7 @@ from devices.keyboard import KeyboardDevice
 from devices.status import DeviceStatus
 from recorder.cameras import CameraSource
 from recorder.step import Step
+from teleop.child import ROOT
 from teleop.errors import TeleopError
 from teleop.recording import record_episode
 from teleop.rig import Rig, RigConfig, build_rig
@@ -314,9 +318,16 @@ class Outbox:
                 return
 
 
-def serve(conn: Connection, out_dir: Path, cameras: Mapping[str, CameraSource], min_interval_s: float) -> None:
-    """The child process's entry point."""
+def serve(fd: int) -> None:
+    """The child process's entry point: its end of the socket is `fd`. The first message is the parent's import
+    path (so that what the second one holds can be unpickled), the second (out_dir, cameras, min_interval_s)."""
+    conn = Connection(fd)
+    sys.path[:0] = [entry for entry in conn.recv() if entry not in sys.path]
+    out_dir, cameras, min_interval_s = conn.recv()
     RigHost(conn, out_dir, cameras, min_interval_s).serve()
+
+
+_CHILD_CODE = "import sys; from ui.rig_process import serve; serve(int(sys.argv[1]))"
 
 
 class RigProcess(QObject):
@@ -344,13 +355,16 @@ class RigProcess(QObject):
     def __init__(self, out_dir: Path, min_interval_s: float = 1 / 30,
                  cameras: Mapping[str, CameraSource] | None = None) -> None:
         super().__init__()
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no Qt or threads inherited
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=serve, name="teleop rig",
-                                        args=(child_conn, Path(out_dir), dict(cameras or {}), min_interval_s),
-                                        daemon=True)
-        self._process.start()
-        child_conn.close()
+        # A fresh interpreter (fork and exec): no Qt state or threads inherited, and unlike multiprocessing's
+        # spawn it never runs the caller's main script again.
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        self._process = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send(sys.path)
+        self._conn.send((Path(out_dir), dict(cameras or {}), min_interval_s))
         self._take = 0
         self._stopping = False
         self._closing = False
@@ -366,7 +380,7 @@ class RigProcess(QObject):
     @property
     def alive(self) -> bool:
         """Whether the child process is running."""
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     @property
     def stopping(self) -> bool:
@@ -400,10 +414,11 @@ class RigProcess(QObject):
         """End a running episode (it is kept), release the simulator and cameras, and wait for the child."""
         self._closing = True
         self._send("shutdown")
-        self._process.join(timeout_s)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.join()
+            self._process.wait()
         self._reader.join(timeout_s)
         self._conn.close()
 
@@ -422,6 +437,9 @@ class RigProcess(QObject):
                 break
             getattr(self, kind).emit(*args)
         if not self._closing:
-            self._process.join(5.0)
-            self.died.emit(f"the rig's process ended unexpectedly (exit code {self._process.exitcode}); close the "
+            try:
+                code: int | None = self._process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.died.emit(f"the rig's process ended unexpectedly (exit code {code}); close the "
                            "window and start teleop gui again")
