@@ -181,8 +181,9 @@ class EpisodeTable(QTableWidget):
         rows, columns = self.verticalHeader(), self.horizontalHeader()
         if rows is not None and columns is not None:
             rows.setVisible(False)
-            columns.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+            columns.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
             columns.setStretchLastSection(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)  # an error row is cut at the edge; its tooltip has it all
 
     def show_episodes(self, items: list[EpisodeSummary | EpisodeProblem]) -> None:
         """Replace the rows with `items` (from scan_episodes)."""
@@ -193,8 +194,19 @@ class EpisodeTable(QTableWidget):
                 self._problem_row(row, item)
             else:
                 self._summary_row(row, item)
+        self._fit_columns()
         if items:
             self.scrollToBottom()
+
+    def _fit_columns(self) -> None:
+        """Columns as wide as their header and the episodes' cells: an error row (one cell spanning the columns
+        after the name) never widens them."""
+        metrics = self.fontMetrics()
+        for column, header in enumerate(_COLUMNS):
+            cells = [item.text() for row in range(self.rowCount())
+                     if (column == 0 or self.columnSpan(row, 1) == 1) and (item := self.item(row, column)) is not None]
+            width = max(metrics.horizontalAdvance(text) for text in [header, *cells])
+            self.setColumnWidth(column, width + 16)
 
     def names(self) -> list[str]:
         """Episode file names in display order."""
