@@ -175,7 +175,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pretrain = sub.add_parser("pretrain", help="pretrain an image encoder on recorded episodes (R3M's or MAE's "
                                                "objective)")
-    pretrain.add_argument("dir", type=Path, help="folder of episodes (every intact one, failed ones too)")
+    pretrain.add_argument("dir", type=Path, nargs="+",
+                          help="folders of episodes (every intact one, failed ones too); several folders of different "
+                               "tasks or robots are pretrained on together")
     pretrain.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write (.pt)")
     pretrain.add_argument("--objective", default="r3m", choices=["r3m", "mae"],
                           help="r3m: R3M's time contrast and language alignment, for a ResNet; mae: masked "
@@ -687,7 +689,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from teleop.train.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(args.dir, args.out, objective=args.objective, encoder=args.encoder,
+    config = PretrainConfig(args.dir[0], args.out, more_dirs=tuple(args.dir[1:]), objective=args.objective,
+                            encoder=args.encoder,
                             init_weights=args.init_weights, cameras=tuple(args.camera or ()),
                             image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             crop_scale=args.crop_scale, mask_ratio=args.mask_ratio, seed=args.seed,

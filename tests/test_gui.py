@@ -427,9 +427,10 @@ def test_the_camera_picker_adds_found_cameras_and_refuses_a_bad_spec(make_window
 
 
 def test_calibrating_the_controller_from_the_window(app: QApplication, tmp_path: Path) -> None:
-    from kinematics.calibration import load_calibration
     from test_calibrate import R_BASE_DEVICE, _angle_deg
     from test_calibrate import _trace as vive_trace
+
+    from kinematics.calibration import load_calibration
 
     window = MainWindow(tmp_path / "episodes", device="scripted")
     try:

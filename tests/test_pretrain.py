@@ -6,6 +6,7 @@ its own per episode, so frame order and episode identity are both visible in the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,9 @@ def _frame(t: int, row: int) -> np.ndarray:
     return img
 
 
-def _write(path: Path, row: int, success: bool = True, steps: int = STEPS) -> None:
-    writer = EpisodeWriter(path, _meta())
+def _write(path: Path, row: int, success: bool = True, steps: int = STEPS,
+           instruction: str = "follow the square") -> None:
+    writer = EpisodeWriter(path, dataclasses.replace(_meta(), instruction=instruction))
     for i in range(steps):
         q = np.array([i / steps, row / IMAGE])
         frames = {"front": CameraFrame(_frame(i, row), 0.05 * i),
@@ -205,3 +207,19 @@ def test_the_command_line(episodes: Path, tmp_path: Path) -> None:
     assert main(["pretrain", str(episodes), "--out", str(out), "--steps", "2", "--batch-size", "4",
                  "--image-size", str(SIZE), "--camera", "front", "--threads", "1"]) == 0
     assert torch.load(out, weights_only=True)["teleop"]["videos"][0].endswith(":front")
+
+
+def test_several_folders_pretrain_together_with_their_instructions(episodes: Path, tmp_path: Path) -> None:
+    from teleop.cli import main
+
+    other = tmp_path / "other task"
+    other.mkdir()
+    for i, row in enumerate((6, 30)):
+        _write(other / f"episode_{i:06d}.h5", row, instruction="chase the square")
+    out = tmp_path / "both.pt"
+    assert main(["pretrain", str(episodes), str(other), "--out", str(out), "--steps", "2", "--batch-size", "4",
+                 "--image-size", str(SIZE), "--threads", "1"]) == 0
+    meta = torch.load(out, weights_only=True)["teleop"]
+    assert sorted(meta["instructions"]) == ["chase the square", "follow the square"]
+    assert len(meta["episodes"]) == 7 and sum(str(other) in path for path in meta["episodes"]) == 2
+    assert meta["config"]["more_dirs"] == [str(other)]

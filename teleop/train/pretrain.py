@@ -84,6 +84,9 @@ class PretrainConfig:
     Attributes:
         episodes_dir: Directory of recorded episodes; every intact one is used, failed ones too (they are
             still videos of the scene).
+        more_dirs: Further directories of episodes pretrained on with those of `episodes_dir`: other tasks and
+            robots. Their instructions differ, which gives R3M's language term something to tell apart (with one
+            task's recordings it stays at chance: RESULTS.md).
         out: Checkpoint file to write.
         objective: "r3m" or "mae".
         encoder: r3m: "resnet18" (default), "resnet34", "resnet50" or "keypoints"; mae: "vit-s16" (default),
@@ -111,6 +114,7 @@ class PretrainConfig:
 
     episodes_dir: Path
     out: Path
+    more_dirs: tuple[Path, ...] = ()
     objective: str = "r3m"
     encoder: str | None = None
     init_weights: Path | None = None
@@ -140,6 +144,7 @@ class PretrainConfig:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        object.__setattr__(self, "more_dirs", tuple(Path(d) for d in self.more_dirs))
         if self.objective not in OBJECTIVES:
             raise TeleopError(f"invalid pretraining config: objective must be one of {', '.join(OBJECTIVES)}, "
                               f"got {self.objective!r}")
@@ -217,8 +222,10 @@ class PretrainConfig:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items()}
+        def plain(v: Any) -> Any:
+            return str(v) if isinstance(v, Path) else ([plain(x) for x in v] if isinstance(v, tuple) else v)
+
+        return {k: plain(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -503,7 +510,8 @@ class R3MObjective:
 
 
 def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> PretrainResult:
-    """Train an encoder on the recordings in `config.episodes_dir` and write it to `config.out`.
+    """Train an encoder on the recordings in `config.episodes_dir` (and `config.more_dirs`) and write it to
+    `config.out`.
 
     Raises:
         TeleopError: Bad config, too few usable videos, unreadable init weights, an unwritable output.
@@ -516,7 +524,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     torch = require("torch", extra="train", purpose="pretraining an encoder")
     started = time.perf_counter()
     name = config.encoder or ENCODERS[config.objective][0]  # settled by PretrainConfig
-    episodes = select_episodes(config.episodes_dir, include_failed=True, log=log)[: config.max_episodes]
+    episodes = [path for directory in (config.episodes_dir, *config.more_dirs)
+                for path in select_episodes(directory, include_failed=True, log=log)][: config.max_episodes]
     torch.manual_seed(config.seed)
     encoder = build_encoder(name, config.init_weights, init_seed=config.seed, image_size=config.image_size)
     with torch_threads(config.threads or os.cpu_count() or 1):
