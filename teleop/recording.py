@@ -16,6 +16,7 @@ from recorder.background import BackgroundWriter
 from recorder.episodes import unfinished_warning
 from recorder.step import EpisodeMeta, Step
 from teleop.errors import EpisodeError
+from teleop.progress import progress_bar, time_left
 from teleop.rig import Rig
 from teleop.session import ActionSource, EpisodeResult
 
@@ -119,7 +120,8 @@ def _keep_what_was_recorded(writer: BackgroundWriter, exc: BaseException) -> Non
 def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, format: str = "hdf5",
                     progress: Callable[[str], None] = print, trace: bool = False, image_codec: str = "lossless",
                     jpeg_quality: int = jpeg.DEFAULT_QUALITY) -> RecordingSummary:
-    """Record `episodes` episodes with seeds seed, seed + 1, ... into `out_dir`, one progress line each.
+    """Record `episodes` episodes with seeds seed, seed + 1, ... into `out_dir`, one progress line each (a bar,
+    the episode's outcome and rate, the time left).
 
     Unfinished recordings found in `out_dir` are reported once through `progress`. See record_episode for the
     storage arguments.
@@ -132,13 +134,16 @@ def record_episodes(rig: Rig, out_dir: Path, episodes: int, seed: int = 0, forma
             reported.add(message)
             progress(f"warning: {message}")
 
+    started = time.monotonic()
     for i in range(episodes):
         episode = record_episode(rig, out_dir, seed + i, format=format, warn=warn_once, trace=trace,
                                  image_codec=image_codec, jpeg_quality=jpeg_quality)
         summary.episodes.append(episode)
         r = episode.result
-        progress(f"[{i + 1}/{episodes}] {episode.path.name}: {'success' if r.success else 'failure'}, "
-                 f"{r.steps} steps in {r.duration_s:.1f} s ({r.achieved_rate_hz:.1f} Hz, {r.late_ticks} late)")
+        left = time_left(i + 1, episodes, time.monotonic() - started)
+        progress(f"{progress_bar((i + 1) / episodes)} episode {i + 1}/{episodes} {episode.path.name}: "
+                 f"{'success' if r.success else 'failure'}, {r.steps} steps in {r.duration_s:.1f} s "
+                 f"({r.achieved_rate_hz:.1f} Hz, {r.late_ticks} late), {left:.0f} s left")
         for line in camera_report(r):
             progress(line)
         if r.malformed_samples:  # the device misbehaved: the operator should know which way
