@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
@@ -110,6 +111,7 @@ class MainWindow(QMainWindow):
         self._requested: RigConfig | None = None
         self.recording = False
         self.live_steps = 0  # ticks of the running recording so far, as last reported
+        self._gives_pose = False  # whether the picked device gives a controller pose (calibration applies)
         self.camera_views: dict[str, CameraView] = {}
         self.joint_plot: JointPlot | None = None
         self._discard_requested = False
@@ -390,9 +392,13 @@ class MainWindow(QMainWindow):
         device = self.device_combo.currentText()
         config = RigConfig(robot=self.robot_combo.currentText(), task=self.task_combo.currentText() or None,
                            device=device, session=session_config(device),
-                           device_arg=self.device_option.text().strip() or None, calibration=self._calibration())
-        self.calibration_label.setText(f"{CALIBRATION_FILE}" if config.calibration else
-                                       "none (tracking frame = robot base)" if self._gives_pose() else
+                           device_arg=self.device_option.text().strip() or None)
+        self._gives_pose = self._device_gives_pose()
+        calibration = self.out_dir / CALIBRATION_FILE
+        if self._gives_pose and calibration.exists():
+            config = dataclasses.replace(config, calibration=calibration)
+        self.calibration_label.setText(CALIBRATION_FILE if config.calibration else
+                                       "none (tracking frame = robot base)" if self._gives_pose else
                                        f"not used by {device}")
         self.rig_info = None
         self.device_status = None
@@ -492,7 +498,7 @@ class MainWindow(QMainWindow):
     # --- recording -------------------------------------------------------------------------------------
 
     def record(self) -> None:
-        """Start recording one episode on the worker thread."""
+        """Start recording one episode in the rig's process."""
         if not self.ready:
             return
         if self.take_panel.take is not None:  # the last take, kept with the labels shown
@@ -510,7 +516,7 @@ class MainWindow(QMainWindow):
         self.worker.record(self.seed_spin.value(), self.format_combo.currentText(), self.codec_combo.currentData())
 
     def stop(self) -> None:
-        """End the running episode; it is finalised on the worker thread and then listed."""
+        """End the running episode; it is finalised in the rig's process and then listed."""
         if self.recording:
             self.worker.request_stop()
             self.status_label.say("stopping: finalising the episode ...")
@@ -560,12 +566,8 @@ class MainWindow(QMainWindow):
         self.calibrate_dialog.show()
         return self.calibrate_dialog
 
-    def _calibration(self) -> Path | None:
-        """The folder's calibration file, for a device that gives a controller pose; None otherwise."""
-        path = self.out_dir / CALIBRATION_FILE
-        return path if path.exists() and self._gives_pose() else None
-
-    def _gives_pose(self) -> bool:
+    def _device_gives_pose(self) -> bool:
+        """Whether the picked device gives a controller pose (a replay: whether the device of its trace does)."""
         device = self.device_combo.currentText()
         try:
             return source_device(device, self.device_option.text().strip() or None) in pose_devices()
@@ -718,7 +720,7 @@ class MainWindow(QMainWindow):
     def _update_buttons(self) -> None:
         self.record_button.setEnabled(self.ready)
         self.check_button.setEnabled(self.rig_info is not None and not self.recording)
-        self.calibrate_button.setEnabled(not self.recording and self._gives_pose())
+        self.calibrate_button.setEnabled(not self.recording and self._gives_pose)
         self.stop_button.setEnabled(self.recording)
         self.discard_button.setEnabled(
             self.recording or (self._last_path is not None and self._last_path.exists()))
