@@ -22,7 +22,7 @@ from teleop.quiet import native_output_silenced
 
 if TYPE_CHECKING:
     from teleop.controllers import Controller
-    from teleop.sim import PybulletSim
+    from teleop.robot import Robot
     from teleop.tasks import Task
 
 POSE, RATE, HAND, ANY = "pose", "rate", "hand", "any"
@@ -39,7 +39,7 @@ class DeviceContext:
     """
 
     task: Task
-    sim: PybulletSim
+    sim: Robot
     controller: Controller
     seed: int
     clock: Clock

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--trace", action="store_true", help="also keep each episode's raw device samples")
     record.add_argument("--calibration", type=Path, default=None,
                         help="R_base_device of a VR controller, from teleop calibrate (default: identity)")
+    record.add_argument("--real", default=None, metavar="ADDRESS",
+                        help="drive the real robot at ADDRESS (an arm's IP) instead of the simulator; teleop robots "
+                             "lists the drivers; Ctrl-\\ is the emergency stop")
     _add_camera_arguments(record)
 
     calibrate = sub.add_parser("calibrate", help="measure the rotation from a VR controller's tracking frame to "
@@ -95,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="seconds to wait for each grip press (default 30)")
 
     sub.add_parser("devices", help="list the device backends, whether each is installed and a device found")
+    sub.add_parser("robots", help="list the real robots there are drivers for, whether each SDK is installed and "
+                                  "how to connect")
 
     models = sub.add_parser("models", help="model files the devices need")
     models_sub = models.add_subparsers(dest="models_command", required=True, help="what to do with them")
@@ -267,7 +274,7 @@ def _rig_config(args: argparse.Namespace, device: str, **session: object):  # no
                      sim=SimConfig(image_size=(args.image_size, args.image_size), renderer=args.renderer),
                      session=SessionConfig(rate_hz=args.rate, **session),  # type: ignore[arg-type]
                      seed=args.seed, device_arg=getattr(args, "device_arg", None),
-                     calibration=getattr(args, "calibration", None))
+                     calibration=getattr(args, "calibration", None), real=getattr(args, "real", None))
 
 
 def _add_camera_arguments(parser: argparse.ArgumentParser) -> None:
@@ -324,8 +331,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = _rig_config(args, "scripted")
     rig = build_rig(config)
     try:
+        renderer = getattr(rig.sim, "renderer_name", "")  # the demo runs in the simulator
         print(f"{config.task_name} on {config.robot}: '{rig.task.instruction}', {config.session.rate_hz:g} Hz, "
-              f"cameras {', '.join(rig.sim.cameras)} ({rig.sim.renderer_name}), {args.format} episodes")
+              f"cameras {', '.join(rig.sim.cameras)} ({renderer}), {args.format} episodes")
         summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
                                   image_codec=args.image_codec, jpeg_quality=args.jpeg_quality)
     finally:
@@ -358,10 +366,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
     with _started_cameras(args) as cameras:
         rig = build_rig(config, cameras=cameras)
         try:
-            print(f"{config.task_name} on {config.robot} with {args.device}: '{rig.task.language_instruction()}'; "
-                  f"cameras {', '.join([*rig.sim.cameras, *cameras])}; "
+            where = f"the real {config.robot} at {args.real}" if args.real else config.robot
+            print(f"{config.task_name} on {where} with {args.device}: '{rig.task.language_instruction()}'; "
+                  f"cameras {', '.join([*rig.sim.cameras, *cameras]) or 'none'}; "
                   f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
-            with _terminal_keys(rig.device if args.device == "keyboard" else None):
+            with _terminal_keys(rig.device if args.device == "keyboard" else None), _emergency_stop_key(rig.sim):
                 summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
                                           trace=args.trace, image_codec=args.image_codec,
                                           jpeg_quality=args.jpeg_quality)
@@ -386,6 +395,39 @@ def _terminal_keys(device: object) -> Iterator[None]:
     print("keys (hold to move; the terminal repeats a held key):\n" + key_map_text(), flush=True)
     with TerminalKeys(device, sys.stdin):
         yield
+
+
+@contextlib.contextmanager
+def _emergency_stop_key(robot: object) -> Iterator[None]:
+    """For a real robot: Ctrl-\\ (SIGQUIT) stops it at once, whatever the device; it stays stopped."""
+    stop = getattr(robot, "emergency_stop", None)
+    if stop is None or not hasattr(signal, "SIGQUIT"):
+        yield
+        return
+
+    def emergency(*_: object) -> None:
+        stop()
+        print("\nEMERGENCY STOP: the robot ignores every command; Ctrl-C ends the recording", file=sys.stderr,
+              flush=True)
+
+    print("Ctrl-\\ is the emergency stop", flush=True)
+    previous = signal.signal(signal.SIGQUIT, emergency)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGQUIT, previous)
+
+
+def _cmd_robots(args: argparse.Namespace) -> int:
+    from teleop.hardware import DRIVERS
+
+    print(f"{'robot':8} {'installed':9}  how to connect")
+    for robot, entry in DRIVERS.items():
+        installed = importlib.util.find_spec(entry.sdk) is not None
+        how = (f"teleop record --robot {robot} --real ADDRESS ({entry.address})" if installed
+               else f"pip install 'teleop[{entry.extra}]'")
+        print(f"{robot:8} {'yes' if installed else 'no':9}  {how}")
+    return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -844,6 +886,7 @@ def _check_eval(args: argparse.Namespace) -> None:
 
 
 _COMMANDS = {"demo": _cmd_demo, "record": _cmd_record, "calibrate": _cmd_calibrate, "devices": _cmd_devices,
+             "robots": _cmd_robots,
              "models": _cmd_models, "episodes": _cmd_episodes, "cameras": _cmd_cameras, "gui": _cmd_gui,
              "train": _cmd_train, "eval": _cmd_eval, "sweep": _cmd_sweep,
              "pretrain": _cmd_pretrain}

@@ -39,6 +39,10 @@ class DeviceNotConnectedError(DeviceError):
     """read() or another call on a device that is not connected."""
 
 
+class RobotError(TeleopError):
+    """A real robot does not answer or faulted; the message names it, says what happened and what to do."""
+
+
 class UnsafeInputError(TeleopError, ValueError):
     """Input that must not reach a robot (NaN, inf, wrong shape, far out of range); the last safe target is held."""
 

@@ -1,4 +1,4 @@
-"""Putting a session together: simulator + task + controller + device, by name."""
+"""Putting a session together: simulator (or a real robot) + task + controller + device, by name."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from kinematics.robots import get_robot
 from recorder.cameras import CameraSource
 from teleop.backends import DeviceContext, get_backend, source_device
 from teleop.controllers import Controller, make_controller
-from teleop.errors import UnknownNameError
+from teleop.errors import TeleopError, UnknownNameError
+from teleop.hardware import connect_robot
+from teleop.robot import Robot
 from teleop.session import Session, SessionConfig
 from teleop.sim import PybulletSim, SimConfig
-from teleop.tasks import DEFAULT_TASK, Task, make_task
+from teleop.tasks import DEFAULT_TASK, Task, make_task, real_task
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class RigConfig:
         device_arg: The device backend's one option (see teleop.backends.DeviceContext), None for its default.
         calibration: File with R_base_device for a VR controller's pose mapping (made by `teleop calibrate`);
             None keeps the identity. Only for devices that give a pose, driving an arm.
+        real: Address of the real robot to drive (an IP for an arm), None for the simulator; see
+            teleop.hardware.connect_robot.
     """
 
     robot: str = "franka"
@@ -43,6 +47,7 @@ class RigConfig:
     seed: int = 0
     device_arg: str | None = None
     calibration: Path | None = None
+    real: str | None = None
 
     @property
     def task_name(self) -> str:
@@ -52,7 +57,7 @@ class RigConfig:
 @dataclass
 class Rig:
     config: RigConfig
-    sim: PybulletSim
+    sim: Robot  # the simulator, or a real robot (RigConfig.real)
     task: Task
     controller: Controller
     device: Device
@@ -82,6 +87,8 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
     backend = get_backend(config.device)
     calibration = None if config.calibration is None else load_calibration(config.calibration)
     controller = make_controller(spec, source_device(config.device, config.device_arg), calibration)
+    if config.real is not None:
+        return _real_rig(config, controller, clock, sleep, cameras)
     sim = PybulletSim(spec, config.sim, base_pose=task.base_pose())
     try:
         task.build(sim)
@@ -96,6 +103,24 @@ def build_rig(config: RigConfig, clock: Clock = time.monotonic, sleep: Callable[
         sim.close()
         raise
     return Rig(config, sim, task, controller, device, session)
+
+
+def _real_rig(config: RigConfig, controller: Controller, clock: Clock, sleep: Callable[[float], None] | None,
+              cameras: dict[str, CameraSource] | None) -> Rig:
+    """The rig of a real robot at `config.real`: connected (a RobotError if it does not answer), holding still."""
+    if config.device == "scripted":
+        raise TeleopError("the scripted operator needs the simulator's scene: drive a real robot with a person's "
+                          "device (vive, openxr, gamepad, keyboard) or replay a trace of one")
+    task = real_task(config.task_name)
+    robot = connect_robot(config.robot, config.real or "")
+    try:
+        device = get_backend(config.device).make(DeviceContext(task, robot, controller, config.seed, clock,
+                                                               config.device_arg))
+        session = Session(robot, task, device, controller, config.session, clock=clock, sleep=sleep, cameras=cameras)
+    except BaseException:
+        robot.close()
+        raise
+    return Rig(config, robot, task, controller, device, session)
 
 
 def _task_robots() -> dict[str, str]:

@@ -19,7 +19,7 @@ from recorder.step import CameraFrame, CameraInfo, Step
 from recorder.sync import FrameSynchronizer, FrameUsage, SyncStats
 from teleop.controllers import Controller
 from teleop.errors import DeviceError, DeviceNotConnectedError, MalformedSampleError, TeleopError, UnsafeInputError
-from teleop.sim import PybulletSim
+from teleop.robot import Robot
 from teleop.tasks import Task
 
 
@@ -184,7 +184,7 @@ class Session:
     FrameSynchronizer gives each step the newest frame captured at or before the tick.
     """
 
-    def __init__(self, sim: PybulletSim, task: Task, device: Device, controller: Controller,
+    def __init__(self, sim: Robot, task: Task, device: Device, controller: Controller,
                  config: SessionConfig = SessionConfig(), clock: Clock = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
                  cameras: Mapping[str, CameraSource] | None = None) -> None:
@@ -353,7 +353,7 @@ def _sim_stats(usage: FrameUsage) -> SyncStats:
     return stats
 
 
-def apply_action(sim: PybulletSim, action: np.ndarray) -> None:
-    """Send an action (joint targets, then the gripper command for arms) to the simulator."""
+def apply_action(sim: Robot, action: np.ndarray) -> None:
+    """Send an action (joint targets, then the gripper command for arms) to the robot."""
     n = len(sim.spec.joints)
     sim.command(action[:n], float(action[n]) if sim.spec.has_gripper else None)

@@ -15,6 +15,7 @@ from recorder.step import CameraFrame, CameraInfo
 from teleop.assets import sim_gripper_joints, sim_urdf
 from teleop.errors import TeleopError, UnknownNameError
 from teleop.quiet import native_output_silenced
+from teleop.robot import RobotStatus
 
 with native_output_silenced():
     import pybullet as pb
@@ -87,7 +88,7 @@ def pose_matrix(position: np.ndarray, quat_xyzw: np.ndarray) -> np.ndarray:
 
 
 class PybulletSim:
-    """One robot on a ground plane in a private pybullet client (DIRECT, no window).
+    """One robot on a ground plane in a private pybullet client (DIRECT, no window); a teleop.robot.Robot.
 
     Use it from the thread that created it: pybullet's EGL renderer is bound to that thread (rendering from
     another thread returns stale images or crashes), so render() refuses other threads.
@@ -323,6 +324,15 @@ class PybulletSim:
             return self.cameras[name]
         except KeyError:
             raise UnknownNameError("camera", name, list(self.cameras)) from None
+
+    def hold(self) -> None:
+        """Stop where the robot is: its measured positions become the targets."""
+        self.command(self.arm_positions())
+
+    def status(self) -> RobotStatus:
+        """Always ok while connected: a simulated robot has no faults."""
+        connected = self.client >= 0 and pb.isConnected(self.client)
+        return RobotStatus(connected, "" if connected else "the simulator is closed")
 
     def close(self) -> None:
         if self.client >= 0 and pb.isConnected(self.client):

@@ -13,10 +13,13 @@ import numpy as np
 
 from devices.scripted import ArmView, HandView
 from kinematics.robots import RobotSpec, get_robot
-from teleop.errors import UnknownNameError
+from teleop.errors import TeleopError, UnknownNameError
 from teleop.sim import CameraSpec, PybulletSim, look_at
 
 RED = (0.85, 0.15, 0.12, 1.0)
+# What a task's methods get: the PybulletSim its rig built for the simulated tasks (they narrow it), any
+# teleop.robot.Robot for a RealTask, which never looks at it.
+SceneRobot = Any
 
 
 class Task(abc.ABC):
@@ -36,29 +39,29 @@ class Task(abc.ABC):
         return np.eye(4)
 
     @abc.abstractmethod
-    def build(self, sim: PybulletSim) -> None:
+    def build(self, sim: SceneRobot) -> None:
         """Add objects and cameras to a freshly created simulator."""
 
     @abc.abstractmethod
-    def reset(self, sim: PybulletSim, seed: int) -> dict[str, Any]:
+    def reset(self, sim: SceneRobot, seed: int) -> dict[str, Any]:
         """Randomise the initial conditions; return them as JSON-able state for restore()."""
 
     @abc.abstractmethod
-    def restore(self, sim: PybulletSim, state: dict[str, Any]) -> None:
+    def restore(self, sim: SceneRobot, state: dict[str, Any]) -> None:
         """Put the scene back in a state returned by reset() (for replay)."""
 
     @abc.abstractmethod
-    def success(self, sim: PybulletSim) -> bool: ...
+    def success(self, sim: SceneRobot) -> bool: ...
 
     def language_instruction(self) -> str:
         """The instruction for the current episode (call after reset)."""
         return self.instruction
 
     @abc.abstractmethod
-    def operator_view(self, sim: PybulletSim) -> ArmView | HandView:
+    def operator_view(self, sim: SceneRobot) -> ArmView | HandView:
         """What a person demonstrating the task looks at and aims for now."""
 
-    def extras(self, sim: PybulletSim) -> dict[str, np.ndarray]:
+    def extras(self, sim: SceneRobot) -> dict[str, np.ndarray]:
         """Per-step task state worth recording (object poses)."""
         return {}
 
@@ -262,6 +265,37 @@ class AllegroReach(Task):
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (FrankaReach, FrankaPick, XArm7Reach, AllegroReach)}
 DEFAULT_TASK = {"franka": "franka-reach", "xarm7": "xarm7-reach", "allegro": "allegro-reach"}
+
+
+class RealTask(Task):
+    """A task on a real robot: the named task's instruction and length, without its scene or success check (the
+    operator labels each take's outcome). reset() leaves the robot where it stands: nothing moves before the
+    operator engages."""
+
+    def build(self, sim: SceneRobot) -> None:
+        pass
+
+    def reset(self, sim: SceneRobot, seed: int) -> dict[str, Any]:
+        return {}
+
+    def restore(self, sim: SceneRobot, state: dict[str, Any]) -> None:
+        pass
+
+    def success(self, sim: SceneRobot) -> bool:
+        return False
+
+    def operator_view(self, sim: SceneRobot) -> ArmView | HandView:
+        raise TeleopError("the scripted operator needs the simulator's scene; a real robot is driven by a person")
+
+
+def real_task(name: str) -> Task:
+    """The task `name` as it runs on a real robot (RealTask)."""
+    task = TASKS.get(name)
+    if task is None:
+        raise UnknownNameError("task", name, list(TASKS))
+    attributes = {"name": task.name, "robot": task.robot, "instruction": task.instruction,
+                  "max_duration_s": task.max_duration_s}
+    return type(f"Real{task.__name__}", (RealTask,), attributes)()
 
 
 def make_task(name: str) -> Task:

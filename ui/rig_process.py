@@ -53,7 +53,8 @@ class RigInfo:
 
     Attributes:
         config: The configuration it was built from.
-        image_size: The simulator's camera images (width, height) [px].
+        image_size: The first camera's images (width, height) [px]: the simulator's, or a real camera's beside a
+            real robot (224 x 224 when there is none).
         camera_sizes: Every camera's image (width, height) [px], by name: the simulator's, then the real ones.
         joint_names: Names of the recorded joints.
         instruction: The task's language instruction.
@@ -205,10 +206,9 @@ class RigHost:
             self.outbox.put(("build_failed", str(exc)))
             return
         self.rig = rig
-        infos = rig.session.camera_infos()
+        sizes = {name: (info.width, info.height) for name, info in rig.session.camera_infos().items()}
         self.outbox.put(("built", RigInfo(
-            config=config, image_size=rig.sim.config.image_size,
-            camera_sizes={name: (info.width, info.height) for name, info in infos.items()},
+            config=config, image_size=next(iter(sizes.values()), (224, 224)), camera_sizes=sizes,
             joint_names=rig.sim.joint_names, instruction=rig.task.language_instruction(),
             driven_joints=len(rig.sim.spec.joints))))
         self.check_device()

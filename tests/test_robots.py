@@ -1,0 +1,349 @@
+"""Real robots behind the robot contract: the simulator and the xArm7 driver (its SDK faked at `XArmAPI`, the
+narrowest call boundary) answer one contract test; the hardware safety (soft start, speed, acceleration,
+workspace box, watchdog, emergency stop, faults, a robot that does not answer) and `teleop record --real`."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kinematics.robots import get_robot
+from teleop.errors import RobotError, TeleopError
+from teleop.hardware import HardwareLimits, RealRobot, connect_robot
+from teleop.robot import Robot
+from teleop.sim import PybulletSim
+from teleop.xarm import GRIPPER_OPEN, XArmDriver
+
+XARM = get_robot("xarm7")
+FAST = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, connect_timeout_s=2.0)  # contract checks: no soft start
+
+
+class FakeXArmAPI:
+    """Stands in for xarm.wrapper.XArmAPI: seven joints that move toward the last mode-6 target at the given speed
+    (in real time), a gripper, latched errors, calls recorded. Class attributes make the next instance misbehave."""
+
+    connect_delay_s = 0.0
+    refuse = False
+    instances: list[FakeXArmAPI] = []
+
+    def __init__(self, port: str, is_radian: bool = False, do_not_open: bool = False, **kwargs: Any) -> None:
+        time.sleep(self.connect_delay_s)
+        if self.refuse:
+            raise Exception("connect socket failed")  # what the SDK raises
+        assert is_radian and not do_not_open
+        self.port, self.connected = port, True
+        self.mode, self.state, self.enabled = 0, 4, False
+        self.has_error, self.error_code = False, 0
+        self.q = np.array(XARM.home, dtype=float)
+        self.target, self.speed, self.t = self.q.copy(), 0.0, time.monotonic()
+        self.gripper = GRIPPER_OPEN
+        self.sent: list[np.ndarray] = []
+        self.emergency_stops = 0
+        self.lock = threading.Lock()
+        FakeXArmAPI.instances.append(self)
+
+    def _advance(self) -> np.ndarray:
+        now = time.monotonic()
+        step = self.speed * (now - self.t)
+        delta = np.clip(self.target - self.q, -step, step)
+        self.q, self.t = self.q + delta, now
+        return delta / max(now - self.t, 1e-3)
+
+    def clean_warn(self) -> int:
+        return 0
+
+    def clean_error(self) -> int:
+        self.has_error, self.error_code = False, 0
+        return 0
+
+    def motion_enable(self, enable: bool = True, servo_id: int | None = None) -> int:
+        self.enabled = enable
+        return 0
+
+    def set_mode(self, mode: int = 0) -> int:
+        self.mode = mode
+        return 0
+
+    def set_state(self, state: int = 0) -> int:
+        self.state = state
+        return 0
+
+    def set_gripper_mode(self, mode: int) -> int:
+        return 0
+
+    def set_gripper_enable(self, enable: bool) -> int:
+        return 0
+
+    def get_joint_states(self, is_radian: bool | None = None, num: int = 3) -> tuple[int, list]:
+        with self.lock:
+            if not self.connected:
+                return -1, "xArm is not connect"
+            velocity = self._advance()
+            return 0, [self.q.tolist(), velocity.tolist(), [0.0] * 7]
+
+    def get_gripper_position(self) -> tuple[int, float]:
+        return 0, self.gripper
+
+    def set_servo_angle(self, servo_id: int | None = None, angle: list | None = None, speed: float | None = None,
+                        mvacc: float | None = None, wait: bool = False, is_radian: bool | None = None,
+                        **kwargs: Any) -> int:
+        with self.lock:
+            if self.has_error:
+                return 1
+            if self.mode != 6 or self.state != 0 or not self.enabled or wait:
+                return 9
+            self._advance()
+            self.target, self.speed = np.asarray(angle, dtype=float), float(speed or 0.0)
+            self.sent.append(self.target.copy())
+            return 0
+
+    def set_gripper_position(self, pos: float, wait: bool = False, **kwargs: Any) -> int:
+        self.gripper = pos
+        return 0
+
+    def emergency_stop(self) -> None:
+        with self.lock:
+            self.emergency_stops += 1
+            self._advance()
+            self.target = self.q.copy()
+
+    def disconnect(self) -> None:
+        self.connected = False
+
+
+@pytest.fixture
+def fake_xarm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeXArmAPI]]:
+    """The fake SDK where `import xarm.wrapper` finds it."""
+    wrapper = types.ModuleType("xarm.wrapper")
+    wrapper.XArmAPI = FakeXArmAPI  # type: ignore[attr-defined]
+    package = types.ModuleType("xarm")
+    package.wrapper = wrapper  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "xarm", package)
+    monkeypatch.setitem(sys.modules, "xarm.wrapper", wrapper)
+    FakeXArmAPI.instances, FakeXArmAPI.connect_delay_s, FakeXArmAPI.refuse = [], 0.0, False
+    yield FakeXArmAPI
+
+
+def real_xarm(limits: HardwareLimits = FAST) -> RealRobot:
+    return connect_robot("xarm7", "192.168.1.185", limits)
+
+
+# --- one contract, the simulator and every real driver ---------------------------------------------------------
+
+
+@pytest.fixture(params=["simulator", "xarm7"])
+def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI]) -> Iterator[Robot]:
+    made: Robot = PybulletSim(XARM) if request.param == "simulator" else real_xarm()
+    if isinstance(made, PybulletSim):
+        made.reset(np.array(XARM.home))
+    yield made
+    made.close()
+
+
+def test_the_robot_contract(robot: Robot) -> None:
+    assert isinstance(robot, Robot)
+    sim_names = PybulletSim(XARM)
+    try:
+        assert robot.joint_names == sim_names.joint_names  # one episode layout, simulated or real
+    finally:
+        sim_names.close()
+    q, dq = robot.joint_state()
+    assert q.shape == dq.shape == (len(robot.joint_names),) and np.all(np.isfinite(q))
+    T = robot.ee_pose()
+    assert T.shape == (4, 4) and np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3), atol=1e-6)
+    assert robot.status().ok
+    goal = np.array(XARM.home) + np.array([0.15, -0.1, 0.0, 0.1, 0.0, 0.0, 0.1])
+    deadline = time.monotonic() + 5.0
+    while np.abs(robot.joint_state()[0][:7] - goal).max() > 0.02:  # a stream of targets, as the loop sends them
+        assert time.monotonic() < deadline, robot.joint_state()[0][:7] - goal
+        robot.command(goal, 0.0)
+        robot.step(0.05)
+        if isinstance(robot, RealRobot):
+            time.sleep(0.05)
+    moved = robot.ee_pose()
+    assert np.linalg.norm(moved[:3, 3] - T[:3, 3]) > 0.02
+    robot.hold()
+    held = robot.joint_state()[0][:7]
+    robot.step(0.3)
+    if isinstance(robot, RealRobot):
+        time.sleep(0.3)
+    assert np.abs(robot.joint_state()[0][:7] - held).max() < 0.02  # hold stops it where it is
+    assert not robot.cameras or all(robot.render(name).rgb.ndim == 3 for name in robot.cameras)
+
+
+# --- hardware safety -------------------------------------------------------------------------------------------
+
+
+def test_the_soft_start_creeps_to_the_first_target(fake_xarm: type[FakeXArmAPI]) -> None:
+    robot = real_xarm(HardwareLimits(soft_start_s=10.0, watchdog_s=5.0))
+    try:
+        far = np.array(XARM.home) + 1.0
+        robot.command(far)
+        time.sleep(0.1)
+        robot.command(far)
+        [api] = fake_xarm.instances
+        step = np.abs(api.sent[-1] - np.array(XARM.home)).max()
+        soft = (robot.model.velocity_limit * 0.5 * 0.1).max()  # speed_fraction 0.5, soft start 10 %
+        assert 0 < step <= soft * 0.11 + 1e-9
+        assert "soft start" in robot.status().message
+    finally:
+        robot.close()
+
+
+def test_speed_and_acceleration_are_limited_per_joint(fake_xarm: type[FakeXArmAPI]) -> None:
+    clock = [100.0]
+    limits = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, max_accel=2.0)
+    robot = RealRobot(XARM, XArmDriver("192.168.1.185", sdk=sys.modules["xarm.wrapper"]), limits,
+                      clock=lambda: clock[0])
+    try:
+        [api] = fake_xarm.instances
+        robot.command(np.array(XARM.home))
+        for _ in range(30):
+            clock[0] += 0.05
+            robot.command(np.array(XARM.home) + 2.0)  # far away: only the limits decide
+        sent = np.array(api.sent)
+        velocity = np.diff(sent, axis=0) / 0.05
+        speed = robot.model.velocity_limit * limits.speed_fraction
+        assert np.all(np.abs(velocity) <= speed + 1e-6)
+        assert np.all(np.abs(np.diff(velocity, axis=0)) <= 2.0 * 0.05 + 1e-6)  # acceleration <= 2 rad/s^2
+        assert np.all(np.abs(velocity[0]) <= 2.0 * 0.05 + 1e-6)  # from rest
+        assert np.allclose(np.abs(velocity[-1]), np.minimum(speed, 2.0 * 30 * 0.05), atol=0.15)  # at speed by now
+    finally:
+        robot.close()
+
+
+def test_a_target_outside_the_workspace_box_is_not_sent(fake_xarm: type[FakeXArmAPI]) -> None:
+    robot = real_xarm(HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, workspace_max=(0.85, 0.85, 0.3)))
+    try:
+        [api] = fake_xarm.instances
+        before = len(api.sent)
+        robot.command(np.array(XARM.home))  # home's end effector is higher than 0.3 m
+        assert len(api.sent) == before
+        assert "outside the workspace box" in robot.status().message
+    finally:
+        robot.close()
+
+
+def test_the_watchdog_holds_the_robot_when_commands_stop(fake_xarm: type[FakeXArmAPI]) -> None:
+    robot = real_xarm(HardwareLimits(soft_start_s=0.0, watchdog_s=0.2))
+    try:
+        [api] = fake_xarm.instances
+        goal = np.array(XARM.home) + 0.5
+        for _ in range(5):
+            robot.command(goal)
+            time.sleep(0.03)
+        moving = len(api.sent)
+        time.sleep(0.5)  # the loop has gone quiet
+        assert len(api.sent) == moving + 1  # one more: the hold, to where the arm was
+        assert np.abs(api.sent[-1] - api.q).max() < 0.05 and np.abs(api.target - goal).max() > 0.1
+        assert "no command for over 0.2 s" in robot.status().message
+        time.sleep(0.3)
+        assert len(api.sent) == moving + 1  # held once, not again and again
+    finally:
+        robot.close()
+
+
+def test_the_emergency_stop_latches_until_released(fake_xarm: type[FakeXArmAPI]) -> None:
+    robot = real_xarm()
+    try:
+        [api] = fake_xarm.instances
+        robot.emergency_stop()
+        sent = len(api.sent)
+        robot.command(np.array(XARM.home) + 0.2)
+        assert api.emergency_stops == 1 and len(api.sent) == sent
+        assert not robot.status().ok and "EMERGENCY STOP" in robot.status().message
+        robot.release()
+        robot.command(np.array(XARM.home) + 0.2)
+        assert len(api.sent) == sent + 1 and robot.status().ok
+    finally:
+        robot.close()
+
+
+def test_a_controller_fault_holds_and_ends_the_episode_with_what_to_do(fake_xarm: type[FakeXArmAPI]) -> None:
+    robot = real_xarm()
+    try:
+        [api] = fake_xarm.instances
+        api.has_error, api.error_code = True, 22
+        with pytest.raises(RobotError, match=r"xArm7 at 192.168.1.185: controller error 22 \(self-collision\); "
+                                             "the robot holds. Clear the fault"):
+            robot.step(0.05)
+        assert not robot.status().ok and "self-collision" in robot.status().message
+        with pytest.raises(RobotError, match=r"set_servo_angle returned 1 \(an error on the controller"):
+            robot.command(np.array(XARM.home))
+    finally:
+        robot.close()
+    assert not api.connected  # closed cleanly after the fault
+
+
+def test_a_robot_that_does_not_answer_is_a_clear_error_within_seconds(fake_xarm: type[FakeXArmAPI]) -> None:
+    fake_xarm.connect_delay_s = 5.0
+    started = time.monotonic()
+    with pytest.raises(RobotError, match="xArm7 at 10.0.0.9 did not answer within 0.5 s: check that it is powered"):
+        connect_robot("xarm7", "10.0.0.9", HardwareLimits(connect_timeout_s=0.5))
+    assert time.monotonic() - started < 1.5
+    fake_xarm.connect_delay_s, fake_xarm.refuse = 0.0, True
+    with pytest.raises(RobotError, match=r"does not answer \(connect socket failed\): check that the controller"):
+        connect_robot("xarm7", "10.0.0.9")
+
+
+def test_without_the_sdk_the_error_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "xarm", None)
+    monkeypatch.setitem(sys.modules, "xarm.wrapper", None)
+    with pytest.raises(TeleopError, match=r"pip install 'teleop\[xarm\]'"):
+        XArmDriver("192.168.1.185").connect()
+    with pytest.raises(TeleopError, match="no driver for a real allegro yet; real robots: xarm7"):
+        connect_robot("allegro", "can0")
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+def test_teleop_record_drives_the_real_arm_and_records_the_simulators_layout(
+        fake_xarm: type[FakeXArmAPI], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from test_calibrate import _trace
+
+    from recorder.hdf5 import EpisodeReader
+    from teleop.cli import main
+
+    trace = _trace(tmp_path / "forward.trace.jsonl", "forward")  # a Vive controller moved 15 cm forward
+    assert main(["record", "--robot", "xarm7", "--real", "192.168.1.185", "--device", "replay", "--device-arg",
+                 str(trace), "--out", str(tmp_path / "real"), "--seconds", "2", "--camera", "usb=synthetic",
+                 "--camera-size", "160x120"]) == 0
+    printed = capsys.readouterr().out
+    assert "the real xarm7 at 192.168.1.185" in printed and "Ctrl-\\ is the emergency stop" in printed
+    [api] = fake_xarm.instances
+    assert len(api.sent) > 10 and not api.connected  # streamed, then disconnected
+    assert main(["demo", "--robot", "xarm7", "--episodes", "1", "--out", str(tmp_path / "sim")]) == 0
+    [real] = sorted((tmp_path / "real").glob("episode_*.h5"))
+    [sim] = sorted((tmp_path / "sim").glob("episode_*.h5"))
+    with EpisodeReader(real) as a, EpisodeReader(sim) as b:
+        assert a.meta.joint_names == b.meta.joint_names and a.meta.action_names == b.meta.action_names
+        assert a.meta.robot == b.meta.robot == "xarm7" and a.camera_names == ["usb"]
+        assert a.num_steps > 10
+        moved = a.joint_pos[-1][:7] - a.joint_pos[0][:7]
+        assert np.abs(moved).max() > 0.01  # the arm followed the controller
+
+
+def test_the_scripted_operator_cannot_drive_a_real_robot(fake_xarm: type[FakeXArmAPI], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    assert main(["record", "--robot", "xarm7", "--real", "192.168.1.185", "--out", str(tmp_path)]) != 0
+    assert "the scripted operator needs the simulator's scene" in capsys.readouterr().err
+    assert fake_xarm.instances == []  # refused before connecting
+
+
+def test_teleop_robots_lists_the_drivers(capsys: pytest.CaptureFixture) -> None:
+    from teleop.cli import main
+
+    assert main(["robots"]) == 0
+    out = capsys.readouterr().out
+    assert "xarm7" in out and ("pip install 'teleop[xarm]'" in out or "--real ADDRESS" in out)
