@@ -264,6 +264,8 @@ class DriverEntry(NamedTuple):
 DRIVERS = {
     "xarm7": DriverEntry("teleop.xarm", "XArmDriver", "xarm", "xarm",
                          "the controller's IP address, e.g. 192.168.1.185"),
+    "allegro": DriverEntry("teleop.allegro", "AllegroCANDriver", "can", "allegro",
+                           "a CAN channel at 1 Mbit/s: can0 (SocketCAN) or pcan:PCAN_USBBUS1"),
 }
 
 

@@ -4,6 +4,7 @@ workspace box, watchdog, emergency stop, faults, a robot that does not answer) a
 
 from __future__ import annotations
 
+import struct
 import sys
 import threading
 import time
@@ -16,13 +17,26 @@ import numpy as np
 import pytest
 
 from kinematics.robots import get_robot
+from teleop.allegro import (
+    FINGER_POSE,
+    HAND_INFO,
+    PWM_LIMIT,
+    RAD_PER_COUNT,
+    SET_PERIOD,
+    SET_TORQUE,
+    SYSTEM_OFF,
+    SYSTEM_ON,
+    frame_id,
+)
 from teleop.errors import RobotError, TeleopError
 from teleop.hardware import HardwareLimits, RealRobot, connect_robot
 from teleop.robot import Robot
 from teleop.sim import PybulletSim
+from teleop.tasks import DEFAULT_TASK, make_task
 from teleop.xarm import GRIPPER_OPEN, XArmDriver
 
 XARM = get_robot("xarm7")
+ALLEGRO = get_robot("allegro")
 FAST = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, connect_timeout_s=2.0)  # contract checks: no soft start
 
 
@@ -132,6 +146,76 @@ def fake_xarm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeXArmAPI]]:
     yield FakeXArmAPI
 
 
+class SimulatedAllegro:
+    """An Allegro Hand V4 on python-can's virtual bus, speaking its CAN protocol (teleop.allegro's docstring):
+    answers HAND_INFO, reports its joints every 3 ms after SET_PERIOD, and moves each joint at a speed
+    proportional to its torque command (a geared finger), while SYSTEM_ON."""
+
+    def __init__(self, channel: str, status: int = 0x01, speed_per_count: float = 0.02) -> None:
+        import can
+
+        self.bus = can.Bus(channel=channel, interface="virtual")
+        self.status, self.k = status, speed_per_count
+        self.q = np.array(ALLEGRO.home, dtype=float)
+        self.pwm = np.zeros(16)
+        self.on = False
+        self.period_s = 0.0
+        self.received: list[int] = []  # commands, in order
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._listen, daemon=True),
+                        threading.Thread(target=self._report, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _reply(self, command: int, data: bytes) -> None:
+        import can
+
+        self.bus.send(can.Message(arbitration_id=frame_id(command), data=data, is_extended_id=False))
+
+    def _listen(self) -> None:
+        while not self.stop.is_set():
+            message = self.bus.recv(0.01)
+            if message is None:
+                continue
+            command = message.arbitration_id >> 2
+            self.received.append(command)
+            if command == HAND_INFO and message.is_remote_frame:
+                self._reply(HAND_INFO, struct.pack("<2H3B", 0x0400, 0x0108, 0, 31, self.status))
+            elif command == SET_PERIOD:
+                self.period_s = struct.unpack("<3H", bytes(message.data))[0] / 1000.0
+            elif command in (SYSTEM_ON, SYSTEM_OFF):
+                self.on = command == SYSTEM_ON
+            elif SET_TORQUE <= command < SET_TORQUE + 4:
+                finger = command - SET_TORQUE
+                self.pwm[4 * finger: 4 * finger + 4] = np.frombuffer(bytes(message.data), dtype="<i2")
+
+    def _report(self) -> None:
+        while not self.stop.is_set():
+            if self.period_s <= 0:
+                time.sleep(0.003)
+                continue
+            time.sleep(self.period_s)
+            if self.on:
+                self.q += self.k * self.pwm * self.period_s
+            counts = np.round(self.q / RAD_PER_COUNT).astype("<i2")
+            for finger in range(4):
+                self._reply(FINGER_POSE + finger, counts[4 * finger: 4 * finger + 4].tobytes())
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        self.bus.shutdown()
+
+
+@pytest.fixture
+def allegro_hand(request: pytest.FixtureRequest) -> Iterator[tuple[str, SimulatedAllegro]]:
+    channel = f"virtual:{request.node.name}"
+    hand = SimulatedAllegro(channel.partition(":")[2])
+    yield channel, hand
+    hand.close()
+
+
 def real_xarm(limits: HardwareLimits = FAST) -> RealRobot:
     return connect_robot("xarm7", "192.168.1.185", limits)
 
@@ -139,43 +223,51 @@ def real_xarm(limits: HardwareLimits = FAST) -> RealRobot:
 # --- one contract, the simulator and every real driver ---------------------------------------------------------
 
 
-@pytest.fixture(params=["simulator", "xarm7"])
-def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI]) -> Iterator[Robot]:
-    made: Robot = PybulletSim(XARM) if request.param == "simulator" else real_xarm()
-    if isinstance(made, PybulletSim):
-        made.reset(np.array(XARM.home))
+@pytest.fixture(params=["simulator xarm7", "real xarm7", "simulator allegro", "real allegro"])
+def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI],
+          allegro_hand: tuple[str, SimulatedAllegro]) -> Iterator[Robot]:
+    kind, name = request.param.split()
+    spec = get_robot(name)
+    if kind == "simulator":
+        made: Robot = PybulletSim(spec, base_pose=make_task(DEFAULT_TASK[name]).base_pose())  # a hand in the air
+        made.reset(np.array(spec.home))
+    else:
+        made = connect_robot(name, "192.168.1.185" if name == "xarm7" else allegro_hand[0], FAST)
     yield made
     made.close()
 
 
 def test_the_robot_contract(robot: Robot) -> None:
     assert isinstance(robot, Robot)
-    sim_names = PybulletSim(XARM)
+    spec = robot.spec
+    n = len(spec.joints)
+    sim = PybulletSim(spec)
     try:
-        assert robot.joint_names == sim_names.joint_names  # one episode layout, simulated or real
+        assert robot.joint_names == sim.joint_names  # one episode layout, simulated or real
     finally:
-        sim_names.close()
+        sim.close()
     q, dq = robot.joint_state()
     assert q.shape == dq.shape == (len(robot.joint_names),) and np.all(np.isfinite(q))
+    np.testing.assert_allclose(q[:n], spec.home, atol=0.01)
     T = robot.ee_pose()
     assert T.shape == (4, 4) and np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3), atol=1e-6)
     assert robot.status().ok
-    goal = np.array(XARM.home) + np.array([0.15, -0.1, 0.0, 0.1, 0.0, 0.0, 0.1])
+    goal = np.array(spec.home) + 0.1 * np.resize([1.0, -1.0, 0.5], n)
     deadline = time.monotonic() + 5.0
-    while np.abs(robot.joint_state()[0][:7] - goal).max() > 0.02:  # a stream of targets, as the loop sends them
-        assert time.monotonic() < deadline, robot.joint_state()[0][:7] - goal
-        robot.command(goal, 0.0)
+    while np.abs(robot.joint_state()[0][:n] - goal).max() > 0.02:  # a stream of targets, as the loop sends them
+        assert time.monotonic() < deadline, robot.joint_state()[0][:n] - goal
+        robot.command(goal, 0.0 if spec.has_gripper else None)
         robot.step(0.05)
         if isinstance(robot, RealRobot):
             time.sleep(0.05)
-    moved = robot.ee_pose()
-    assert np.linalg.norm(moved[:3, 3] - T[:3, 3]) > 0.02
+    if spec.kind == "arm":
+        assert np.linalg.norm(robot.ee_pose()[:3, 3] - T[:3, 3]) > 0.02
     robot.hold()
-    held = robot.joint_state()[0][:7]
+    held = robot.joint_state()[0][:n]
     robot.step(0.3)
     if isinstance(robot, RealRobot):
         time.sleep(0.3)
-    assert np.abs(robot.joint_state()[0][:7] - held).max() < 0.02  # hold stops it where it is
+    assert np.abs(robot.joint_state()[0][:n] - held).max() < 0.03  # hold stops it where it is
     assert not robot.cameras or all(robot.render(name).rgb.ndim == 3 for name in robot.cameras)
 
 
@@ -299,8 +391,8 @@ def test_without_the_sdk_the_error_names_the_install_line(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "xarm.wrapper", None)
     with pytest.raises(TeleopError, match=r"pip install 'teleop\[xarm\]'"):
         XArmDriver("192.168.1.185").connect()
-    with pytest.raises(TeleopError, match="no driver for a real allegro yet; real robots: xarm7"):
-        connect_robot("allegro", "can0")
+    with pytest.raises(TeleopError, match="no driver for a real franka yet; real robots: xarm7, allegro"):
+        connect_robot("franka", "172.16.0.2")
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -347,3 +439,59 @@ def test_teleop_robots_lists_the_drivers(capsys: pytest.CaptureFixture) -> None:
     assert main(["robots"]) == 0
     out = capsys.readouterr().out
     assert "xarm7" in out and ("pip install 'teleop[xarm]'" in out or "--real ADDRESS" in out)
+
+
+# --- the Allegro hand's CAN protocol ---------------------------------------------------------------------------
+
+
+def test_the_allegro_driver_speaks_the_hands_protocol(allegro_hand: tuple[str, SimulatedAllegro]) -> None:
+    channel, hand = allegro_hand
+    robot = connect_robot("allegro", channel, FAST)
+    assert hand.received[:4] == [SYSTEM_OFF, HAND_INFO, SET_PERIOD, SYSTEM_ON] and hand.period_s == 0.003
+    assert robot.driver.info == {"hardware": 0x0400, "firmware": 0x0108, "hand": "right", "temperature_c": 31,
+                                 "status": 1}
+    assert not any(SET_TORQUE <= c < SET_TORQUE + 4 for c in hand.received)  # limp until the first command
+    far = np.array(ALLEGRO.home) + 3.0  # the PD law would ask for far more than the motors may take
+    for _ in range(5):
+        robot.command(far)
+        time.sleep(0.02)
+    assert np.all(np.abs(hand.pwm) <= PWM_LIMIT) and np.any(np.abs(hand.pwm) > 0)
+    robot.emergency_stop()
+    time.sleep(0.05)
+    assert np.all(hand.pwm == 0) and not hand.on  # limp: zero torque, servos off
+    before = len(hand.received)
+    robot.close()  # zero torque (four frames), reports off, servos off
+    deadline = time.monotonic() + 2.0
+    while len(hand.received) < before + 6 and time.monotonic() < deadline:  # the hand reads what was sent
+        time.sleep(0.01)
+    assert hand.received[-3:] == [SET_TORQUE + 3, SET_PERIOD, SYSTEM_OFF] and hand.period_s == 0
+
+
+def test_a_hand_that_stops_reporting_goes_limp_and_faults(allegro_hand: tuple[str, SimulatedAllegro]) -> None:
+    channel, hand = allegro_hand
+    robot = connect_robot("allegro", channel, FAST)
+    try:
+        for _ in range(10):
+            robot.command(np.array(ALLEGRO.home) + 0.3)
+            time.sleep(0.02)
+        assert np.any(hand.pwm != 0)
+        hand.period_s = -1.0  # the cable is pulled: no more reports
+        time.sleep(0.3)
+        assert np.all(hand.pwm == 0)  # the torque loop let go
+        time.sleep(0.4)
+        with pytest.raises(RobotError, match="no joint positions from the hand .* check the CAN cable"):
+            robot.step(0.05)
+    finally:
+        robot.close()
+
+
+def test_a_hand_that_is_off_or_overheated_is_a_clear_error(allegro_hand: tuple[str, SimulatedAllegro]) -> None:
+    started = time.monotonic()
+    with pytest.raises(RobotError, match="Allegro hand on CAN virtual:nobody does not answer: check that the hand "
+                                         "is switched on"):
+        connect_robot("allegro", "virtual:nobody")
+    assert time.monotonic() - started < 2.0
+    channel, hand = allegro_hand
+    hand.status = 0x03
+    with pytest.raises(RobotError, match="reports high temperature: let it cool down"):
+        connect_robot("allegro", channel)
