@@ -4,7 +4,8 @@ A `RealRobot` drives one `Driver`: the few calls of a vendor SDK (teleop.xarm wr
 target on its way to the driver passes, after the controller's own limits (kinematics.safety):
 - a soft start: for `soft_start_s` after connecting, and again after each hold, joints move at most at
   `soft_start_fraction` of the speed limit, so the robot creeps to the first target instead of jumping to it;
-- per-joint speed and acceleration limits (a fraction of the URDF's velocity limits, `max_accel`);
+- per-joint speed and acceleration limits (a fraction of the URDF's velocity limits, `max_accel`), slowing down in
+  time to stop at the target rather than overshooting it;
 - a workspace box: an arm target whose end effector would leave it is not sent (the robot holds, the status says
   where the target was);
 - a watchdog thread: once commands have started, a gap longer than `watchdog_s` (a hung loop, a dead process
@@ -93,17 +94,22 @@ def connect_within(driver: Driver, timeout_s: float) -> None:
     """driver.connect(), or a RobotError when it fails or takes longer than `timeout_s` (an SDK may wait for
     a socket much longer than an operator should)."""
     failure: list[BaseException] = []
+    gave_up = threading.Event()
 
     def attempt() -> None:
         try:
             driver.connect()
         except BaseException as exc:  # handed to the caller's thread
             failure.append(exc)
+            return
+        if gave_up.is_set():  # it answered after all, too late: let go of it
+            driver.close()
 
     thread = threading.Thread(target=attempt, name=f"connect {driver.name}", daemon=True)
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
+        gave_up.set()
         raise RobotError(f"{driver.name} did not answer within {timeout_s:g} s: check that it is powered on, "
                          "that the cable is in, and the address")
     if failure:
@@ -227,7 +233,11 @@ class RealRobot:
         """The target after the speed, acceleration and workspace limits, and its velocity; None outside the box."""
         soft = now - self._started < self.limits.soft_start_s
         speed = self._speed * (self.limits.soft_start_fraction if soft else 1.0)
-        velocity = np.clip((q_target - self._target) / dt, -speed, speed)
+        remaining = q_target - self._target
+        # no faster than what can still stop at the target in steps of dt under the acceleration limit: no overshoot
+        brake = self.limits.max_accel * dt
+        cap = np.minimum(speed, brake * (np.sqrt(2.0 * np.abs(remaining) / (brake * dt) + 0.25) - 0.5))
+        velocity = np.clip(remaining / dt, -cap, cap)
         velocity = self._velocity + np.clip(velocity - self._velocity, -self.limits.max_accel * dt,
                                             self.limits.max_accel * dt)
         target = self._target + velocity * dt
@@ -264,6 +274,8 @@ class DriverEntry(NamedTuple):
 DRIVERS = {
     "xarm7": DriverEntry("teleop.xarm", "XArmDriver", "xarm", "xarm",
                          "the controller's IP address, e.g. 192.168.1.185"),
+    "franka": DriverEntry("teleop.franka", "FrankaDriver", "panda_py", "franka",
+                          "the robot's FCI address, e.g. 172.16.0.2"),
     "allegro": DriverEntry("teleop.allegro", "AllegroCANDriver", "can", "allegro",
                            "a CAN channel at 1 Mbit/s: can0 (SocketCAN) or pcan:PCAN_USBBUS1"),
 }

@@ -37,6 +37,7 @@ from teleop.xarm import GRIPPER_OPEN, XArmDriver
 
 XARM = get_robot("xarm7")
 ALLEGRO = get_robot("allegro")
+FRANKA = get_robot("franka")
 FAST = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, connect_timeout_s=2.0)  # contract checks: no soft start
 
 
@@ -146,6 +147,78 @@ def fake_xarm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeXArmAPI]]:
     yield FakeXArmAPI
 
 
+class FakePanda:
+    """Stands in for panda_py.Panda: seven joints that follow the running JointPosition controller's target (a
+    first-order lag in real time), libfranka errors raised by raise_error(), calls recorded."""
+
+    refuse = False
+    instances: list[FakePanda] = []
+
+    def __init__(self, hostname: str, name: str = "panda", realtime_config: object = None) -> None:
+        if self.refuse:
+            raise RuntimeError("libfranka: Connection timeout")
+        self.q, self.t = np.array(FRANKA.home, dtype=float), time.monotonic()
+        self.controller: FakeJointPosition | None = None
+        self.error = ""
+        self.stops = 0
+        self.lock = threading.Lock()
+        FakePanda.instances.append(self)
+
+    def start_controller(self, controller: FakeJointPosition) -> None:
+        controller.target = self.q.copy()
+        self.controller = controller
+
+    def stop_controller(self) -> None:
+        self.controller = None
+        self.stops += 1
+
+    def get_state(self) -> types.SimpleNamespace:
+        with self.lock:
+            now = time.monotonic()
+            if self.controller is not None:
+                self.q = self.q + (self.controller.target - self.q) * min(1.0, (now - self.t) / 0.05)
+            self.t = now
+            return types.SimpleNamespace(q=self.q.tolist(), dq=[0.0] * 7)
+
+    def raise_error(self) -> None:
+        if self.error:
+            raise RuntimeError(self.error)
+
+
+class FakeJointPosition:
+    def __init__(self, stiffness: object = None, damping: object = None, filter_coeff: float = 1.0) -> None:
+        self.target = np.zeros(7)
+
+    def set_control(self, position: np.ndarray, velocity: np.ndarray) -> None:
+        assert position.shape == velocity.shape == (7,)
+        self.target = np.asarray(position, dtype=float).copy()
+
+
+class FakeGripper:
+    def __init__(self, address: str) -> None:
+        self.width, self.moves = 0.08, []
+
+    def move(self, width: float, speed: float) -> bool:
+        self.moves.append(width)
+        self.width = width
+        return True
+
+    def read_once(self) -> types.SimpleNamespace:
+        return types.SimpleNamespace(width=self.width, max_width=0.08)
+
+
+@pytest.fixture
+def fake_panda(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakePanda]]:
+    """The fake SDK where `import panda_py` finds it."""
+    module = types.ModuleType("panda_py")
+    module.Panda = FakePanda  # type: ignore[attr-defined]
+    module.controllers = types.SimpleNamespace(JointPosition=FakeJointPosition)  # type: ignore[attr-defined]
+    module.libfranka = types.SimpleNamespace(Gripper=FakeGripper)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "panda_py", module)
+    FakePanda.instances, FakePanda.refuse = [], False
+    yield FakePanda
+
+
 class SimulatedAllegro:
     """An Allegro Hand V4 on python-can's virtual bus, speaking its CAN protocol (teleop.allegro's docstring):
     answers HAND_INFO, reports its joints every 3 ms after SET_PERIOD, and moves each joint at a speed
@@ -223,8 +296,11 @@ def real_xarm(limits: HardwareLimits = FAST) -> RealRobot:
 # --- one contract, the simulator and every real driver ---------------------------------------------------------
 
 
-@pytest.fixture(params=["simulator xarm7", "real xarm7", "simulator allegro", "real allegro"])
-def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI],
+ADDRESSES = {"xarm7": "192.168.1.185", "franka": "172.16.0.2"}
+
+
+@pytest.fixture(params=[f"{kind} {name}" for name in ("xarm7", "franka", "allegro") for kind in ("simulator", "real")])
+def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI], fake_panda: type[FakePanda],
           allegro_hand: tuple[str, SimulatedAllegro]) -> Iterator[Robot]:
     kind, name = request.param.split()
     spec = get_robot(name)
@@ -232,7 +308,7 @@ def robot(request: pytest.FixtureRequest, fake_xarm: type[FakeXArmAPI],
         made: Robot = PybulletSim(spec, base_pose=make_task(DEFAULT_TASK[name]).base_pose())  # a hand in the air
         made.reset(np.array(spec.home))
     else:
-        made = connect_robot(name, "192.168.1.185" if name == "xarm7" else allegro_hand[0], FAST)
+        made = connect_robot(name, ADDRESSES.get(name, allegro_hand[0]), FAST)
     yield made
     made.close()
 
@@ -298,7 +374,7 @@ def test_speed_and_acceleration_are_limited_per_joint(fake_xarm: type[FakeXArmAP
     try:
         [api] = fake_xarm.instances
         robot.command(np.array(XARM.home))
-        for _ in range(30):
+        for _ in range(80):
             clock[0] += 0.05
             robot.command(np.array(XARM.home) + 2.0)  # far away: only the limits decide
         sent = np.array(api.sent)
@@ -307,7 +383,8 @@ def test_speed_and_acceleration_are_limited_per_joint(fake_xarm: type[FakeXArmAP
         assert np.all(np.abs(velocity) <= speed + 1e-6)
         assert np.all(np.abs(np.diff(velocity, axis=0)) <= 2.0 * 0.05 + 1e-6)  # acceleration <= 2 rad/s^2
         assert np.all(np.abs(velocity[0]) <= 2.0 * 0.05 + 1e-6)  # from rest
-        assert np.allclose(np.abs(velocity[-1]), np.minimum(speed, 2.0 * 30 * 0.05), atol=0.15)  # at speed by now
+        assert np.all(sent <= np.array(XARM.home) + 2.0 + 1e-3)  # it slows down in time: no overshoot
+        np.testing.assert_allclose(sent[-1], np.array(XARM.home) + 2.0, atol=0.01)  # and gets there
     finally:
         robot.close()
 
@@ -376,11 +453,16 @@ def test_a_controller_fault_holds_and_ends_the_episode_with_what_to_do(fake_xarm
 
 
 def test_a_robot_that_does_not_answer_is_a_clear_error_within_seconds(fake_xarm: type[FakeXArmAPI]) -> None:
-    fake_xarm.connect_delay_s = 5.0
+    fake_xarm.connect_delay_s = 1.5
     started = time.monotonic()
     with pytest.raises(RobotError, match="xArm7 at 10.0.0.9 did not answer within 0.5 s: check that it is powered"):
         connect_robot("xarm7", "10.0.0.9", HardwareLimits(connect_timeout_s=0.5))
     assert time.monotonic() - started < 1.5
+    deadline = time.monotonic() + 10
+    while not fake_xarm.instances and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [late] = fake_xarm.instances  # it answered after all, too late: let go of
+    assert not late.connected
     fake_xarm.connect_delay_s, fake_xarm.refuse = 0.0, True
     with pytest.raises(RobotError, match=r"does not answer \(connect socket failed\): check that the controller"):
         connect_robot("xarm7", "10.0.0.9")
@@ -391,7 +473,8 @@ def test_without_the_sdk_the_error_names_the_install_line(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "xarm.wrapper", None)
     with pytest.raises(TeleopError, match=r"pip install 'teleop\[xarm\]'"):
         XArmDriver("192.168.1.185").connect()
-    with pytest.raises(TeleopError, match="no driver for a real franka yet; real robots: xarm7, allegro"):
+    monkeypatch.setitem(sys.modules, "panda_py", None)
+    with pytest.raises(TeleopError, match=r"pip install 'teleop\[franka\]'"):
         connect_robot("franka", "172.16.0.2")
 
 
@@ -411,7 +494,7 @@ def test_teleop_record_drives_the_real_arm_and_records_the_simulators_layout(
                  "--camera-size", "160x120"]) == 0
     printed = capsys.readouterr().out
     assert "the real xarm7 at 192.168.1.185" in printed and "Ctrl-\\ is the emergency stop" in printed
-    [api] = fake_xarm.instances
+    [api] = [arm for arm in fake_xarm.instances if arm.port == "192.168.1.185"]
     assert len(api.sent) > 10 and not api.connected  # streamed, then disconnected
     assert main(["demo", "--robot", "xarm7", "--episodes", "1", "--out", str(tmp_path / "sim")]) == 0
     [real] = sorted((tmp_path / "real").glob("episode_*.h5"))
@@ -495,3 +578,39 @@ def test_a_hand_that_is_off_or_overheated_is_a_clear_error(allegro_hand: tuple[s
     hand.status = 0x03
     with pytest.raises(RobotError, match="reports high temperature: let it cool down"):
         connect_robot("allegro", channel)
+
+
+
+# --- the Franka Panda through panda-python ----------------------------------------------------------------------
+
+
+def test_the_franka_driver_streams_to_its_controller_and_reports_reflexes(fake_panda: type[FakePanda]) -> None:
+    robot = connect_robot("franka", "172.16.0.2", FAST)
+    try:
+        [panda] = fake_panda.instances
+        controller = panda.controller
+        assert controller is not None
+        for _ in range(10):
+            robot.command(np.array(FRANKA.home) + 0.05, 1.0)  # and close the hand
+            time.sleep(0.02)
+        assert np.allclose(controller.target, np.array(FRANKA.home) + 0.05, atol=0.01)
+        gripper = robot.driver._gripper
+        deadline = time.monotonic() + 2.0
+        while not gripper.moves and time.monotonic() < deadline:  # on the gripper's own thread
+            time.sleep(0.01)
+        assert gripper.moves == [0.0]  # closed, once: the same command is not sent again
+        assert robot.joint_state()[0][7:].tolist() == [0.0, 0.0]  # the fingers, from the hand's width
+        panda.error = "libfranka: Move command aborted: motion aborted by reflex! [\"cartesian_reflex\"]"
+        with pytest.raises(RobotError, match="Franka Panda at 172.16.0.2: libfranka reports: .*cartesian_reflex"):
+            robot.step(0.05)
+        panda.error = ""
+        robot.emergency_stop()
+        assert panda.controller is None and panda.stops == 1
+        robot.release()
+        robot.command(np.array(FRANKA.home))
+        assert panda.controller is not None and panda.controller is not controller  # a new controller
+    finally:
+        robot.close()
+    fake_panda.refuse = True
+    with pytest.raises(RobotError, match="does not answer .*Connection timeout.*FCI activated"):
+        connect_robot("franka", "172.16.0.2")
