@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.add_argument("--out", type=Path, default=Path("episodes"),
                      help="folder the app records into and lists (default episodes)")
+    gui.add_argument("--robot", default="franka", help="the robot picked at the start (default franka)")
+    gui.add_argument("--real", default=None, metavar="ADDRESS",
+                     help="start with the real robot at ADDRESS instead of the simulator (see teleop robots)")
     _add_camera_arguments(gui)
 
     from teleop.train.architectures import DEFAULT_SHIFT, encoder_names
@@ -686,7 +689,8 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
 def _cmd_gui(args: argparse.Namespace) -> int:
     from ui.app import run_app
 
-    return run_app(args.out, cameras=_cameras(args))  # the window's rig process starts them
+    # the window's rig process starts the cameras and connects the robot
+    return run_app(args.out, cameras=_cameras(args), robot=args.robot, real=args.real)
 
 
 def _train(episodes_dir: Path, out: Path, steps: int, eval_episodes: int = 0, eval_every: int = 0,

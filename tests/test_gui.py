@@ -454,3 +454,36 @@ def test_calibrating_the_controller_from_the_window(app: QApplication, tmp_path:
         dialog.close()
     finally:
         window.close()
+
+
+def test_a_real_robot_from_the_window_and_its_emergency_stop(app: QApplication, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # The xArm SDK faked at XArmAPI (tests/test_robots.py), where the rig's process imports it from.
+    sdk = tmp_path / "sdk" / "xarm"
+    sdk.mkdir(parents=True)
+    (sdk / "__init__.py").write_text("")
+    (sdk / "wrapper.py").write_text("from test_robots import FakeXArmAPI as XArmAPI\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "sdk"))
+    window = MainWindow(tmp_path / "episodes", robot="xarm7", device="keyboard", real="192.168.1.185",
+                        cameras={"usb": SyntheticCamera(160, 120, fps=30.0)})
+    try:
+        window.show()
+        wait_until(lambda: window.ready, 30)
+        assert window.rig_info.config.real == "192.168.1.185" and list(window.camera_views) == ["usb"]
+        QTest.mouseClick(window.record_button, LEFT)
+        wait_until(lambda: window.live_steps > 5, 10)
+        statuses: list = []
+        window.worker.robot_status.connect(statuses.append)
+        QTest.keyClick(window, Qt.Key.Key_F12)
+        assert "EMERGENCY STOP" in window.status_label.text() and window.stopped
+        wait_until(lambda: bool(statuses), 10)  # the robot itself, in the rig's process, is stopped
+        assert not statuses[0].ok and statuses[0].message.startswith("EMERGENCY STOP: commands are ignored")
+        wait_until(lambda: not window.recording, 10)  # the take ends, and is kept
+        assert not window.record_button.isEnabled() and window.estop_button.text().startswith("Release")
+        [path] = episode_files(window)
+        with open_episode(path) as reader:
+            assert reader.meta.robot == "xarm7" and reader.camera_names == ["usb"] and reader.num_steps > 5
+        window.estop_button.click()  # released
+        assert not window.stopped and window.record_button.isEnabled()
+    finally:
+        window.close()

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 GUI_NICENESS = 10  # how much lower the window's CPU priority is than the control loop's
 
 
-def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, CameraSource] | None = None) -> int:
+def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, CameraSource] | None = None,
+            robot: str = "franka", real: str | None = None) -> int:
     """Open the main window recording into `out_dir` and run the Qt event loop until it closes.
 
     `cameras` (not started: the window's rig process starts them) are shown and recorded beside the simulator's.
+    `robot` is picked at the start; `real` is the address of the real robot to drive instead of the simulator.
 
     Raises:
         MissingDependencyError: PyQt6 or pyqtgraph is not installed.
@@ -36,7 +38,7 @@ def run_app(out_dir: Path, argv: list[str] | None = None, cameras: Mapping[str, 
         check_display(os.environ)
 
     app = widgets.QApplication.instance() or widgets.QApplication(list(sys.argv if argv is None else argv))
-    window = MainWindow(Path(out_dir), cameras=cameras)
+    window = MainWindow(Path(out_dir), robot=robot, cameras=cameras, real=real)
     yield_to_the_loop()
     window.show()
     _close_on_interrupt(app)

@@ -40,6 +40,7 @@ from teleop.calibrate import pose_devices
 from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
+from teleop.robot import RobotStatus
 from teleop.session import SLOW_FRACTION, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.calibrate_dialog import CALIBRATION_FILE, CalibrateDialog
@@ -97,11 +98,13 @@ class MainWindow(QMainWindow):
     The rig lives in a process of its own (ui.rig_process: built, previewed and recorded there, so the window
     never slows the control loop); the window sends it requests and shows the RigInfo and LiveState snapshots
     it sends back. With the keyboard device, key events anywhere in the app go to the device while a recording
-    runs. `cameras` are real cameras, not started: the rig's process starts and stops them.
+    runs. `cameras` are real cameras, not started: the rig's process starts and stops them. `real` is the address
+    of a real robot to drive instead of the simulator (teleop.hardware.connect_robot).
     """
 
     def __init__(self, out_dir: Path, robot: str = "franka", task: str | None = None,
-                 device: str = "scripted", cameras: Mapping[str, CameraSource] | None = None) -> None:
+                 device: str = "scripted", cameras: Mapping[str, CameraSource] | None = None,
+                 real: str | None = None) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
         self.cameras = dict(cameras or {})  # real cameras, recorded beside the simulator's
@@ -111,6 +114,7 @@ class MainWindow(QMainWindow):
         self._requested: RigConfig | None = None
         self.recording = False
         self.live_steps = 0  # ticks of the running recording so far, as last reported
+        self.stopped = False  # an emergency stop is on, until released
         self._gives_pose = False  # whether the picked device gives a controller pose (calibration applies)
         self.camera_views: dict[str, CameraView] = {}
         self.joint_plot: JointPlot | None = None
@@ -130,10 +134,11 @@ class MainWindow(QMainWindow):
         self.next_take.timeout.connect(self._start_next_take)
         self._shortcuts: dict[str, QShortcut] = {}
         for key, slot in (("K", self.keep_take), ("R", self.rerecord), ("D", self.discard),
-                          ("Esc", self.cancel_next_take)):
+                          ("Esc", self.cancel_next_take), ("F12", self.emergency_stop)):
             self._shortcuts[key] = QShortcut(QKeySequence(key), self)
             self._shortcuts[key].activated.connect(slot)
         self.seed_spin.setValue(next_seed(self.out_dir))  # a new scene, never one recorded in this folder before
+        self.real_field.setText(real or "")
         self._select_initial(robot, task, device)
         self.refresh_episodes()
         app = QApplication.instance()
@@ -189,6 +194,12 @@ class MainWindow(QMainWindow):
         self.camera_picker.changed.connect(self.set_cameras)
         self.camera_picker.problem.connect(lambda text: self.status_label.say(text, error=True))
         form.addRow("Cameras", self.camera_picker)
+        self.real_field = QLineEdit()
+        self.real_field.setPlaceholderText("none: the simulator")
+        self.real_field.setToolTip("Drive the real robot at this address instead of the simulator (an arm's IP, "
+                                   "the hand's CAN channel); teleop robots lists the drivers; Enter applies it")
+        self.real_field.editingFinished.connect(self._on_real_edited)
+        form.addRow("Real robot", self.real_field)
         calibration_row = QHBoxLayout()
         self.calibration_label = QLabel()
         self.calibration_label.setToolTip("The rotation from a VR controller's tracking frame to the robot base, "
@@ -232,6 +243,14 @@ class MainWindow(QMainWindow):
         for button in (self.record_button, self.stop_button, self.discard_button, self.undo_button):
             buttons.addWidget(button)
         column.addLayout(buttons)
+        self.estop_button = QPushButton("EMERGENCY STOP [F12]")
+        self.estop_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.estop_button.setMinimumHeight(40)
+        self.estop_button.setStyleSheet("QPushButton { font-weight: bold; color: white; background: #c62828; }")
+        self.estop_button.setToolTip("Stop the robot at once (a real robot: its SDK's hardest stop) and end the "
+                                     "take; the robot ignores commands until Release")
+        self.estop_button.clicked.connect(self.emergency_stop)
+        column.addWidget(self.estop_button)
         device_row = QHBoxLayout()
         self.device_label = StatusLabel("device: not checked yet")
         self.device_label.setToolTip("Checked after each change of robot, task or device: connected, sampling, "
@@ -324,6 +343,7 @@ class MainWindow(QMainWindow):
         self.worker.built.connect(self._on_built)
         self.worker.build_failed.connect(self._on_build_failed)
         self.worker.device_checked.connect(self._on_device_checked)
+        self.worker.robot_status.connect(self._on_robot_status)
         self.worker.previewed.connect(self._on_previewed)
         self.worker.live.connect(self._on_live)
         self.worker.recorded.connect(self._on_recorded)
@@ -335,6 +355,30 @@ class MainWindow(QMainWindow):
         """Whether a rig is built for the current picks, its device is ready and nothing records."""
         return (self.rig_info is not None and not self.recording and self.device_status is not None
                 and self.device_status.connected)
+
+    def emergency_stop(self) -> None:
+        """Stop the robot at once and end the running take (kept); press again to release the stop."""
+        if self.stopped:
+            self.stopped = False
+            self.worker.release()
+            self.estop_button.setText("EMERGENCY STOP [F12]")
+            self.status_label.say("emergency stop released: the robot moves again, slowly at first")
+        else:
+            self.stopped = True
+            self.worker.emergency_stop()
+            self.estop_button.setText("Release the stop [F12]")
+            self.stop()
+            self.status_label.say("EMERGENCY STOP: the robot ignores every command until you release the stop",
+                                  error=True)
+        self._update_buttons()
+
+    def _on_robot_status(self, status: RobotStatus) -> None:
+        if status.message:
+            self.status_label.say(f"robot: {status.message}", error=not status.ok)
+
+    def _on_real_edited(self) -> None:
+        if self._requested is None or (self._requested.real or "") != self.real_field.text().strip():
+            self.rebuild_rig()
 
     def check_device(self) -> None:
         """Have the rig's process check the device again (connect, read, report)."""
@@ -392,7 +436,8 @@ class MainWindow(QMainWindow):
         device = self.device_combo.currentText()
         config = RigConfig(robot=self.robot_combo.currentText(), task=self.task_combo.currentText() or None,
                            device=device, session=session_config(device),
-                           device_arg=self.device_option.text().strip() or None)
+                           device_arg=self.device_option.text().strip() or None,
+                           real=self.real_field.text().strip() or None)
         self._gives_pose = self._device_gives_pose()
         calibration = self.out_dir / CALIBRATION_FILE
         if self._gives_pose and calibration.exists():
@@ -404,7 +449,9 @@ class MainWindow(QMainWindow):
         self.device_status = None
         self._requested = config
         self._last_path = None  # Discard never reaches an episode of another robot, task or device
-        self.status_label.say(f"loading {config.robot} / {config.task_name} ...")
+        where = f"the real {config.robot} at {config.real}" if config.real else config.robot
+        self.status_label.say(f"loading {where} / {config.task_name} ..." if not config.real else
+                              f"connecting to {where} ...")
         self._show_controls(device)
         self._update_buttons()
         self.worker.build(config)
@@ -671,9 +718,11 @@ class MainWindow(QMainWindow):
         if not self.worker.stopping:
             target = self._requested.session.rate_hz if self._requested is not None else state.rate_hz
             slow = state.steps > 10 and state.rate_hz < SLOW_FRACTION * target
+            robot = f"; robot: {state.robot_message}" if state.robot_message else ""
             self.status_label.say(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, {state.rate_hz:.1f} Hz of "
-                             f"{target:g} ({state.late_ticks} late ticks, last tick {state.tick_ms:.0f} ms), "
-                             f"success: {'yes' if state.success else 'no'}", error=slow)
+                                  f"{target:g} ({state.late_ticks} late ticks, last tick {state.tick_ms:.0f} ms), "
+                                  f"success: {'yes' if state.success else 'no'}{robot}",
+                                  error=slow or "STOP" in robot)
 
     def _on_recorded(self, episode: RecordedEpisode) -> None:
         self._end_recording()
@@ -718,7 +767,7 @@ class MainWindow(QMainWindow):
         self.episode_table.show_episodes(scan_episodes(self.out_dir))
 
     def _update_buttons(self) -> None:
-        self.record_button.setEnabled(self.ready)
+        self.record_button.setEnabled(self.ready and not self.stopped)
         self.check_button.setEnabled(self.rig_info is not None and not self.recording)
         self.calibrate_button.setEnabled(not self.recording and self._gives_pose)
         self.stop_button.setEnabled(self.recording)

@@ -1,4 +1,5 @@
-"""The rig in its own process: built, previewed and recorded there, reported to the window through messages.
+"""The rig (the simulator or a real robot) in its own process: built, previewed and recorded there, reported to the
+window through messages.
 
 The control loop shares neither a thread nor an interpreter lock with the window. pybullet holds Python's lock
 while it renders (about 10 ms a camera), and the window holds it while it draws, so in one process each waits for
@@ -8,11 +9,12 @@ thread that created the simulator). Real cameras are handed over unstarted; the 
 beside the simulator's and stops them when it ends.
 
 Messages to the child: ("build", RigConfig), ("check_device",), ("preview", seed), ("record", take, seed, format,
-image_codec), ("key", name, pressed), ("stop", take), ("shutdown",), where `take` numbers the recordings. From the
-child: ("built", RigInfo), ("build_failed", text), ("device_checked", DeviceStatus), ("previewed", LiveState),
-("live", LiveState), ("recorded", RecordedEpisode), ("failed", text). After each build the device is checked
-(Device.readiness: connected, sampling, and if not, why). A live state not yet sent when the next one comes is
-replaced by it, so a slow window never holds the loop up.
+image_codec), ("key", name, pressed), ("stop", take), ("emergency_stop",), ("release",), ("shutdown",), where
+`take` numbers the recordings; keys, stops and emergency stops are handled at once, also while an episode runs.
+From the child: ("built", RigInfo), ("build_failed", text), ("device_checked", DeviceStatus), ("robot_status",
+RobotStatus), ("previewed", LiveState), ("live", LiveState), ("recorded", RecordedEpisode), ("failed", text).
+After each build the device is checked (Device.readiness: connected, sampling, and if not, why). A live state not
+yet sent when the next one comes is replaced by it, so a slow window never holds the loop up.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class LiveState:
         tick_ms: The last tick's own time [ms] (0 for a preview).
         joint_target: The joint targets commanded this tick, (driven_joints,) (empty for a preview).
         recent_tick_ms: The last RECENT_TICKS ticks' own times [ms], oldest first (empty for a preview).
+        robot_message: What the robot is doing that the operator should know (RobotStatus.message: a real robot's
+            soft start, a hold by its watchdog or workspace box, an emergency stop).
     """
 
     frames: dict[str, np.ndarray]
@@ -108,9 +112,11 @@ class LiveState:
     tick_ms: float = 0.0
     joint_target: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recent_tick_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    robot_message: str = ""
 
 
-def live_state(step: Step, result: EpisodeResult, t_first: float, driven_joints: int) -> LiveState:
+def live_state(step: Step, result: EpisodeResult, t_first: float, driven_joints: int,
+               robot_message: str = "") -> LiveState:
     """Summarise a recorded step and the running result for display."""
     elapsed = step.t - t_first
     return LiveState(
@@ -120,7 +126,7 @@ def live_state(step: Step, result: EpisodeResult, t_first: float, driven_joints:
         rate_hz=(result.steps - 1) / elapsed if elapsed > 0 else 0.0, success=result.success, t=step.t,
         late_ticks=result.late_ticks, tick_ms=result.tick_ms[-1] if result.tick_ms else 0.0,
         joint_target=np.asarray(step.action[:driven_joints], dtype=float),
-        recent_tick_ms=np.asarray(result.tick_ms[-RECENT_TICKS:], dtype=float),
+        recent_tick_ms=np.asarray(result.tick_ms[-RECENT_TICKS:], dtype=float), robot_message=robot_message,
     )
 
 
@@ -188,6 +194,8 @@ class RigHost:
                 self._key(*message[1:])
             elif message[0] == "stop":
                 self.stopped_take = max(self.stopped_take, message[1])
+            elif message[0] in ("emergency_stop", "release"):
+                self._emergency(message[0] == "emergency_stop")
             else:
                 self.requests.put(message)
             if message[0] == "shutdown":
@@ -250,6 +258,19 @@ class RigHost:
                 self._keys.clear()
         self.outbox.put(("recorded", episode))
 
+    def _emergency(self, stop: bool) -> None:
+        """From the reader thread, at once, also while an episode runs: a real robot stops the SDK's hardest way and
+        ignores commands until released; the simulator holds."""
+        rig = self.rig
+        if rig is None:
+            return
+        robot = rig.sim
+        if stop:
+            getattr(robot, "emergency_stop", robot.hold)()
+        elif hasattr(robot, "release"):
+            robot.release()
+        self.outbox.put(("robot_status", robot.status()))
+
     def _close_rig(self) -> None:
         if self.rig is not None:
             self.rig.close()
@@ -278,7 +299,9 @@ class RigHost:
         if result.steps == 1 or step.t - self._t_sent >= self.min_interval_s:
             self._t_sent = step.t
             assert self.rig is not None
-            self.outbox.put(("live", live_state(step, result, self._t_first, len(self.rig.sim.spec.joints))))
+            robot = self.rig.sim
+            self.outbox.put(("live", live_state(step, result, self._t_first, len(robot.spec.joints),
+                                                robot.status().message)))
 
 
 class Outbox:
@@ -346,6 +369,7 @@ class RigProcess(QObject):
     built = pyqtSignal(object)
     build_failed = pyqtSignal(str)
     device_checked = pyqtSignal(object)
+    robot_status = pyqtSignal(object)
     previewed = pyqtSignal(object)
     live = pyqtSignal(object)
     recorded = pyqtSignal(object)
@@ -404,6 +428,13 @@ class RigProcess(QObject):
     def send_key(self, name: str, pressed: bool) -> None:
         """A key of the keyboard device, pressed or released; queued in the child until the device is connected."""
         self._send("key", name, pressed)
+
+    def emergency_stop(self) -> None:
+        """Stop the robot now (handled at once in the child, also mid-episode); it stays stopped until release()."""
+        self._send("emergency_stop")
+
+    def release(self) -> None:
+        self._send("release")
 
     def request_stop(self) -> None:
         """Ask the running episode to end after the current tick; it is then finalised."""
