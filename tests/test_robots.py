@@ -614,3 +614,21 @@ def test_the_franka_driver_streams_to_its_controller_and_reports_reflexes(fake_p
     fake_panda.refuse = True
     with pytest.raises(RobotError, match="does not answer .*Connection timeout.*FCI activated"):
         connect_robot("franka", "172.16.0.2")
+
+
+def test_ctrl_backslash_is_the_emergency_stop_of_teleop_record(fake_xarm: type[FakeXArmAPI]) -> None:
+    import os
+    import signal
+
+    from teleop.cli import _emergency_stop_key
+
+    robot = real_xarm()
+    try:
+        with _emergency_stop_key(robot):
+            os.kill(os.getpid(), signal.SIGQUIT)  # what the terminal sends for Ctrl-\
+            time.sleep(0.05)
+        [api] = fake_xarm.instances
+        assert api.emergency_stops == 1 and not robot.status().ok
+        assert signal.getsignal(signal.SIGQUIT) is signal.SIG_DFL  # given back after the recording
+    finally:
+        robot.close()
