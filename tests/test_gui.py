@@ -163,8 +163,14 @@ def test_real_cameras_are_shown_recorded_and_a_dead_one_is_reported(make_window:
     assert sum(view.width() for view in views) <= CAMERA_ROW_PX + 4  # four cameras fit the row
     wait_until(lambda: window.camera_views["usb"].pixmap() is not None
                and not window.camera_views["usb"].pixmap().isNull(), 10)  # the preview shows its frame
+    states: list = []
+    texts: list[str] = []
+    window.worker.live.connect(states.append)
+    window.worker.live.connect(lambda _: texts.append(window.status_label.text()))
     QTest.mouseClick(window.record_button, LEFT)
     wait_until(lambda: not window.recording, 30)
+    assert states[-1].camera_repeats["pulled"] > 0  # shown while recording, not only after
+    assert any("camera pulled: no new frame on" in text for text in texts)
     [path] = episode_files(window)
     with open_episode(path) as reader:
         assert set(reader.camera_names) == {"front", "wrist", "usb", "pulled"}

@@ -41,7 +41,7 @@ from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
 from teleop.robot import RobotStatus
-from teleop.session import SLOW_FRACTION, SessionConfig
+from teleop.session import REPEATED_FRACTION, SLOW_FRACTION, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.calibrate_dialog import CALIBRATION_FILE, CalibrateDialog
 from ui.camera_picker import CameraPicker
@@ -719,10 +719,13 @@ class MainWindow(QMainWindow):
             target = self._requested.session.rate_hz if self._requested is not None else state.rate_hz
             slow = state.steps > 10 and state.rate_hz < SLOW_FRACTION * target
             robot = f"; robot: {state.robot_message}" if state.robot_message else ""
+            short = {name: n for name, n in state.camera_repeats.items() if n > REPEATED_FRACTION * state.steps}
+            robot += "".join(f"; camera {name}: no new frame on {n} of {state.steps} steps"
+                             for name, n in sorted(short.items()))
             self.status_label.say(f"recording: {state.steps} steps, {state.elapsed_s:.1f} s, {state.rate_hz:.1f} Hz of "
                                   f"{target:g} ({state.late_ticks} late ticks, last tick {state.tick_ms:.0f} ms), "
                                   f"success: {'yes' if state.success else 'no'}{robot}",
-                                  error=slow or "STOP" in robot)
+                                  error=slow or "STOP" in robot or bool(short))
 
     def _on_recorded(self, episode: RecordedEpisode) -> None:
         self._end_recording()

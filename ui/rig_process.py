@@ -39,6 +39,7 @@ from devices.keyboard import KeyboardDevice
 from devices.status import DeviceStatus
 from recorder.cameras import CameraSource
 from recorder.step import Step
+from recorder.sync import FrameUsage
 from teleop.child import ROOT
 from teleop.errors import TeleopError
 from teleop.recording import record_episode
@@ -97,6 +98,8 @@ class LiveState:
         recent_tick_ms: The last RECENT_TICKS ticks' own times [ms], oldest first (empty for a preview).
         robot_message: What the robot is doing that the operator should know (RobotStatus.message: a real robot's
             soft start, a hold by its watchdog or workspace box, an emergency stop).
+        camera_repeats: Real camera name -> steps so far that got no new frame from it (the one before repeated,
+            or none yet).
     """
 
     frames: dict[str, np.ndarray]
@@ -113,10 +116,11 @@ class LiveState:
     joint_target: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recent_tick_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     robot_message: str = ""
+    camera_repeats: dict[str, int] = field(default_factory=dict)
 
 
 def live_state(step: Step, result: EpisodeResult, t_first: float, driven_joints: int,
-               robot_message: str = "") -> LiveState:
+               robot_message: str = "", camera_repeats: dict[str, int] | None = None) -> LiveState:
     """Summarise a recorded step and the running result for display."""
     elapsed = step.t - t_first
     return LiveState(
@@ -127,6 +131,7 @@ def live_state(step: Step, result: EpisodeResult, t_first: float, driven_joints:
         late_ticks=result.late_ticks, tick_ms=result.tick_ms[-1] if result.tick_ms else 0.0,
         joint_target=np.asarray(step.action[:driven_joints], dtype=float),
         recent_tick_ms=np.asarray(result.tick_ms[-RECENT_TICKS:], dtype=float), robot_message=robot_message,
+        camera_repeats=dict(camera_repeats or {}),
     )
 
 
@@ -170,6 +175,7 @@ class RigHost:
         self._keys_lock = threading.Lock()
         self._t_first: float | None = None
         self._t_sent = -np.inf
+        self._usage: dict[str, FrameUsage] = {}  # the running episode's frames of each real camera
         self.outbox = Outbox(conn)
 
     def serve(self) -> None:
@@ -247,6 +253,7 @@ class RigHost:
             return self.stopped_take >= take or self.closing.is_set()
 
         self._t_first, self._t_sent = None, -np.inf
+        self._usage = {name: FrameUsage() for name in self.cameras}
         try:
             episode = record_episode(self.rig, self.out_dir, seed, should_stop=should_stop,
                                      on_step=self._on_step, format=format, image_codec=image_codec)
@@ -294,14 +301,17 @@ class RigHost:
 
     def _on_step(self, step: Step, result: EpisodeResult) -> None:
         self._flush_keys()
+        for name, usage in self._usage.items():
+            usage.record(step.frames.get(name))
         if self._t_first is None:
             self._t_first = step.t
         if result.steps == 1 or step.t - self._t_sent >= self.min_interval_s:
             self._t_sent = step.t
             assert self.rig is not None
             robot = self.rig.sim
+            repeats = {name: usage.stats.duplicates + usage.stats.missing for name, usage in self._usage.items()}
             self.outbox.put(("live", live_state(step, result, self._t_first, len(robot.spec.joints),
-                                                robot.status().message)))
+                                                robot.status().message, repeats)))
 
 
 class Outbox:
