@@ -45,7 +45,7 @@ class HardwareLimits:
 
     Attributes:
         speed_fraction: Joint speed limit as a fraction of the URDF's velocity limits.
-        max_accel: Joint acceleration limit [rad/s^2].
+        max_accel: Joint acceleration limit [rad/s^2]: one for every joint, or one per joint.
         soft_start_s: How long the soft start lasts after connecting and after each hold [s].
         soft_start_fraction: Speed limit during the soft start, as a fraction of `speed_fraction`'s.
         workspace_min, workspace_max: Box the end effector of an arm must stay in, robot base frame [m].
@@ -54,7 +54,7 @@ class HardwareLimits:
     """
 
     speed_fraction: float = 0.5
-    max_accel: float = 6.0
+    max_accel: float | tuple[float, ...] = 6.0
     soft_start_s: float = 2.0
     soft_start_fraction: float = 0.1
     workspace_min: tuple[float, float, float] = (-0.85, -0.85, 0.02)
@@ -131,6 +131,7 @@ class RealRobot:
         self.cameras: dict[str, object] = {}  # a real robot renders nothing: real cameras are recorded beside it
         self.model = load_model(spec)
         self._speed = self.model.velocity_limit * limits.speed_fraction
+        self._accel = np.broadcast_to(np.asarray(limits.max_accel, dtype=float), self._speed.shape)
         self._box = (np.asarray(limits.workspace_min), np.asarray(limits.workspace_max))
         self._lock = threading.RLock()
         connect_within(driver, limits.connect_timeout_s)
@@ -235,11 +236,10 @@ class RealRobot:
         speed = self._speed * (self.limits.soft_start_fraction if soft else 1.0)
         remaining = q_target - self._target
         # no faster than what can still stop at the target in steps of dt under the acceleration limit: no overshoot
-        brake = self.limits.max_accel * dt
+        brake = self._accel * dt
         cap = np.minimum(speed, brake * (np.sqrt(2.0 * np.abs(remaining) / (brake * dt) + 0.25) - 0.5))
         velocity = np.clip(remaining / dt, -cap, cap)
-        velocity = self._velocity + np.clip(velocity - self._velocity, -self.limits.max_accel * dt,
-                                            self.limits.max_accel * dt)
+        velocity = self._velocity + np.clip(velocity - self._velocity, -brake, brake)
         target = self._target + velocity * dt
         if self.spec.kind == "arm":
             position = self.model.fk(target)[:3, 3]

@@ -368,7 +368,8 @@ def test_the_soft_start_creeps_to_the_first_target(fake_xarm: type[FakeXArmAPI])
 
 def test_speed_and_acceleration_are_limited_per_joint(fake_xarm: type[FakeXArmAPI]) -> None:
     clock = [100.0]
-    limits = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, max_accel=2.0)
+    accel = np.array([2.0] * 6 + [1.0])  # per joint
+    limits = HardwareLimits(soft_start_s=0.0, watchdog_s=5.0, max_accel=tuple(accel))
     robot = RealRobot(XARM, XArmDriver("192.168.1.185", sdk=sys.modules["xarm.wrapper"]), limits,
                       clock=lambda: clock[0])
     try:
@@ -381,8 +382,8 @@ def test_speed_and_acceleration_are_limited_per_joint(fake_xarm: type[FakeXArmAP
         velocity = np.diff(sent, axis=0) / 0.05
         speed = robot.model.velocity_limit * limits.speed_fraction
         assert np.all(np.abs(velocity) <= speed + 1e-6)
-        assert np.all(np.abs(np.diff(velocity, axis=0)) <= 2.0 * 0.05 + 1e-6)  # acceleration <= 2 rad/s^2
-        assert np.all(np.abs(velocity[0]) <= 2.0 * 0.05 + 1e-6)  # from rest
+        assert np.all(np.abs(np.diff(velocity, axis=0)) <= accel * 0.05 + 1e-6)  # acceleration, joint by joint
+        assert np.all(np.abs(velocity[0]) <= accel * 0.05 + 1e-6)  # from rest
         assert np.all(sent <= np.array(XARM.home) + 2.0 + 1e-3)  # it slows down in time: no overshoot
         np.testing.assert_allclose(sent[-1], np.array(XARM.home) + 2.0, atol=0.01)  # and gets there
     finally:
