@@ -135,7 +135,11 @@ class RealRobot:
         self._box = (np.asarray(limits.workspace_min), np.asarray(limits.workspace_max))
         self._lock = threading.RLock()
         connect_within(driver, limits.connect_timeout_s)
-        self._target = self.driver.read()[0]
+        try:
+            self._target = self.driver.read()[0]
+        except BaseException:
+            driver.close()
+            raise
         self._velocity = np.zeros_like(self._target)
         self._started = clock()  # of the soft start
         self._last_command: float | None = None  # None until commands start, and again after a hold
