@@ -8,9 +8,11 @@ the file is looked up (find_model), in this order:
     2. the environment variable TELEOP_HAND_MODEL,
     3. the cache: $XDG_CACHE_HOME/teleop/hand_landmarker.task (default ~/.cache/teleop/hand_landmarker.task).
 
-Two ways to put one in the cache: fetch_model() downloads Google's published file, and, offline,
+Two ways to put one in the cache: fetch_model() downloads Google's published file, and
 build_task_from_mediapipe_wheel() zips the two TFLite files that mediapipe 0.10.x wheels carry
-(`mediapipe/modules/palm_detection/palm_detection_full.tflite`, `.../hand_landmark/hand_landmark_full.tflite`).
+(`mediapipe/modules/palm_detection/palm_detection_full.tflite`, `.../hand_landmark/hand_landmark_full.tflite`),
+from the installed mediapipe if it is a 0.10, else from the 0.10.21 wheel that pip downloads from the package
+index (mediapipe 1.x, which the `hands` extra installs, runs the model but ships none).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -40,10 +44,11 @@ WHEEL_FILES = {
     "hand_detector.tflite": ("modules", "palm_detection", "palm_detection_full.tflite"),
     "hand_landmarks_detector.tflite": ("modules", "hand_landmark", "hand_landmark_full.tflite"),
 }
+WHEEL_REQUIREMENT = "mediapipe==0.10.21"  # the last release whose wheel carries the hand TFLite files
 HOW_TO_GET = (
-    "get one with `teleop models fetch` (downloads it; needs the internet), or offline with "
-    "`teleop models fetch --from-wheel` (needs mediapipe 0.10.x installed), or set TELEOP_HAND_MODEL to a "
-    "hand_landmarker.task file"
+    "get one with `teleop models fetch` (downloads it; needs the internet), or with "
+    "`teleop models fetch --from-wheel` (builds it from the mediapipe 0.10 wheel: the installed one, or one pip "
+    "downloads from the package index), or set TELEOP_HAND_MODEL to a hand_landmarker.task file"
 )
 
 
@@ -86,31 +91,68 @@ def check_task(path: str | Path) -> Path:
     return path
 
 
-def build_task_from_mediapipe_wheel(out_path: str | Path | None = None) -> Path:
-    """Zip the palm-detection and hand-landmark TFLite files of the installed mediapipe into a `.task`.
+def build_task_from_mediapipe_wheel(out_path: str | Path | None = None, wheel: str | Path | None = None,
+                                    download: bool = True) -> Path:
+    """Zip the palm-detection and hand-landmark TFLite files that mediapipe 0.10 wheels carry into a `.task`.
+
+    The files come from `wheel` (a mediapipe 0.10 `.whl` file), else from the installed mediapipe if it has them
+    (0.10.x), else, with `download`, from the mediapipe 0.10 wheel fetched from the package index with pip
+    (`pip download mediapipe==0.10.21 --no-deps`: the package registry, not a model hub).
 
     Args:
         out_path: File to write; default: the cache path (default_model_path()).
+        wheel: A mediapipe 0.10 wheel to take the files from.
+        download: Whether pip may fetch the wheel when neither `wheel` nor the installed mediapipe has them.
     Returns:
         The written file (replaced atomically if it existed).
     Raises:
-        DeviceError: mediapipe is not installed or its wheel lacks the TFLite files (newer releases).
+        DeviceError: no source has the TFLite files; the message says what was tried.
     """
-    spec = importlib.util.find_spec("mediapipe")  # finds the package without importing it (slow)
-    if spec is None or not spec.submodule_search_locations:
-        raise DeviceError("mediapipe is not installed, so there are no TFLite files to build the model from: "
-                          "pip install 'mediapipe==0.10.21', or get the model another way: " + HOW_TO_GET)
-    root = Path(next(iter(spec.submodule_search_locations)))
-    sources = {member: root.joinpath(*parts) for member, parts in WHEEL_FILES.items()}
-    missing = [str(source) for source in sources.values() if not source.is_file()]
-    if missing:
-        raise DeviceError(f"this mediapipe has no hand TFLite files ({', '.join(missing)} missing; 0.10.x "
-                          f"wheels have them): {HOW_TO_GET}")
     out = Path(out_path) if out_path is not None else default_model_path()
-    with _atomic_file(out) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as bundle:  # stored: MediaPipe maps the models
-            for member, source in sources.items():
-                bundle.write(source, member)
+    if wheel is not None:
+        return _task_from_wheel(Path(wheel), out)
+    spec = importlib.util.find_spec("mediapipe")  # finds the package without importing it (slow)
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        sources = {member: root.joinpath(*parts) for member, parts in WHEEL_FILES.items()}
+        if all(source.is_file() for source in sources.values()):
+            with _atomic_file(out) as tmp:
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as bundle:  # stored: MediaPipe maps the models
+                    for member, source in sources.items():
+                        bundle.write(source, member)
+            return out
+    installed = "mediapipe is not installed" if spec is None else "the installed mediapipe has no hand TFLite files"
+    if not download:
+        raise DeviceError(f"{installed} (0.10.x wheels have them): {HOW_TO_GET}")
+    with tempfile.TemporaryDirectory() as folder:
+        return _task_from_wheel(download_wheel(Path(folder)), out)
+
+
+def download_wheel(folder: Path, requirement: str = WHEEL_REQUIREMENT) -> Path:
+    """The mediapipe 0.10 wheel for this platform, fetched by pip from the package index into `folder`."""
+    command = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:",
+               "--quiet", "--dest", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob("mediapipe-*.whl"))
+    if done.returncode != 0 or not wheels:
+        last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise DeviceError(f"pip could not download {requirement} ({last}): {HOW_TO_GET}")
+    return wheels[0]
+
+
+def _task_from_wheel(wheel: Path, out: Path) -> Path:
+    names = {member: "/".join(("mediapipe", *parts)) for member, parts in WHEEL_FILES.items()}
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            missing = [name for name in names.values() if name not in archive.namelist()]
+            if missing:
+                raise DeviceError(f"{wheel} has no {', '.join(missing)} (mediapipe 0.10 wheels have them): "
+                                  f"{HOW_TO_GET}")
+            with _atomic_file(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as bundle:
+                for member, name in names.items():
+                    bundle.writestr(member, archive.read(name))
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DeviceError(f"{wheel} is not a readable wheel ({exc}): {HOW_TO_GET}") from exc
     return out
 
 

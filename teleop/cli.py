@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True, help="what to do with them")
     fetch = models_sub.add_parser("fetch", help="download MediaPipe's hand landmarker (needs the internet)")
     fetch.add_argument("--out", type=Path, default=None, help="where to save it (default: the model cache)")
-    fetch.add_argument("--from-wheel", action="store_true",
-                       help="build it from an installed mediapipe 0.10 wheel instead of downloading")
+    fetch.add_argument("--from-wheel", nargs="?", const="", default=None, metavar="WHEEL",
+                       help="build it from a mediapipe 0.10 wheel instead: WHEEL, else the installed mediapipe if "
+                            "it is a 0.10, else the 0.10.21 wheel pip downloads from the package index")
 
     cameras = sub.add_parser("cameras", help="list the webcams and RealSense cameras --camera can name")
     cameras.add_argument("--probe-seconds", type=float, default=1.0,
@@ -460,7 +461,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from devices.hand_model import build_task_from_mediapipe_wheel, default_model_path, fetch_model
 
     out = args.out or default_model_path()
-    path = build_task_from_mediapipe_wheel(out) if args.from_wheel else fetch_model(out)
+    if args.from_wheel is not None:
+        path = build_task_from_mediapipe_wheel(out, wheel=args.from_wheel or None)
+    else:
+        path = fetch_model(out)
     print(f"hand landmarker model saved to {path}")
     return 0
 

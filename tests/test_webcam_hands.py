@@ -94,10 +94,21 @@ def test_a_file_that_is_no_task_bundle_is_refused(tmp_path, monkeypatch) -> None
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:  # noqa: ANN001
-    try:
+    try:  # from the mediapipe 0.10 wheel: the installed one, else one pip fetches from the package index
         return build_task_from_mediapipe_wheel(tmp_path_factory.mktemp("model") / "hand_landmarker.task")
     except DeviceError as exc:
-        pytest.skip(f"no mediapipe 0.10.x TFLite files to build the model from: {exc}")
+        pytest.skip(f"no mediapipe 0.10 wheel to build the model from (no package index here?): {exc}")
+
+
+def test_a_wheel_without_the_hand_files_is_refused_by_name(tmp_path) -> None:  # noqa: ANN001
+    import zipfile
+
+    wheel = tmp_path / "mediapipe-1.2.3-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("mediapipe/__init__.py", "")
+    with pytest.raises(DeviceError, match="has no mediapipe/modules/palm_detection/palm_detection_full.tflite"):
+        build_task_from_mediapipe_wheel(tmp_path / "out.task", wheel=wheel)
+    assert not (tmp_path / "out.task").exists()
 
 
 def test_the_model_built_from_the_wheel_is_found_by_env_and_cache(model, tmp_path, monkeypatch) -> None:  # noqa: ANN001
