@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     repair.add_argument("dir", type=Path, help="a folder of episodes")
     _add_curation_parsers(episodes_sub)
 
-    record = sub.add_parser("record", help="record episodes headless in simulation with a real device")
+    record = sub.add_parser("record", help="record episodes headless with a real device, in simulation or on a real "
+                                           "robot (--real)")
     _add_rig_arguments(record)
     record.add_argument("--device-arg", default=None,
                         help="the device's option: trace file (replay), camera index or video (webcam-hands), "
@@ -373,7 +374,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
             where = f"the real {config.robot} at {args.real}" if args.real else config.robot
             print(f"{config.task_name} on {where} with {args.device}: '{rig.task.language_instruction()}'; "
                   f"cameras {', '.join([*rig.sim.cameras, *cameras]) or 'none'}; "
-                  f"each episode ends on success, after {args.seconds:g} s, or with Ctrl-C")
+                  f"each episode ends {'' if args.real else 'on success, '}after {args.seconds:g} s, or with Ctrl-C")
             with _terminal_keys(rig.device if args.device == "keyboard" else None), _emergency_stop_key(rig.sim):
                 summary = record_episodes(rig, args.out, args.episodes, args.seed, args.format, print,
                                           trace=args.trace, image_codec=args.image_codec,
