@@ -34,6 +34,8 @@ from ui.widgets import CameraView, StatusLabel, joint_colors, short_names
 REVIEW_CAMERA_PX = 320  # [px] height of each camera view
 
 
+LEGEND_ROWS = 6  # rows of the joint plot's legend; more joints make more columns
+
 class ReviewWindow(QWidget):
     """One episode, opened from the episode table. The episode file stays open while the window shows it, and is
     closed around a trim or a label change (both replace the file).
@@ -168,8 +170,10 @@ class ReviewWindow(QWidget):
 
     def _plot_joints(self, reader: EpisodeReader) -> None:
         self.plot.clear()
-        self.plot.addLegend(offset=(-10, 10))
         q = np.asarray(reader.joint_pos, dtype=float)
+        # a hand's sixteen joints in columns of at most six rows, on a see-through background
+        self.plot.addLegend(offset=(-10, 10), colCount=-(-q.shape[1] // LEGEND_ROWS), labelTextSize="8pt",
+                            brush=pg.mkBrush(255, 255, 255, 190))
         names = short_names(tuple(reader.meta.joint_names))
         for i, color in enumerate(joint_colors(q.shape[1])):
             self.plot.plot(self.t, q[:, i], pen=pg.mkPen(color, width=2), name=names[i])
