@@ -84,10 +84,10 @@ class PretrainConfig:
     Attributes:
         episodes_dir: Directory of recorded episodes; every intact one is used, failed ones too (they are
             still videos of the scene).
+        out: Checkpoint file to write.
         more_dirs: Further directories of episodes pretrained on with those of `episodes_dir`: other tasks and
             robots. Their instructions differ, which gives R3M's language term something to tell apart (with one
             task's recordings it stays at chance: RESULTS.md).
-        out: Checkpoint file to write.
         objective: "r3m" or "mae".
         encoder: r3m: "resnet18" (default), "resnet34", "resnet50" or "keypoints"; mae: "vit-s16" (default),
             "vit-b16", "vit-l16" or their "-avgpool" forms.
