@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("episodes"), help="folder of episodes (default episodes)")
     demo.add_argument("--seed", type=int, default=0,
                       help="scene of the first episode, then seed + 1, ... (default 0: demos are reproducible)")
+    demo.add_argument("--hold", type=float, default=None, metavar="S",
+                      help="seconds the operator holds at the goal after success before the episode ends "
+                           "(default 1: policies learn to stop from it)")
     _add_storage_arguments(demo)
     demo.add_argument("--train", action="store_true", help="then train a policy on them and evaluate it")
     demo.add_argument("--train-steps", type=int, default=None,
@@ -333,7 +336,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from teleop.recording import record_episodes
     from teleop.rig import build_rig
 
-    config = _rig_config(args, "scripted")
+    config = _rig_config(args, "scripted", **({} if args.hold is None else {"stop_on_success_s": args.hold}))
     rig = build_rig(config)
     try:
         renderer = getattr(rig.sim, "renderer_name", "")  # the demo runs in the simulator
@@ -815,6 +818,9 @@ def _output_file(path: Path, option: str) -> None:
 
 def _check_demo(args: argparse.Namespace) -> None:
     _at_least(args.episodes, 1, "--episodes", "the number of episodes to record")
+    if args.hold is not None and not (math.isfinite(args.hold) and args.hold >= 0):
+        raise TeleopError(f"--hold must be 0 or more seconds, got {args.hold:g}: give how long the operator holds "
+                          "at the goal after success, e.g. --hold 1")
     if args.train_steps is not None:
         _at_least(args.train_steps, 1, "--train-steps", "the number of training steps")
     _at_least(args.eval_episodes, 0, "--eval-episodes", "the number of evaluation rollouts, or 0 for none")

@@ -168,3 +168,17 @@ def test_a_real_camera_is_recorded_beside_the_simulator_cameras(tmp_path: Path) 
         assert np.all(stamps <= steps)  # never a frame from the future
         assert reader.frames("webcam").shape[1:] == (48, 128, 3)
         assert "webcam" in json.loads(reader.attrs["camera_stats"])
+
+
+def test_demo_hold_is_how_long_the_operator_stays_at_the_goal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    steps = {}
+    for hold in (0.0, 1.0):
+        out = tmp_path / f"hold{hold:g}"
+        assert main(["demo", "--episodes", "1", "--hold", str(hold), "--out", str(out)]) == 0
+        [path] = sorted(out.glob("*.h5"))
+        with EpisodeReader(path) as episode:
+            assert episode.success is True
+            steps[hold] = episode.num_steps
+    assert 17 <= steps[1.0] - steps[0.0] <= 23  # the same scene, one more second at 20 Hz
+    assert main(["demo", "--hold", "-1", "--out", str(tmp_path / "bad")]) != 0
+    assert "--hold must be 0 or more seconds" in capsys.readouterr().err

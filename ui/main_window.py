@@ -41,7 +41,7 @@ from teleop.errors import TeleopError
 from teleop.recording import RecordedEpisode
 from teleop.rig import RigConfig
 from teleop.robot import RobotStatus
-from teleop.session import REPEATED_FRACTION, SLOW_FRACTION, SessionConfig
+from teleop.session import REPEATED_FRACTION, SLOW_FRACTION, SUCCESS_HOLD_S, SessionConfig
 from teleop.tasks import DEFAULT_TASK, TASKS
 from ui.calibrate_dialog import CALIBRATION_FILE, CalibrateDialog
 from ui.camera_picker import CameraPicker
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ui.train_dialog import TrainDialog
 
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
-SCRIPTED_SUCCESS_HOLD_S = 0.5
+SCRIPTED_SUCCESS_HOLD_S = SUCCESS_HOLD_S  # the scripted operator's takes end as teleop demo's do
 CAMERA_SCALE = 2.0
 CAMERA_ROW_PX = 1140  # widest the camera views may be together; more cameras are shown smaller
 
