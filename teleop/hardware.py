@@ -36,6 +36,7 @@ from teleop.errors import RobotError, TeleopError, UnknownNameError
 from teleop.robot import RobotStatus
 
 WATCHDOG_POLL_S = 0.02  # how often the watchdog looks [s]
+FRESH_READ_S = 0.02  # [s] joints read this recently give the end-effector pose without asking the robot again
 MAX_STEP_DT = 0.1  # [s]: a longer gap between commands is limited as if it were this long (no jump after a pause)
 
 
@@ -141,6 +142,7 @@ class RealRobot:
             driver.close()
             raise
         self._velocity = np.zeros_like(self._target)
+        self._read = (-np.inf, self._target)  # (time, driven joints) of the last joint_state()
         self._started = clock()  # of the soft start
         self._last_command: float | None = None  # None until commands start, and again after a hold
         self._message = ""
@@ -159,12 +161,17 @@ class RealRobot:
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         q, dq, opening = self.driver.read()
+        self._read = (self.clock(), q)
         width = (1.0 if opening is None else opening) * self.spec.gripper_open
         fingers = np.full(len(self.gripper_joints), width)
         return np.concatenate([q, fingers]), np.concatenate([dq, np.zeros(len(fingers))])
 
     def ee_pose(self) -> np.ndarray:
-        return self.model.fk(self.driver.read()[0])
+        """From the joints joint_state() read in this tick (one request to the robot per tick, not two)."""
+        t, q = self._read
+        if self.clock() - t > FRESH_READ_S:
+            q = self.driver.read()[0]
+        return self.model.fk(q)
 
     def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
         """Limit the target (module docstring) and send it; nothing moves during an emergency stop."""
