@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
-from PyQt6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+from PyQt6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout
 
 from teleop.calibrate import METHODS, CalibrateConfig, calibrate, describe_calibration
 from teleop.errors import TeleopError
@@ -80,11 +80,7 @@ class CalibrateDialog(JobDialog):
         self.result_label.setFont(monospace_font())
         column.addWidget(self.result_label)
         buttons = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.start_button, self.cancel_button = self.job_buttons("Start", self.start)
         buttons.addStretch(1)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)

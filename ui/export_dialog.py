@@ -14,7 +14,6 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
 )
 
@@ -97,11 +96,7 @@ class ExportDialog(JobDialog):
         column.addWidget(self.bar)
         column.addWidget(self.status)
         buttons = QHBoxLayout()
-        self.export_button = QPushButton("Export")
-        self.export_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button, self.cancel_button = self.job_buttons("Export", self.start)
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
         column.addLayout(buttons)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PyQt6.QtCore import QObject, QThread
-from PyQt6.QtWidgets import QDialog
+from PyQt6.QtWidgets import QDialog, QPushButton
 
 
 class Job(QObject):
@@ -28,6 +29,15 @@ class JobDialog(QDialog):
         super().__init__(parent)  # type: ignore[arg-type]
         self.thread_: QThread | None = None
         self.job: Any = None  # the running Job (its subclass, for its signals)
+
+    def job_buttons(self, text: str, start: Callable[[], None]) -> tuple[QPushButton, QPushButton]:
+        """The button that starts the job (`text`, calling `start`) and Cancel, disabled until a job runs."""
+        start_button = QPushButton(text)
+        start_button.clicked.connect(start)
+        cancel_button = QPushButton("Cancel")
+        cancel_button.setEnabled(False)
+        cancel_button.clicked.connect(self.cancel)
+        return start_button, cancel_button
 
     @property
     def running(self) -> bool:
