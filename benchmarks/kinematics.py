@@ -586,7 +586,7 @@ def _retarget_timed(rt: HandRetargeter, keypoints: Sequence[np.ndarray]) -> tupl
     """Retarget a stream; joint outputs (K, 16) and the wall and CPU time of each call (K, 2) [s]."""
     qs, ns = [], []
     for kp in keypoints:
-        q, wall, cpu = timed_call(rt.retarget, kp)
+        q, wall, cpu = timed_call(rt.retarget, kp, DT)
         qs.append(q)
         ns.append((wall, cpu))
     return np.array(qs), 1e-9 * np.array(ns)
@@ -602,7 +602,7 @@ def _latency(seconds: np.ndarray) -> dict[str, float]:
 
 
 def bench_round_trip(model: RobotModel, cfg: BenchConfig, rng: np.random.Generator) -> dict[str, Any]:
-    filtered, unfiltered = HandRetargetConfig().build(model), HandRetargetConfig(low_pass_alpha=1.0).build(model)
+    filtered, unfiltered = HandRetargetConfig().build(model), HandRetargetConfig(joint_filter=None).build(model)
     pinch_floor = filtered.config.scale * filtered.config.pinch_far_m
     seconds, tip_err, joint_err, raw_tip_err, excluded, frames = [], [], [], [], 0, 0
     for _ in range(cfg.hand_paths):
@@ -685,7 +685,7 @@ def bench_retarget(cfg: BenchConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed + 1)
     warm = HandRetargetConfig().build(model)
     for kp in human_stream(rng, 0.4):
-        warm.retarget(kp)
+        warm.retarget(kp, DT)
     log("  allegro: round trips")
     round_trip = bench_round_trip(model, cfg, rng)
     log("  allegro: human keypoint stream")

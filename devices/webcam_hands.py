@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -124,6 +125,50 @@ def detect(landmarker: Any, frame_bgr: np.ndarray, timestamp_ms: int, mirrored: 
     mp = _mediapipe()
     rgb = cv2.cvtColor(cv2.flip(frame_bgr, 1) if mirrored else frame_bgr, cv2.COLOR_BGR2RGB)
     return landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), timestamp_ms)
+
+
+def track_video(video: str | Path, model: str | Path | None = None, handedness: str = "Right",
+                min_confidence: float = 0.5, num_hands: int = 2, mirrored: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> list[DeviceSample]:
+    """Every frame of a video file tracked as WebcamHands tracks it: one DeviceSample per frame, `t` the
+    frame's position in the file [s] (retargeting a recorded hand offline, benchmarks, tests).
+
+    Args:
+        video: The video file.
+        model: Hand Landmarker `.task` file; None: devices.hand_model.find_model().
+        handedness, min_confidence, num_hands, mirrored: As for WebcamHands.
+        progress: Called with (frames done, frames in the file) after each frame.
+    Raises:
+        DeviceError: the file cannot be opened or has no frames, or the model cannot be loaded.
+    """
+    cv2 = _cv2()
+    label = handedness.capitalize()
+    if label not in HANDEDNESS:
+        raise UnknownNameError("handedness", handedness, HANDEDNESS)
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise DeviceError(f"OpenCV could not open the video {video}: check that the file exists and is a video")
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    landmarker = create_landmarker(find_model(model), num_hands)
+    samples: list[DeviceSample] = []
+    try:
+        last_ms = -1
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            position_s = capture.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            last_ms = max(last_ms + 1, round(1e3 * position_s))
+            result = detect(landmarker, frame, last_ms, mirrored)
+            samples.append(sample_from_result(result, last_ms / 1e3, label, min_confidence, position_s))
+            if progress is not None:
+                progress(len(samples), max(total, len(samples)))
+    finally:
+        capture.release()
+        landmarker.close()
+    if not samples:
+        raise DeviceError(f"the video {video} has no frames OpenCV can decode")
+    return samples
 
 
 def _mediapipe() -> ModuleType:

@@ -146,7 +146,7 @@ class ArmHandRetargeter:
             self.rejected_arm += 1
             self.last_error = f"arm held: {exc}"
         try:
-            self._q_hand = self._hand(sample)
+            self._q_hand = self._hand(sample, dt)
         except UnsafeInputError as exc:
             self.rejected_hand += 1
             self.last_error = f"hand held: {exc}"
@@ -161,11 +161,11 @@ class ArmHandRetargeter:
             return q_arm
         return self.ik.solve(q_arm, T_base_target, dt).q
 
-    def _hand(self, sample: DeviceSample) -> np.ndarray:
+    def _hand(self, sample: DeviceSample, dt: float) -> np.ndarray:
         """Allegro command from the keypoints; the last one while no hand is tracked."""
         if sample.keypoints is None:  # no hand in view: hold, as a paused tracker does
             return self._q_hand
-        return self.retargeter.retarget(sample.keypoints)
+        return self.retargeter.retarget(sample.keypoints, dt)
 
 
 def _check_consistent(T_base_ee: np.ndarray, T_fk: np.ndarray, frame: str) -> None:

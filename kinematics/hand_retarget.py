@@ -18,7 +18,22 @@ human wrist-to-fingertip vectors of index, middle, ring and thumb, scaled and ro
 and started at a virtual wrist below the palm, should equal the robot's fingertip positions; the
 thumb-to-finger vectors get a larger weight, and a target length near contact, when the human pinches;
 the change from the previous solution is penalised. A few bounded Levenberg-Marquardt iterations with
-pinocchio Jacobians solve it, warm-started from the previous solution; a low-pass filter smooths the output.
+pinocchio Jacobians solve it, warm-started from the previous solution.
+
+Real hand trackers are noisy and now and then jump (MediaPipe on a real hand video: fingertips move 2 mm a
+frame at the median and up to 85 mm). The robot's fingers stay smooth and within their abilities:
+
+* each solve may move joint i at most `max_speed_fraction` of its URDF velocity limit times the time step,
+  as a bound of the solver, so the other joints make up for a bounded one;
+* the change from the previous solution is penalised (`change_weight`): on a noisy stream this halves the
+  joint jitter for a few tenths of a millimetre of fingertip error;
+* a One Euro filter smooths the solved joints (hard while a finger is still, little while it moves), and
+  the output is then held to the same speed bound;
+* optionally a filter on the human fingertips before solving (`keypoint_filter`). On the real hand video
+  it buys smoothness at the same price in error as the joint filter (BENCHMARKS.md), so it is off.
+
+The pinch terms fade in continuously (a smoothstep of the human thumb-to-finger distance): apart, they are
+absent; pinched, they ask for contact.
 """
 
 from __future__ import annotations
@@ -29,7 +44,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg.lapack import dposv as _dposv
 
+from kinematics.filters import FilterConfig, OneEuroFilterConfig, VectorFilter
 from kinematics.robot_model import RobotModel
+from kinematics.safety import validate_period
 from teleop.errors import TeleopError, UnsafeInputError
 
 HUMAN_TIPS = (8, 12, 16, 4)  # MediaPipe tips of index, middle, ring, thumb: the order of fingertip_frames
@@ -71,34 +88,46 @@ class HandRetargetConfig:
         wrist_palm_m: Virtual wrist in the palm frame (3,) [m]: on the side away from the fingers.
         R_palm_hand: Rotation (3x3, rows) from the canonical hand frame to the palm frame.
         tip_weights: Weights of the index, middle, ring and thumb tip terms [1/m^2].
-        pinch_weight: Weight of each thumb-to-finger vector when the human fingers are apart [1/m^2].
+        pinch_weight: Weight of each thumb-to-finger vector when the human fingers are apart [1/m^2]; 0:
+            the tip terms alone place the fingers until the human pinches.
         pinch_weight_close: Weight of a thumb-to-finger vector when the human pinches [1/m^2].
         pinch_near_m: Human thumb-to-finger distance at or below which the pinch counts as closed [m].
-        pinch_far_m: Human thumb-to-finger distance at or above which the pinch terms follow the scale [m].
+        pinch_far_m: Human thumb-to-finger distance at or above which the pinch terms have pinch_weight and
+            follow the scale [m].
         pinch_contact_m: Robot thumb-to-finger tip distance asked for when the human pinch is closed [m]
             (0.024 is two touching fingertip spheres of the Allegro).
-        change_weight: Weight of the change from the previous solution [1/rad^2].
+        change_weight: Weight of the change from the previous solution [1/rad^2]; higher is smoother and
+            lags more.
         rest_weight: Weight of a weak pull toward the flat hand (zero, inside the limits) [1/rad^2]; it
             settles joints the fingertips do not constrain (the Allegro's first joints of straight fingers).
         damping: Levenberg-Marquardt damping [1/rad^2].
         iterations: Maximum solver iterations per call.
-        low_pass_alpha: Output filter, in (0, 1]: q_out = alpha q + (1 - alpha) q_out_previous; 1 disables it.
+        joint_filter: Filter of the solved joints [rad] (One Euro speeds in rad/s); None disables it. The
+            output then moves each joint at most its speed bound per time step.
+        keypoint_filter: Filter of the human fingertips in the hand frame [m] (speeds in m/s) before solving;
+            None disables it.
+        max_speed_fraction: Largest joint speed, as a fraction of the URDF velocity limits, in (0, 1]: a call
+            moves joint i at most max_speed_fraction * velocity_limit[i] * dt.
+        period_s: The time step [s] of a call that gives none (a camera's frame period).
     """
 
     scale: float = 1.6
     wrist_palm_m: tuple[float, float, float] = (0.0, 0.0, -0.095)
     R_palm_hand: tuple[tuple[float, float, float], ...] = R_PALM_HAND_ALLEGRO
     tip_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    pinch_weight: float = 0.5
+    pinch_weight: float = 0.0
     pinch_weight_close: float = 10.0
     pinch_near_m: float = 0.015
     pinch_far_m: float = 0.03
     pinch_contact_m: float = 0.02
-    change_weight: float = 5e-4
+    change_weight: float = 5e-3
     rest_weight: float = 1e-5
     damping: float = 1e-6
-    iterations: int = 6
-    low_pass_alpha: float = 0.6
+    iterations: int = 4
+    joint_filter: FilterConfig | None = OneEuroFilterConfig(min_cutoff_hz=0.2, beta=0.3, d_cutoff_hz=2.0)
+    keypoint_filter: FilterConfig | None = None
+    max_speed_fraction: float = 1.0
+    period_s: float = 1.0 / 30.0
 
     def build(self, model: RobotModel) -> HandRetargeter:
         """Validate against the model and return the stateful retargeter."""
@@ -118,7 +147,11 @@ class HandRetargetConfig:
         _check(self.pinch_contact_m >= 0 and self.damping >= 0, "pinch_contact_m and damping must be >= 0")
         _check(self.change_weight + self.damping > 0, "change_weight + damping must be > 0")
         _check(self.iterations >= 1, "iterations must be >= 1")
-        _check(0 < self.low_pass_alpha <= 1, "low_pass_alpha must be in (0, 1]")
+        _check(0 < self.max_speed_fraction <= 1, "max_speed_fraction must be in (0, 1]")
+        _check(np.isfinite(self.period_s) and self.period_s > 0, "period_s must be > 0")
+        for filter_config in (self.keypoint_filter, self.joint_filter):
+            if filter_config is not None:
+                filter_config.validate()
         return HandRetargeter(self, model)
 
 
@@ -133,16 +166,23 @@ class HandRetargeter:
         self.lower, self.upper = model.lower, model.upper
         self._sqrt_tip_w_rows = np.repeat(np.sqrt(np.asarray(config.tip_weights, dtype=float)), 3)
         self._q_rest = np.clip(np.zeros(model.n), self.lower, self.upper)
-        self._q_raw = np.clip(model.home, self.lower, self.upper)
-        self._q_out: np.ndarray | None = None
+        self._speed = model.velocity_limit * config.max_speed_fraction
+        self._tips_filter = _build_filter(config.keypoint_filter)
+        self._joint_filter = _build_filter(config.joint_filter)
+        self._q_raw = self._q_out = np.clip(model.home, self.lower, self.upper)
+        self._t = 0.0
 
     def reset(self, q: np.ndarray | None = None) -> None:
-        """Forget the history: warm start from q (16,) (default the home pose), no filter state."""
+        """Forget the history: start from q (16,) (the hand's measured joints; default the home pose): the next
+        call warm-starts there and moves at most one speed bound from it; the filters start afresh."""
         q0 = self.model.home if q is None else np.asarray(q, dtype=float)
         if q0.shape != (self.model.n,) or not np.isfinite(q0).all():
             raise UnsafeInputError(f"reset q must be {self.model.n} finite values, got {q0!r}")
-        self._q_raw = np.clip(q0, self.lower, self.upper)
-        self._q_out = None
+        self._q_raw = self._q_out = np.clip(q0, self.lower, self.upper)
+        self._t = 0.0
+        for f in (self._tips_filter, self._joint_filter):
+            if f is not None:
+                f.reset()
 
     def human_to_robot(self, p_hand: np.ndarray) -> np.ndarray:
         """Point(s) (3,) or (k, 3) [m]: canonical hand frame -> palm frame (scale, rotation, wrist)."""
@@ -152,27 +192,37 @@ class HandRetargeter:
         """Inverse of human_to_robot: point(s) (3,) or (k, 3) [m]: palm frame -> canonical hand frame."""
         return ((np.asarray(p_palm, dtype=float) - self.wrist_palm) @ self.R_palm_hand) / self.config.scale
 
-    def retarget(self, keypoints: np.ndarray) -> np.ndarray:
+    def retarget(self, keypoints: np.ndarray, dt: float | None = None) -> np.ndarray:
         """Allegro joint positions (16,) [rad], spec order, for 21 keypoints (21, 3) [m] in any wrist frame.
 
-        The first call after build / reset returns the solution unfiltered; later calls are low-passed.
+        Each call moves each joint at most its speed bound times dt from the previous output (after build or
+        reset, from the start pose).
 
+        Args:
+            keypoints: The 21 human hand keypoints, MediaPipe order [m].
+            dt: Time since the previous call [s] (the control period); None takes the config's period_s.
         Raises:
-            UnsafeInputError: keypoints non-finite, of the wrong shape, or degenerate (no palm plane);
-                the retargeter's state is left unchanged.
+            UnsafeInputError: keypoints non-finite, of the wrong shape, or degenerate (no palm plane), or dt
+                not a positive number; the retargeter's state is left unchanged.
         """
-        p_hand = to_hand_frame(keypoints)
-        tips_hand = p_hand[list(HUMAN_TIPS)]
-        targets = self.human_to_robot(tips_hand)
-        q = self._solve(targets, tips_hand)
-        self._q_raw = q
-        alpha = self.config.low_pass_alpha
-        self._q_out = q.copy() if self._q_out is None else alpha * q + (1.0 - alpha) * self._q_out
+        step_s = self.config.period_s if dt is None else validate_period(dt)
+        tips_hand = to_hand_frame(keypoints)[list(HUMAN_TIPS)]
+        t = self._t + step_s
+        if self._tips_filter is not None:
+            tips_hand = self._tips_filter(tips_hand, t)
+        bound = self._speed * step_s
+        lower = np.maximum(self.lower, self._q_raw - bound)
+        upper = np.minimum(self.upper, self._q_raw + bound)
+        q = self._solve(self.human_to_robot(tips_hand), tips_hand, lower, upper)
+        self._q_raw, self._t = q, t
+        if self._joint_filter is not None:
+            q = self._joint_filter(q, t)
+        self._q_out = np.clip(q, self._q_out - bound, self._q_out + bound)
         return self._q_out.copy()
 
     # ---------------------------------------------------------------------------------------- internals
-    def _solve(self, targets: np.ndarray, tips_hand: np.ndarray) -> np.ndarray:
-        """Bounded Levenberg-Marquardt from the previous solution; targets (4, 3) in the palm frame.
+    def _solve(self, targets: np.ndarray, tips_hand: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """Levenberg-Marquardt from the previous solution within [lower, upper]; targets (4, 3) in the palm frame.
 
         A step is kept only if it lowers the cost; otherwise the damping grows and the step is retried.
         """
@@ -190,8 +240,8 @@ class HandRetargeter:
             if mu < 0:  # initial damping relative to the curvature (Nielsen)
                 mu = max(1e-3 * float(H.diagonal().max()), c.damping)
             H.flat[:: H.shape[0] + 1] += c.change_weight + c.rest_weight + mu
-            step = self._bounded_step(q, H, g)
-            q_new = np.clip(q + step, self.lower, self.upper)
+            step = self._bounded_step(q, H, g, lower, upper)
+            q_new = np.clip(q + step, lower, upper)
             cost_new, r_new, J_new = self._evaluate(problem, q_new)
             if cost_new < cost:
                 q, cost, r, J = q_new, cost_new, r_new, J_new
@@ -211,10 +261,12 @@ class HandRetargeter:
         cost = float(r @ r + self.config.change_weight * (dq @ dq) + self.config.rest_weight * (dr @ dr))
         return cost, r, J
 
-    def _bounded_step(self, q: np.ndarray, H: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Newton step -H^-1 g with joints that sit on a limit and are pushed outward held still."""
+    def _bounded_step(
+        self, q: np.ndarray, H: np.ndarray, g: np.ndarray, lower: np.ndarray, upper: np.ndarray
+    ) -> np.ndarray:
+        """Newton step -H^-1 g with joints that sit on a bound and are pushed outward held still."""
         step = _spd_solve(H, -g)
-        at_limit = ((q <= self.lower) & (step < 0)) | ((q >= self.upper) & (step > 0))
+        at_limit = ((q <= lower) & (step < 0)) | ((q >= upper) & (step > 0))
         if at_limit.any():
             free = ~at_limit
             step = np.zeros_like(q)
@@ -232,6 +284,7 @@ class HandRetargeter:
         human = tips_hand[:3] - tips_hand[3]
         distance = np.linalg.norm(human, axis=1)
         t = np.clip((distance - c.pinch_near_m) / (c.pinch_far_m - c.pinch_near_m), 0.0, 1.0)
+        t = t * t * (3.0 - 2.0 * t)  # smoothstep: the terms fade in and out with no kink
         length = t * c.scale * distance + (1.0 - t) * c.pinch_contact_m
         direction = human @ self.R_palm_hand.T
         degenerate = distance < 1e-6
@@ -274,6 +327,10 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a x b for 3-vectors (np.cross costs ~10x more on single vectors)."""
     (a0, a1, a2), (b0, b1, b2) = a.tolist(), b.tolist()
     return np.array((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0))
+
+
+def _build_filter(config: FilterConfig | None) -> VectorFilter | None:
+    return None if config is None else config.build()
 
 
 def _spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:

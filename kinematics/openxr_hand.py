@@ -51,6 +51,40 @@ def openxr_to_mediapipe(joints_xr: object, valid: object = None) -> np.ndarray:
     return p if R_space_wrist is None else p @ R_space_wrist
 
 
+# The OpenXR wrist's axes in the canonical hand frame (kinematics.hand_retarget.to_hand_frame): +X toward the
+# little finger, +Y out of the back of the hand, +Z from the fingers toward the wrist (columns).
+_R_HAND_XRWRIST = np.array(((0.0, 0.0, -1.0), (1.0, 0.0, 0.0), (0.0, -1.0, 0.0)))
+
+
+def mediapipe_to_openxr(keypoints_hand: object, T_space_hand: object) -> np.ndarray:
+    """The 26 OpenXR joint poses (26, 7) (position [m], quaternion w, x, y, z) of 21 keypoints, the inverse of
+    openxr_to_mediapipe: a tracked hand replayed as an OpenXR runtime reports it (benchmarks, tests).
+
+    The palm joint is put halfway between the wrist and the middle MCP, a long finger's metacarpal joint a
+    fifth of the way from the wrist to its MCP. Every joint carries the wrist's orientation (OpenXR axes:
+    +Y out of the back of the hand, +Z toward the wrist), the one openxr_to_mediapipe reads.
+
+    Args:
+        keypoints_hand: The 21 MediaPipe keypoints (21, 3) [m] in the canonical hand frame (to_hand_frame).
+        T_space_hand: Pose (4, 4) of the canonical hand frame in the OpenXR space.
+    Raises:
+        UnsafeInputError: wrong shapes or non-finite values.
+    """
+    kp = as_finite_array(keypoints_hand, (21, 3), "hand keypoints")
+    T = as_finite_array(T_space_hand, (4, 4), "hand pose")
+    hand = np.empty((XR_JOINT_COUNT, 3))
+    hand[_INDEX] = kp
+    hand[XR_PALM] = 0.5 * (kp[0] + kp[9])
+    for xr_joint, mcp in zip(XR_METACARPALS, (5, 9, 13, 17), strict=True):
+        hand[xr_joint] = kp[0] + 0.2 * (kp[mcp] - kp[0])
+    R_space_wrist = _rotation(T[:3, :3]) @ _R_HAND_XRWRIST
+    x, y, z, w = Rotation.from_matrix(R_space_wrist).as_quat()
+    poses = np.empty((XR_JOINT_COUNT, 7))
+    poses[:, :3] = hand @ T[:3, :3].T + T[:3, 3]
+    poses[:, 3:] = (w, x, y, z)
+    return poses
+
+
 def _split(joints_xr: object) -> tuple[np.ndarray, np.ndarray | None]:
     """Positions (26, 3) and the wrist orientation R_space_wrist (3, 3), or None for positions only."""
     if joints_xr is None:

@@ -133,7 +133,7 @@ class HandController(Controller):
 
     def reset(self, q: np.ndarray, T_base_ee: np.ndarray) -> None:
         super().reset(q, T_base_ee)
-        self.retargeter.reset()
+        self.retargeter.reset(self.safety.last_safe)
 
     def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
         if not sample.engaged:  # tracking paused or deadman released: hold
@@ -142,7 +142,7 @@ class HandController(Controller):
             raise UnsafeInputError("no tracked hand in the sample: holding the hand still")
         keypoints = as_finite_array(sample.keypoints, (21, 3), "hand keypoints")
         try:
-            q_target = self.retargeter.retarget(keypoints)
+            q_target = self.retargeter.retarget(keypoints, dt)
         except UnsafeInputError:
             raise
         except Exception as exc:  # a solver failure on odd input must hold the hand, not stop the loop

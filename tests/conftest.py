@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from teleop.clock import SimulatedClock
+
+HAND_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "human_hand_video.mp4"
+"""A real right hand filmed for 621 frames at 30 fps (../shared): tests that need it skip without it."""
 
 __all__ = ["SimulatedClock"]  # the tests import it from here
 
@@ -49,3 +53,28 @@ def app():  # noqa: ANN201
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     widgets = pytest.importorskip("PyQt6.QtWidgets")
     return widgets.QApplication.instance() or widgets.QApplication([])
+
+
+@pytest.fixture(scope="session")
+def hand_landmarker_model(tmp_path_factory):  # noqa: ANN001, ANN201
+    """MediaPipe's hand landmarker model built from the mediapipe 0.10 wheel's TFLite files (the installed
+    mediapipe if it is a 0.10, else the wheel pip fetches from the package index), once per test session."""
+    pytest.importorskip("mediapipe")
+    from devices.hand_model import build_task_from_mediapipe_wheel
+    from teleop.errors import DeviceError
+
+    try:
+        return build_task_from_mediapipe_wheel(tmp_path_factory.mktemp("model") / "hand_landmarker.task")
+    except DeviceError as exc:
+        pytest.skip(f"no mediapipe 0.10 wheel to build the model from (no package index here?): {exc}")
+
+
+@pytest.fixture(scope="session")
+def real_hand_samples(hand_landmarker_model):  # noqa: ANN001, ANN201
+    """Every frame of the real hand video tracked by MediaPipe as the webcam-hands device tracks it."""
+    if not HAND_VIDEO.is_file():
+        pytest.skip(f"{HAND_VIDEO} is not here")
+    pytest.importorskip("cv2")
+    from devices.webcam_hands import track_video
+
+    return track_video(HAND_VIDEO, hand_landmarker_model)

@@ -9,6 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from devices.human_hand import HumanHand
+from kinematics.filters import EmaFilterConfig
 from kinematics.hand_retarget import HandRetargetConfig, HandRetargeter, to_hand_frame
 from kinematics.robot_model import load_model
 from teleop.errors import TeleopError, UnsafeInputError
@@ -63,9 +64,12 @@ def test_canonical_frame_is_independent_of_the_input_frame() -> None:
         np.testing.assert_allclose(to_hand_frame(_random_frame(kp, rng, seed)), kp, atol=1e-12)
 
 
-def test_round_trip_from_robot_fingertips_recovers_them() -> None:
+@pytest.mark.parametrize(("filtered", "calls"), [(False, 60), (True, 150)])
+def test_round_trip_from_robot_fingertips_recovers_them(filtered: bool, calls: int) -> None:
+    """A hand held still: the solver alone reaches the fingertips within 2 s at 30 fps, with the default
+    smoothing within 5 s at 30 fps (the One Euro filter settles slowly on a still hand, by design)."""
     model = load_model("allegro")
-    rt = _retargeter()
+    rt = _retargeter() if filtered else _retargeter(joint_filter=None)
     rng = np.random.default_rng(2)
     tested = 0
     while tested < 25:
@@ -77,7 +81,7 @@ def test_round_trip_from_robot_fingertips_recovers_them() -> None:
         tested += 1
         kp = _random_frame(_keypoints_with_tips(rt.robot_to_human(tips)), rng, tested)
         rt.reset()
-        for _ in range(10):
+        for _ in range(calls):
             q = rt.retarget(kp)
         assert np.all(q >= model.lower) and np.all(q <= model.upper)
         assert np.linalg.norm(model.fingertips(q) - tips, axis=1).max() < 5e-3
@@ -118,13 +122,72 @@ def test_human_hand_poses_retarget_without_nan_and_a_curled_index_flexes_the_rob
     assert flexions[0] + 0.5 < flexions[1] < flexions[2]
 
 
-def test_low_pass_filter_moves_a_fraction_alpha_per_call() -> None:
+def test_joint_filter_moves_a_fraction_alpha_per_call() -> None:
     hand = HumanHand()
-    rt = _retargeter(low_pass_alpha=0.25)
-    q_open = rt.retarget(hand.keypoints(np.zeros(5)))
-    q_fist_first = rt.retarget(hand.keypoints(np.ones(5)))
-    q_raw = rt._q_raw
-    np.testing.assert_allclose(q_fist_first, 0.25 * q_raw + 0.75 * q_open)
+    rt = _retargeter(joint_filter=EmaFilterConfig(alpha=0.25))
+    q_open = rt.retarget(hand.keypoints(np.zeros(5)), dt=1.0)  # a long step: the speed bound stays out of it
+    np.testing.assert_array_equal(q_open, rt._q_raw)  # the filter's first sample passes unchanged
+    q_fist_first = rt.retarget(hand.keypoints(np.ones(5)), dt=1.0)
+    np.testing.assert_allclose(q_fist_first, 0.25 * rt._q_raw + 0.75 * q_open)
+
+
+def test_an_open_hand_closing_at_once_moves_every_joint_within_its_speed_limit() -> None:
+    """The tracker jumps from an open hand to a fist: each call moves a joint at most its URDF velocity limit
+    times dt, also with the filters off, and the hand still gets there."""
+    hand = HumanHand()
+    model = load_model("allegro")
+    for rt in (_retargeter(), _retargeter(joint_filter=None, change_weight=1e-6)):
+        rt.reset(model.home)
+        previous = model.home
+        for dt in (1 / 30, 1 / 30, 0.05, 0.01):
+            q = rt.retarget(hand.keypoints(np.ones(5)), dt)
+            assert np.all(np.abs(q - previous) <= model.velocity_limit * dt + 1e-12)
+            previous = q
+        for _ in range(300):
+            q = rt.retarget(hand.keypoints(np.ones(5)))
+        settled = _retargeter(joint_filter=None)
+        for _ in range(50):
+            q_settled = settled.retarget(hand.keypoints(np.ones(5)), dt=1.0)
+        np.testing.assert_allclose(q, q_settled, atol=0.02)
+
+
+def test_the_speed_bound_is_a_fraction_of_the_urdf_limit() -> None:
+    model = load_model("allegro")
+    rt = _retargeter(max_speed_fraction=0.25, joint_filter=None)
+    q = rt.retarget(HumanHand().keypoints(np.ones(5)), dt=0.1)
+    assert np.abs(q - model.home).max() == pytest.approx(0.25 * 7.0 * 0.1)
+
+
+def test_pinch_terms_fade_in_smoothly_with_the_human_pinch_distance() -> None:
+    """No pinch term while the fingers are apart, full weight and contact length when pinched, and weight
+    and length continuous (a smoothstep, no kink) in between."""
+    rt = _retargeter(pinch_weight=0.0)
+    c = rt.config
+    tips = np.zeros((4, 3))
+    weights, lengths = [], []
+    distances = np.linspace(0.0, 0.05, 501)
+    for d in distances:
+        tips[0] = (d, 0.0, 0.0)  # the index tip d from the thumb tip at the origin
+        vectors, sqrt_w = rt._pinch_targets(tips, rt.model.home)
+        weights.append(float(sqrt_w[0, 0]) ** 2)
+        lengths.append(float(np.linalg.norm(vectors[0])))
+    weights_arr = np.array(weights)
+    assert weights_arr[distances <= c.pinch_near_m] == pytest.approx(c.pinch_weight_close)
+    assert weights_arr[distances >= c.pinch_far_m] == pytest.approx(0.0)
+    slope = np.diff(weights_arr) / np.diff(distances)
+    assert np.abs(np.diff(slope)).max() < 0.05 * np.abs(slope).max()  # no jump in the slope
+    assert np.abs(np.diff(lengths)).max() < 1e-3  # the target length moves a little per 0.1 mm
+
+
+def test_a_bad_time_step_raises_and_leaves_the_state_alone() -> None:
+    good = HumanHand().keypoints(np.full(5, 0.3))
+    reference, rt = _retargeter(), _retargeter()
+    reference.retarget(good)
+    rt.retarget(good)
+    for dt in (0.0, -0.01, float("nan"), "0.03"):
+        with pytest.raises(UnsafeInputError, match="period"):
+            rt.retarget(good, dt)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(rt.retarget(good), reference.retarget(good))
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "shape", "degenerate"])
@@ -150,7 +213,9 @@ def test_invalid_keypoints_raise_and_leave_the_state_alone(bad: str) -> None:
 def test_config_is_validated_at_build() -> None:
     model = load_model("allegro")
     with pytest.raises(TeleopError):
-        HandRetargetConfig(low_pass_alpha=0.0).build(model)
+        HandRetargetConfig(max_speed_fraction=0.0).build(model)
+    with pytest.raises(TeleopError):
+        HandRetargetConfig(joint_filter=EmaFilterConfig(alpha=1.5)).build(model)
     with pytest.raises(TeleopError):
         HandRetargetConfig(R_palm_hand=((1, 0, 0), (0, 1, 0), (0, 0, -1))).build(model)
     with pytest.raises(TeleopError):
@@ -245,5 +310,5 @@ def test_every_joint_pinned_against_a_limit_gives_no_step_instead_of_a_solver_er
     model = load_model("allegro")
     retargeter = HandRetargetConfig().build(model)
     q = model.upper.copy()
-    step = retargeter._bounded_step(q, np.eye(16), -np.ones(16))  # every joint pushed further out
+    step = retargeter._bounded_step(q, np.eye(16), -np.ones(16), model.lower, model.upper)  # pushed further out
     assert step.shape == (16,) and not step.any()

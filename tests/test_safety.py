@@ -339,7 +339,7 @@ def test_a_failing_hand_solver_holds_the_hand_and_restarts_from_the_last_safe_ta
     safe = controller.act(sample, model.home, np.eye(4), 0.05)
     restarted_from: list[np.ndarray] = []
 
-    def broken(keypoints: np.ndarray) -> np.ndarray:
+    def broken(keypoints: np.ndarray, dt: float | None = None) -> np.ndarray:
         raise RuntimeError("LAPACK said no")
 
     monkeypatch.setattr(controller.retargeter, "retarget", broken)

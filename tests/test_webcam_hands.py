@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import HAND_VIDEO as VIDEO
 
 from devices import hand_model
 from devices.hand_model import build_task_from_mediapipe_wheel, check_task, fetch_model, find_model
 from devices.webcam_hands import WebcamHands, create_landmarker, detect, sample_from_result
 from teleop.errors import DeviceError, UnknownNameError
 
-VIDEO = Path("/work/shared/data/hands/human_hand_video.mp4")
 WRIST, INDEX_MCP, MIDDLE_MCP, MIDDLE_TIP, LITTLE_MCP = 0, 5, 9, 12, 17
 
 
@@ -93,11 +93,8 @@ def test_a_file_that_is_no_task_bundle_is_refused(tmp_path, monkeypatch) -> None
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:  # noqa: ANN001
-    try:  # from the mediapipe 0.10 wheel: the installed one, else one pip fetches from the package index
-        return build_task_from_mediapipe_wheel(tmp_path_factory.mktemp("model") / "hand_landmarker.task")
-    except DeviceError as exc:
-        pytest.skip(f"no mediapipe 0.10 wheel to build the model from (no package index here?): {exc}")
+def model(hand_landmarker_model) -> Path:  # noqa: ANN001
+    return hand_landmarker_model
 
 
 def test_a_wheel_without_the_hand_files_is_refused_by_name(tmp_path) -> None:  # noqa: ANN001
