@@ -24,7 +24,8 @@ Metrics (the reference is the human hand of the same frame):
 * safety_clamps: frames the app's last gate (`JointSafety`, URDF limits and speeds) had to change;
 * p50_ms / p99_ms: wall time of one call; p99_cpu_ms its thread CPU time; speedups are dex / ours.
 
-`--frontier` also sweeps each method's smoothing (dex: its filter's alpha; ours: change_weight) on the
+`--frontier` also sweeps each method's output filter (dex: its alpha; ours: the joint One Euro filter's
+min_cutoff_hz and beta, and off) on the
 mediapipe stream: error against jitter, written as a plot (`--plot PATH`, PNG). Both run on one thread
 (torch, which dex-retargeting uses for its gradients, and BLAS).
 
@@ -56,6 +57,7 @@ import numpy as np  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from benchmarks.common import c_stdout_to_stderr, log  # noqa: E402
+from kinematics.filters import OneEuroFilterConfig  # noqa: E402
 from kinematics.hand_retarget import HUMAN_TIPS, HandRetargetConfig, to_hand_frame  # noqa: E402
 from kinematics.openxr_hand import mediapipe_to_openxr, openxr_to_mediapipe  # noqa: E402
 from kinematics.robot_model import RobotModel, load_model  # noqa: E402
@@ -70,7 +72,7 @@ DEX_TIPS = ("link_15.0_tip", "link_3.0_tip", "link_7.0_tip", "link_11.0_tip")  #
 DEX_FROM_OURS = [3, 0, 1, 2]  # our tip order is index, middle, ring, thumb
 DEX_ALPHA = 0.2  # dex-retargeting's allegro_hand_right.yml (teleop)
 DEX_ALPHAS = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
-OURS_CHANGE_WEIGHTS = (5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
+OURS_FILTERS = ((0.05, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 1.0), (0.5, 2.0), (1.0, 5.0), None)  # (min_cutoff_hz, beta)
 
 
 # ------------------------------------------------------------------------------------------------- streams
@@ -219,29 +221,34 @@ def compare(model: RobotModel, urdf: Path, keypoints: np.ndarray, rounds: int) -
     return out
 
 
-def frontier(model: RobotModel, urdf: Path, keypoints: np.ndarray) -> dict[str, list[dict[str, float]]]:
-    """Error against jitter as each method's smoothing varies."""
-    points: dict[str, list[dict[str, float]]] = {"dex": [], "ours": []}
+def frontier(model: RobotModel, urdf: Path, keypoints: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """Error against jitter as each method's output filter varies (ours: One Euro at the default
+    change_weight; dex: its exponential filter)."""
+    points: dict[str, list[dict[str, Any]]] = {"dex": [], "ours": []}
     for alpha in DEX_ALPHAS:
         qs, _ = run_method(Dex(model, urdf, alpha), keypoints)
         points["dex"].append({"alpha": alpha, **quality(model, keypoints, qs)})
-    for weight in OURS_CHANGE_WEIGHTS:
-        qs, _ = run_method(Ours(model, HandRetargetConfig(change_weight=weight)), keypoints)
-        points["ours"].append({"change_weight": weight, **quality(model, keypoints, qs)})
+    for setting in OURS_FILTERS:
+        joint_filter = None if setting is None else OneEuroFilterConfig(*setting, d_cutoff_hz=2.0)
+        qs, _ = run_method(Ours(model, HandRetargetConfig(joint_filter=joint_filter)), keypoints)
+        label = "off" if setting is None else f"{setting[0]:g}/{setting[1]:g}"
+        points["ours"].append({"joint_filter": label, **quality(model, keypoints, qs)})
     return points
 
 
-def plot_frontier(points: dict[str, list[dict[str, float]]], defaults: dict[str, dict[str, float]], path: Path) -> None:
+def plot_frontier(points: dict[str, list[dict[str, Any]]], defaults: dict[str, dict[str, float]], path: Path) -> None:
     plt = require("matplotlib.pyplot", extra="report", purpose="The frontier plot", package="matplotlib")
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    labels = {"ours": ("ours (change_weight)", "change_weight"), "dex": ("dex-retargeting (low_pass_alpha)", "alpha")}
+    labels = {"ours": ("ours (joint filter min_cutoff_hz/beta)", "joint_filter"),
+              "dex": ("dex-retargeting (low_pass_alpha)", "alpha")}
     for name, color in (("ours", "tab:blue"), ("dex", "tab:orange")):
         label, key = labels[name]
         xs = [p["jitter_rad"] for p in points[name]]
         ys = [p["err_mm"] for p in points[name]]
         ax.plot(xs, ys, "o-", color=color, label=label)
         for p in points[name]:
-            ax.annotate(f"{p[key]:g}", (p["jitter_rad"], p["err_mm"]), textcoords="offset points", xytext=(4, 4),
+            text = f"{p[key]:g}" if isinstance(p[key], float) else str(p[key])
+            ax.annotate(text, (p["jitter_rad"], p["err_mm"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color=color)
         ax.plot(defaults[name]["jitter_rad"], defaults[name]["err_mm"], "*", ms=14, color=color,
                 markeredgecolor="black", label=f"{name}: default")
