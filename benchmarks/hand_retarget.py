@@ -76,7 +76,7 @@ OURS_FILTERS = ((0.05, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 1.0), (0.5, 2.0), (1.
 
 
 # ------------------------------------------------------------------------------------------------- streams
-def mediapipe_stream(video: Path, model: str | None) -> np.ndarray:
+def mediapipe_stream(video: Path, model: str | None, frames: int | None) -> np.ndarray:
     """The right hand's keypoints (K, 21, 3) [m] of every frame where it is tracked."""
     from devices.webcam_hands import track_video
 
@@ -84,7 +84,7 @@ def mediapipe_stream(video: Path, model: str | None) -> np.ndarray:
         if done % 100 == 0 or done == total:
             log(f"  mediapipe: {done}/{total} frames")
 
-    samples = track_video(video, model, progress=progress)
+    samples = track_video(video, model, max_frames=frames, progress=progress)
     kept = [s.keypoints for s in samples if s.engaged and s.keypoints is not None]
     log(f"  mediapipe: the right hand tracked in {len(kept)} of {len(samples)} frames")
     return np.array(kept)
@@ -270,7 +270,7 @@ def run(video: Path, model_file: str | None, rounds: int, frames: int | None, wi
     torch.set_num_threads(1)
     log(f"hand retargeting benchmark (load average {os.getloadavg()[0]:.2f})")
     model = load_model(get_robot("allegro"))
-    keypoints = mediapipe_stream(video, model_file)[:frames]
+    keypoints = mediapipe_stream(video, model_file, frames)
     streams = {"mediapipe": keypoints, "openxr": openxr_stream(keypoints)}
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print)
     parser.add_argument("--video", type=Path, default=VIDEO, help="a video of a right hand (default: the shared one)")
     parser.add_argument("--model", default=None, help="hand_landmarker.task (default: teleop's cache)")
     parser.add_argument("--rounds", type=int, default=3, help="turns each method takes, for the latency")
-    parser.add_argument("--frames", type=int, default=None, help="only the first N tracked frames")
+    parser.add_argument("--frames", type=int, default=None, help="only the first N frames of the video")
     parser.add_argument("--frontier", action="store_true", help="also sweep each method's smoothing")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the frontier (with --frontier)")
     args = parser.parse_args(argv)

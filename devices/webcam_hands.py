@@ -129,7 +129,8 @@ def detect(landmarker: Any, frame_bgr: np.ndarray, timestamp_ms: int, mirrored: 
 
 def track_video(video: str | Path, model: str | Path | None = None, handedness: str = "Right",
                 min_confidence: float = 0.5, num_hands: int = 2, mirrored: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> list[DeviceSample]:
+                max_frames: int | None = None, progress: Callable[[int, int], None] | None = None
+                ) -> list[DeviceSample]:
     """Every frame of a video file tracked as WebcamHands tracks it: one DeviceSample per frame, `t` the
     frame's position in the file [s] (retargeting a recorded hand offline, benchmarks, tests).
 
@@ -137,6 +138,7 @@ def track_video(video: str | Path, model: str | Path | None = None, handedness: 
         video: The video file.
         model: Hand Landmarker `.task` file; None: devices.hand_model.find_model().
         handedness, min_confidence, num_hands, mirrored: As for WebcamHands.
+        max_frames: Stop after this many frames (None: the whole file).
         progress: Called with (frames done, frames in the file) after each frame.
     Raises:
         DeviceError: the file cannot be opened or has no frames, or the model cannot be loaded.
@@ -149,11 +151,13 @@ def track_video(video: str | Path, model: str | Path | None = None, handedness: 
     if not capture.isOpened():
         raise DeviceError(f"OpenCV could not open the video {video}: check that the file exists and is a video")
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if max_frames is not None:
+        total = min(total, max_frames)
     landmarker = create_landmarker(find_model(model), num_hands)
     samples: list[DeviceSample] = []
     try:
         last_ms = -1
-        while True:
+        while max_frames is None or len(samples) < max_frames:
             ok, frame = capture.read()
             if not ok:
                 break

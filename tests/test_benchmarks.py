@@ -40,6 +40,23 @@ def run_benchmark(*args: str) -> dict:
     return json.loads(lines[-1])
 
 
+def test_hand_retarget_benchmark_compares_both_methods_on_both_streams(hand_landmarker_model) -> None:  # noqa: ANN001
+    pytest.importorskip("dex_retargeting")
+    from conftest import HAND_VIDEO
+
+    if not HAND_VIDEO.is_file():
+        pytest.skip(f"{HAND_VIDEO} is not here")
+    result = run_benchmark("benchmarks/hand_retarget.py", "--frames", "40", "--rounds", "1", "--video", str(HAND_VIDEO),
+                           "--model", str(hand_landmarker_model))
+    fields = {"err_mm", "jitter_rad", "max_step_rad", "over_speed", "limit_violations", "safety_clamps", "p50_ms",
+              "p99_ms", "p99_cpu_ms"}
+    assert set(result) == {"mediapipe", "openxr"}
+    for stream in result.values():
+        assert fields <= set(stream["ours"]) and fields <= set(stream["dex"])
+        assert stream["frames"] == 40 and stream["speedup_p50"] > 0
+        assert stream["ours"]["over_speed"] == 0 and stream["ours"]["limit_violations"] == 0
+
+
 @pytest.fixture(scope="module")
 def kinematics_result() -> dict:
     pytest.importorskip("ikpy")
