@@ -3,15 +3,15 @@
 It never writes joint commands. It looks at the scene (a view callback: where the robot is, where it should
 go), moves its hand toward the goal the way a person does (reaction time, bounded speed, tremor, slow drift,
 hesitations, the occasional clutch release and re-grip) and emits what a real device would: a 6-DoF
-controller pose with grip (deadman) and trigger, or 21 hand keypoints. Everything downstream is the code real
-devices use.
+controller pose with grip (deadman) and trigger, 21 hand keypoints, or both a tracked wrist pose and keypoints
+(an arm with a hand). Everything downstream is the code real devices use.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -36,6 +36,15 @@ class HandView:
     finger: str  # "thumb", "index", "middle", "ring" or "little"
     tip_pos: np.ndarray
     goal_pos: np.ndarray
+
+
+@dataclass(frozen=True)
+class ArmHandView:
+    """What the person sees of an arm + hand task: where to bring the wrist (`wrist`: the flange and its goal
+    in the robot base frame) and which fingertip to put where (`fingers`: in the palm frame)."""
+
+    wrist: ArmView
+    fingers: HandView
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,56 @@ class ScriptedHandOperator(Device):
             self.aim = reached + 0.03 * (self.aim - reached) / np.linalg.norm(self.aim - reached)
         keypoints = pose.keypoints + 0.001 * self.person.rng.standard_normal((21, 3))  # tracking jitter
         return DeviceSample(t=now, engaged=True, keypoints=keypoints, buttons={"tracked": True})
+
+
+class ScriptedArmHandOperator(Device):
+    """A person's tracked right hand driving an arm with a hand: they move the wrist toward where the hand
+    should be, as ScriptedArmOperator moves a controller (no grip button: a tracked hand has none, so no
+    clutch releases), and meanwhile move one fingertip onto its goal, as ScriptedHandOperator does. Samples
+    carry the wrist pose, the 21 keypoints and `engaged` (after the reaction time), as a hand tracker's do.
+
+    Args:
+        view: Called each read; what the person sees now.
+        R_base_device, pos_scale: The arm mapping the person expects (as ScriptedArmOperator).
+        palm_to_hand: Robot palm frame -> their wrist frame (as ScriptedHandOperator).
+        style: Motion style and seed.
+        clock: Monotonic clock [s].
+    """
+
+    name = "scripted"
+
+    def __init__(self, view: Callable[[], ArmHandView], R_base_device: np.ndarray | None = None,
+                 pos_scale: float = 1.0, palm_to_hand: Callable[[np.ndarray], np.ndarray] | None = None,
+                 style: OperatorStyle | None = None, clock: Clock = time.monotonic) -> None:
+        super().__init__(clock)
+        self.view = view
+        self.style = replace(style or OperatorStyle(), regrip_prob=0.0)
+        self._now: ArmHandView | None = None
+        self.wrist = ScriptedArmOperator(self._wrist_view, R_base_device, pos_scale, self.style, clock)
+        fingers_style = replace(self.style, seed=self.style.seed + 7919)
+        self.fingers = ScriptedHandOperator(self._fingers_view, palm_to_hand or (lambda p: p), fingers_style, clock)
+
+    def _wrist_view(self) -> ArmView:
+        assert self._now is not None
+        return self._now.wrist
+
+    def _fingers_view(self) -> HandView:
+        assert self._now is not None
+        return self._now.fingers
+
+    def _connect(self) -> None:
+        self.wrist.connect()
+        self.fingers.connect()
+
+    def _disconnect(self) -> None:
+        self.wrist.disconnect()
+        self.fingers.disconnect()
+
+    def _read(self) -> DeviceSample:
+        self._now = self.view()
+        wrist, fingers = self.wrist.read(), self.fingers.read()
+        return DeviceSample(t=wrist.t, engaged=wrist.engaged, T_world_device=wrist.T_world_device,
+                            keypoints=fingers.keypoints, buttons={"tracked": True})
 
 
 def _approach(value: float, target: float, step: float) -> float:

@@ -262,7 +262,7 @@ class WebcamHands(Device):
             landmarker.close()
             what = f"camera {self.source}" if isinstance(self.source, int) else f"the video {self.source}"
             raise DeviceError(f"OpenCV could not open {what}: check that it exists (is plugged in) and no other "
-                              "program uses it, or pass another camera index or a video file")
+                              "program uses it, or pass another camera index or a video file with --device-arg")
         if isinstance(self.source, int):
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued behind a slow detection
         self._stop.clear()

@@ -108,12 +108,13 @@ class ArmHandRetargeter:
         """Name of the arm frame the IK places (the flange unless the config names another)."""
         return self.arm_model.model.frames[self.ik.frame_id].name
 
-    def reset(self, q_arm: np.ndarray, T_base_ee: np.ndarray | None = None) -> None:
-        """Start from measured arm joints q_arm (7,) [rad]: hold them, fingers at the Allegro home.
+    def reset(self, q_arm: np.ndarray, T_base_ee: np.ndarray | None = None, q_hand: np.ndarray | None = None) -> None:
+        """Start from measured joints: hold them (the fingers at q_hand, default the Allegro home).
 
         Args:
             q_arm: Measured arm joint positions, arm spec order (7,) [rad].
             T_base_ee: Measured pose (4, 4) of the IK frame (`ik_frame`); None computes it from q_arm.
+            q_hand: Measured hand joint positions, hand spec order (16,) [rad]; None: the Allegro home.
         Raises:
             UnsafeInputError: q_arm or T_base_ee malformed or non-finite.
             TeleopError: T_base_ee more than 2 cm / 0.1 rad from FK(q_arm): a pose of another frame?
@@ -125,9 +126,9 @@ class ArmHandRetargeter:
         if T_base_ee is not None:
             _check_consistent(np.asarray(T_base_ee, dtype=float), T_fk, self.ik_frame)
         self.mapping.reset(T_fk if T_base_ee is None else T_base_ee)
-        self.retargeter.reset()
+        self.retargeter.reset(q_hand)
         self._q_arm = q.copy()
-        self._q_hand = self.retargeter.model.home
+        self._q_hand = self.retargeter.model.home if q_hand is None else np.asarray(q_hand, dtype=float).copy()
 
     def act(self, sample: DeviceSample, dt: float) -> ArmHandTarget:
         """Joint commands for this sample; a part whose input is unsafe holds its last command.

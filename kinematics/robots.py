@@ -1,11 +1,15 @@
 """The robots we support: where their URDF is, which joints are driven, which frame is the end effector.
 
-URDFs come from the `example-robot-data` package (installed with this project).
+URDFs come from the `example-robot-data` package (installed with this project). A robot made of an arm with a
+hand at its flange (`Mount`) gets a URDF of both, joined by a fixed joint, written once into a cache folder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +19,38 @@ ALLEGRO_JOINTS = tuple(f"joint_{i}.0" for i in range(16))  # index 0-3, middle 4
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A hand fixed to a link of an arm.
+
+    Attributes:
+        hand: The hand robot's name (its URDF's root link is joined to `parent`).
+        parent: The arm's link the hand is fixed to (its tool flange).
+        xyz: Position of the hand's root frame in the parent link's frame [m].
+        rpy: Its orientation, roll-pitch-yaw [rad], as a URDF origin.
+    """
+
+    hand: str
+    parent: str
+    xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rpy: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     """Static description of one robot.
 
     Attributes:
         name: Short name used on the command line.
         urdf: Path of the URDF relative to example-robot-data's `robots/` folder.
-        kind: "arm" (end-effector pose -> IK) or "hand" (keypoints -> retargeting).
+        kind: "arm" (end-effector pose -> IK), "hand" (keypoints -> retargeting) or "arm-hand" (an arm with a
+            hand at its flange: the wrist pose -> IK of the arm, the keypoints -> retargeting of the hand).
         joints: Joints driven by IK / retargeting, in command order.
         ee_frame: URDF frame of the end effector (arms: tool centre point; hand: palm).
         home: Joint positions of `joints` at reset [rad].
         gripper_joints: Prismatic finger joints of a parallel gripper (arms), empty if none in the URDF.
         gripper_open: Finger joint position when open [m]; closed is 0.
         fingertip_frames: Hands: fingertip frames in the order index, middle, ring, thumb.
+        mount: An arm with a hand: which hand, at which link; `urdf` is then the arm's.
     """
 
     name: str
@@ -39,9 +62,12 @@ class RobotSpec:
     gripper_joints: tuple[str, ...] = ()
     gripper_open: float = 0.0
     fingertip_frames: tuple[str, ...] = ()
+    mount: Mount | None = None
 
     @property
     def urdf_path(self) -> Path:
+        if self.mount is not None:
+            return _mounted_urdf(self.name, robots_dir() / self.urdf, self.mount)
         return robots_dir() / self.urdf
 
     @property
@@ -88,6 +114,17 @@ ROBOTS: dict[str, RobotSpec] = {
         fingertip_frames=("link_3.0_tip", "link_7.0_tip", "link_11.0_tip", "link_15.0_tip"),
     ),
 }
+ROBOTS["xarm7-allegro"] = RobotSpec(
+    name="xarm7-allegro",
+    urdf=ROBOTS["xarm7"].urdf,
+    kind="arm-hand",
+    joints=ROBOTS["xarm7"].joints + ALLEGRO_JOINTS,
+    ee_frame="palm_link",
+    home=ROBOTS["xarm7"].home + ROBOTS["allegro"].home,
+    fingertip_frames=ROBOTS["allegro"].fingertip_frames,
+    # The palm's wrist end on the flange, fingers along the flange's axis, the palm facing the arm's base side.
+    mount=Mount(hand="allegro", parent="link_eef", xyz=(0.0, 0.0, 0.1), rpy=(0.0, 0.0, 0.0)),
+)
 
 
 def get_robot(name: str) -> RobotSpec:
@@ -107,3 +144,28 @@ def robots_dir() -> Path:
     raise TeleopError(
         "the robot descriptions of example-robot-data were not found: run  pip install example-robot-data"
     )
+
+
+def _mounted_urdf(name: str, arm_urdf: Path, mount: Mount) -> Path:
+    """The arm's URDF with the hand's links and joints added, its root fixed to `mount.parent`."""
+    hand = get_robot(mount.hand)
+    arm_text = arm_urdf.read_text()
+    hand_text = hand.urdf_path.read_text()
+    body = re.search(r"<robot[^>]*>(.*)</robot>", hand_text, flags=re.DOTALL)
+    root = re.search(r'<link\s+name="([^"]+)"', hand_text)
+    if body is None or root is None:
+        raise TeleopError(f"the URDF of {hand.name} ({hand.urdf_path}) has no <robot> with links")
+    joint = (
+        f'\n  <joint name="{mount.hand}_mount" type="fixed">\n    <parent link="{mount.parent}"/>\n'
+        f'    <child link="{root.group(1)}"/>\n    <origin xyz="{" ".join(map(str, mount.xyz))}" '
+        f'rpy="{" ".join(map(str, mount.rpy))}"/>\n  </joint>\n'
+    )
+    text = arm_text.replace("</robot>", body.group(1) + joint + "</robot>")
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / "teleop-urdf" / f"{name}-{digest}.urdf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{digest}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path

@@ -70,9 +70,9 @@ class DeviceBackend:
 
 
 def _scripted(ctx: DeviceContext) -> Device:
-    from devices.scripted import OperatorStyle, ScriptedArmOperator, ScriptedHandOperator
+    from devices.scripted import OperatorStyle, ScriptedArmHandOperator, ScriptedArmOperator, ScriptedHandOperator
     from kinematics.mapping import MappingConfig
-    from teleop.controllers import ArmController, HandController
+    from teleop.controllers import ArmController, ArmHandController, HandController
 
     style = OperatorStyle(seed=ctx.seed)
     task, sim, controller = ctx.task, ctx.sim, ctx.controller
@@ -80,6 +80,11 @@ def _scripted(ctx: DeviceContext) -> Device:
         mapping = controller.mapping_config
         return ScriptedArmOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
                                    np.asarray(mapping.R_base_device), mapping.pos_scale, style, ctx.clock)
+    if isinstance(controller, ArmHandController):
+        r = controller.retargeter
+        return ScriptedArmHandOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
+                                       np.asarray(r.mapping.config.R_base_device), r.mapping.config.pos_scale,
+                                       r.retargeter.robot_to_human, style, ctx.clock)
     if isinstance(controller, HandController):
         return ScriptedHandOperator(lambda: task.operator_view(sim),  # type: ignore[arg-type,return-value]
                                     controller.retargeter.robot_to_human, style, ctx.clock)

@@ -15,12 +15,13 @@ import abc
 import numpy as np
 
 from devices.base import DeviceSample
+from kinematics.arm_hand import ArmHandConfig
 from kinematics.arm_ik import ArmIKConfig
 from kinematics.calibration import Calibration
 from kinematics.hand_retarget import HandRetargetConfig
 from kinematics.mapping import MappingConfig
 from kinematics.robot_model import RobotModel, load_model
-from kinematics.robots import RobotSpec
+from kinematics.robots import ROBOTS, RobotSpec
 from kinematics.safety import JointSafetyConfig, as_finite_array, safe_gripper, validate_period
 from kinematics.velocity_mapping import VelocityMapping, VelocityMappingConfig
 from teleop.errors import TeleopError, UnsafeInputError
@@ -158,6 +159,43 @@ class HandController(Controller):
         return q_target
 
 
+class ArmHandController(Controller):
+    """A tracked hand -> an arm with a hand at its flange (kinematics.arm_hand): the wrist pose drives the arm
+    through the clutched mapping and the IK, the fingers drive the hand through the retargeting. Each part
+    holds on its own unsafe input (a lost wrist pose holds the arm, lost keypoints the fingers)."""
+
+    def __init__(self, spec: RobotSpec, config: ArmHandConfig | None = None,
+                 safety: JointSafetyConfig | None = None) -> None:
+        super().__init__(spec, safety)
+        if spec.mount is None:
+            raise TeleopError(f"robot {spec.name!r} has no hand mounted on an arm")
+        arm = next((r.name for r in ROBOTS.values() if r.kind == "arm" and r.urdf == spec.urdf), None)
+        if arm is None or (config is not None and config.arm != arm):
+            raise TeleopError(f"robot {spec.name!r}: its arm is not one the arm + hand retargeting knows")
+        self.retargeter = (config or ArmHandConfig(arm=arm)).build()
+        if self.retargeter.ik_frame != spec.mount.parent:
+            raise TeleopError(f"robot {spec.name!r}: the hand is mounted at {spec.mount.parent!r}, but the IK "
+                              f"places {self.retargeter.ik_frame!r}")
+        self.n_arm = self.retargeter.arm_model.n
+
+    def reset(self, q: np.ndarray, T_base_ee: np.ndarray) -> None:
+        super().reset(q, T_base_ee)
+        q_safe = self.safety.last_safe
+        self.retargeter.reset(q_safe[: self.n_arm], q_hand=q_safe[self.n_arm :])
+
+    def _act(self, sample: DeviceSample, q: np.ndarray, T_base_ee: np.ndarray, dt: float) -> np.ndarray:
+        r = self.retargeter
+        refused = r.rejected_arm + r.rejected_hand
+        target = r.act(sample, dt)
+        if r.rejected_arm + r.rejected_hand > refused:  # a part held: count it as the other controllers do
+            self.rejected += 1
+            self.last_error = r.last_error
+        return np.concatenate([target.q_arm, target.q_hand])
+
+
+ARM_HAND_DEVICES = ("openxr-hands", "scripted")
+"""Backends whose samples carry both a wrist pose and hand keypoints (an arm + hand robot needs both)."""
+
 RATE_PRESETS = {"keyboard": VelocityMappingConfig.keyboard, "gamepad": VelocityMappingConfig.dualshock}
 """Devices that command end-effector velocity (axes) rather than a pose, with their mapping preset."""
 
@@ -177,6 +215,14 @@ def make_controller(spec: RobotSpec, device: str = "scripted", calibration: Cali
 
     backend = BACKENDS.get(device)  # a trace recorded by an unknown device: treat its samples as poses
     commands = backend.commands if backend else POSE
+    if spec.kind == "arm-hand":
+        if device not in ARM_HAND_DEVICES:
+            raise TeleopError(f"the {spec.name} robot follows a tracked hand's wrist pose and fingers: drive it "
+                              f"with {' or '.join(ARM_HAND_DEVICES)}; {device} gives "
+                              + ("keypoints in the wrist's frame but no wrist pose" if commands == HAND
+                                 else "no hand keypoints"))
+        _refuse_calibration(calibration, f"the {spec.name} arm follows a tracked wrist")
+        return ArmHandController(spec)
     if spec.kind != "arm":
         if commands == POSE or (commands == RATE and device != "keyboard"):  # the keyboard also curls fingers
             raise TeleopError(f"{device} gives no hand keypoints: drive the {spec.name} hand with a hand tracker "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kinematics.robots import RobotSpec
+from kinematics.robots import RobotSpec, get_robot
 from recorder.step import CameraFrame, CameraInfo
 from teleop.assets import sim_gripper_joints, sim_urdf
 from teleop.errors import TeleopError, UnknownNameError
@@ -20,6 +20,8 @@ from teleop.robot import RobotStatus
 with native_output_silenced():
     import pybullet as pb
     import pybullet_data
+
+MOUNTED_HAND_JOINT_DAMPING = 0.05  # N m s/rad, see PybulletSim._steady_mounted_hand
 
 # OpenCV camera (x right, y down, z forward) -> OpenGL camera (x right, y up, z backward).
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -123,6 +125,8 @@ class PybulletSim:
         self._all_ids = self._arm_ids + self._gripper_ids
         self._max_force, self._max_velocity = self._joint_limits()
         self._ee_link = self.link_index(spec.ee_frame)
+        if spec.mount is not None:
+            self._steady_mounted_hand(get_robot(spec.mount.hand).ee_frame)
         if spec.name == "franka":  # its collision meshes, used as visuals, carry no colours of their own
             for link in range(-1, pb.getNumJoints(self.robot, physicsClientId=self.client)):
                 pb.changeVisualShape(self.robot, link, rgbaColor=(0.92, 0.92, 0.92, 1.0), physicsClientId=self.client)
@@ -161,6 +165,15 @@ class PybulletSim:
         force = np.array([info[10] if info[10] > 0 else 100.0 for info in infos])
         velocity = np.array([info[11] if info[11] > 0 else 2.0 for info in infos])
         return force, velocity
+
+    def _steady_mounted_hand(self, root: str) -> None:
+        """A hand on an arm: its joints get viscous damping (MOUNTED_HAND_JOINT_DAMPING). The Allegro's URDF has
+        none; on a fixed base that is fine, but behind the arm's seven joints a finger moving at 3 rad/s makes
+        pybullet's articulated-body solver blow up (the arm flails over a metre within a second). Damped, the
+        arm stays put and the fingers track their targets to 0.002 rad."""
+        first = self.link_index(root)  # the hand's links come after the arm's in the joined URDF
+        for link in range(first, pb.getNumJoints(self.robot, physicsClientId=self.client)):
+            pb.changeDynamics(self.robot, link, jointDamping=MOUNTED_HAND_JOINT_DAMPING, physicsClientId=self.client)
 
     def link_index(self, name: str) -> int:
         try:

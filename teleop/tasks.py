@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from devices.scripted import ArmView, HandView
+from devices.scripted import ArmHandView, ArmView, HandView
 from kinematics.robots import RobotSpec, get_robot
 from teleop.errors import TeleopError, UnknownNameError
 from teleop.sim import CameraSpec, PybulletSim, look_at
@@ -58,7 +58,7 @@ class Task(abc.ABC):
         return self.instruction
 
     @abc.abstractmethod
-    def operator_view(self, sim: SceneRobot) -> ArmView | HandView:
+    def operator_view(self, sim: SceneRobot) -> ArmView | HandView | ArmHandView:
         """What a person demonstrating the task looks at and aims for now."""
 
     def extras(self, sim: SceneRobot) -> dict[str, np.ndarray]:
@@ -263,8 +263,92 @@ class AllegroReach(Task):
         return {"target_pos": sim.body_pose(self.ball)[:3]}
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (FrankaReach, FrankaPick, XArm7Reach, AllegroReach)}
-DEFAULT_TASK = {"franka": "franka-reach", "xarm7": "xarm7-reach", "allegro": "allegro-reach"}
+# --- arm with a hand ------------------------------------------------------------------------------------
+
+
+class XArm7AllegroReach(Task):
+    """Bring the hand to a ball in front of the arm and touch it with one named fingertip: the setup of MVP's
+    Quest-hands work (the wrist drives the arm, the fingers the hand) as one robot."""
+
+    name = "xarm7-allegro-reach"
+    robot = "xarm7-allegro"
+    max_duration_s = 12.0
+    instruction = "touch the red ball with the {finger} fingertip"
+    radius = 0.012
+    tolerance_m = 0.015  # fingertip centre to ball surface: the tip sphere (12 mm) plus 3 mm
+    near_m = 0.03  # the wrist this close to where it should be: the person aims the finger at the ball itself
+
+    def build(self, sim: PybulletSim) -> None:
+        from kinematics.robot_model import load_model
+
+        mount = self.spec.mount
+        assert mount is not None
+        self.flange = mount.parent
+        self.hand_model = load_model(mount.hand)
+        self.ball = sim.add_sphere(self.radius, np.array([0.4, 0.0, 0.2]), RED, collide=False)
+        # One camera: the hand's meshes make a render cost ~35 ms here, and a second one would not fit a 20 Hz tick.
+        sim.add_camera("front", CameraSpec(45.0, look_at(np.array([0.85, 0.5, 0.55]), np.array([0.4, 0.0, 0.22]))))
+        self.finger, self._flange_goal, self._tip_goal = 0, np.zeros(3), np.zeros(3)
+
+    def reset(self, sim: PybulletSim, seed: int) -> dict[str, Any]:
+        """Pick a finger, a pose of it and a place for the wrist 8-20 cm away at the start's orientation; the
+        ball sits where that puts the fingertip."""
+        rng = np.random.default_rng(seed)
+        q0 = self._reset_robot(sim, rng, 0.05)
+        T_flange = sim.link_pose(self.flange)
+        T_flange_palm = np.linalg.inv(T_flange) @ sim.ee_pose()
+        finger = int(rng.integers(0, 3))  # index, middle, ring
+        q_hand = self.hand_model.home
+        q_hand[4 * finger : 4 * finger + 4] = rng.uniform([-0.15, 0.5, 0.4, 0.3], [0.15, 1.1, 1.0, 0.8])
+        tip_palm = self.hand_model.fk(q_hand, self.spec.fingertip_frames[finger])[:3, 3]
+        while True:
+            shift = rng.uniform((-0.12, -0.15, -0.04), (0.12, 0.15, 0.10))
+            if np.linalg.norm(shift) > 0.08:
+                break
+        flange_goal = T_flange[:3, 3] + shift
+        ball = flange_goal + T_flange[:3, :3] @ (T_flange_palm @ np.append(tip_palm, 1.0))[:3]
+        state = {"q0": q0, "finger": finger, "ball": ball.tolist(), "flange_goal": flange_goal.tolist(),
+                 "tip_goal": tip_palm.tolist()}
+        self.restore(sim, state)
+        return state
+
+    def restore(self, sim: PybulletSim, state: dict[str, Any]) -> None:
+        sim.reset(np.array(state["q0"]), 0.0)
+        self.finger = int(state["finger"])
+        self._flange_goal, self._tip_goal = np.array(state["flange_goal"]), np.array(state["tip_goal"])
+        sim.reset_body(self.ball, np.array([*state["ball"], 1.0, 0.0, 0.0, 0.0]))
+
+    def language_instruction(self) -> str:
+        return self.instruction.format(finger=ALLEGRO_FINGERS[self.finger])
+
+    def _in_palm(self, sim: PybulletSim, p_world: np.ndarray) -> np.ndarray:
+        return (np.linalg.inv(sim.ee_pose()) @ np.append(p_world, 1.0))[:3]
+
+    def success(self, sim: PybulletSim) -> bool:
+        tip_link = self.spec.fingertip_frames[self.finger]
+        ball = sim.body_pose(self.ball)[:3]
+        close = np.linalg.norm(sim.link_pose(tip_link)[:3, 3] - ball) < self.radius + self.tolerance_m
+        return bool(close) or sim.in_contact(self.ball, tip_link)
+
+    def operator_view(self, sim: PybulletSim) -> ArmHandView:
+        """The wrist toward where the hand should be; the finger to its planned pose on the way, then, once the
+        wrist is near, onto the ball itself."""
+        flange = sim.link_pose(self.flange)[:3, 3]
+        tip = self._in_palm(sim, sim.link_pose(self.spec.fingertip_frames[self.finger])[:3, 3])
+        near = np.linalg.norm(self._flange_goal - flange) < self.near_m
+        goal = self._in_palm(sim, sim.body_pose(self.ball)[:3]) if near else self._tip_goal
+        return ArmHandView(wrist=ArmView(ee_pos=flange, goal_pos=self._flange_goal, close_gripper=False),
+                           fingers=HandView(finger=ALLEGRO_FINGERS[self.finger], tip_pos=tip, goal_pos=goal))
+
+    def extras(self, sim: PybulletSim) -> dict[str, np.ndarray]:
+        return {"target_pos": sim.body_pose(self.ball)[:3]}
+
+
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (FrankaReach, FrankaPick, XArm7Reach, AllegroReach, XArm7AllegroReach)
+}
+DEFAULT_TASK = {"franka": "franka-reach", "xarm7": "xarm7-reach", "allegro": "allegro-reach",
+                "xarm7-allegro": "xarm7-allegro-reach"}
 
 
 class RealTask(Task):
@@ -284,7 +368,7 @@ class RealTask(Task):
     def success(self, sim: SceneRobot) -> bool:
         return False
 
-    def operator_view(self, sim: SceneRobot) -> ArmView | HandView:
+    def operator_view(self, sim: SceneRobot) -> ArmView | HandView | ArmHandView:
         raise TeleopError("the scripted operator needs the simulator's scene; a real robot is driven by a person")
 
 

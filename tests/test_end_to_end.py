@@ -97,7 +97,7 @@ def test_train_then_eval_prints_a_success_rate(franka_episodes: Path, tmp_path: 
 
 @pytest.mark.parametrize(("argv", "valid"), [
     (["demo", "--robot", "ur5"], "allegro, franka, xarm7"),
-    (["demo", "--task", "franka-stack"], "allegro-reach, franka-pick, franka-reach, xarm7-reach"),
+    (["demo", "--task", "franka-stack"], "allegro-reach, franka-pick, franka-reach, xarm7-allegro-reach, xarm7-reach"),
     (["demo", "--robot", "xarm7", "--task", "franka-pick"], "xarm7-reach"),
 ])
 def test_unknown_names_list_the_valid_ones(argv: list[str], valid: str, tmp_path: Path,
