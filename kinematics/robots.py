@@ -134,6 +134,18 @@ def get_robot(name: str) -> RobotSpec:
         raise UnknownNameError("robot", name, list(ROBOTS)) from None
 
 
+def arm_of(spec: RobotSpec) -> RobotSpec:
+    """The arm of a robot with a mounted hand (the arm robot with the same URDF).
+
+    Raises:
+        TeleopError: `spec` has no hand mounted on an arm we know.
+    """
+    arm = next((r for r in ROBOTS.values() if r.kind == "arm" and r.urdf == spec.urdf), None)
+    if spec.mount is None or arm is None:
+        raise TeleopError(f"robot {spec.name!r} is not an arm with a hand mounted on it")
+    return arm
+
+
 def robots_dir() -> Path:
     """example-robot-data's `robots/` folder (a cmeel package: under site-packages/cmeel.prefix)."""
     candidates = [Path(p) / "cmeel.prefix/share/example-robot-data/robots" for p in sys.path if p]

@@ -21,7 +21,7 @@ from kinematics.calibration import Calibration
 from kinematics.hand_retarget import HandRetargetConfig
 from kinematics.mapping import MappingConfig
 from kinematics.robot_model import RobotModel, load_model
-from kinematics.robots import ROBOTS, RobotSpec
+from kinematics.robots import RobotSpec, arm_of
 from kinematics.safety import JointSafetyConfig, as_finite_array, safe_gripper, validate_period
 from kinematics.velocity_mapping import VelocityMapping, VelocityMappingConfig
 from teleop.errors import TeleopError, UnsafeInputError
@@ -167,15 +167,14 @@ class ArmHandController(Controller):
     def __init__(self, spec: RobotSpec, config: ArmHandConfig | None = None,
                  safety: JointSafetyConfig | None = None) -> None:
         super().__init__(spec, safety)
-        if spec.mount is None:
-            raise TeleopError(f"robot {spec.name!r} has no hand mounted on an arm")
-        arm = next((r.name for r in ROBOTS.values() if r.kind == "arm" and r.urdf == spec.urdf), None)
-        if arm is None or (config is not None and config.arm != arm):
-            raise TeleopError(f"robot {spec.name!r}: its arm is not one the arm + hand retargeting knows")
+        arm = arm_of(spec).name
+        if config is not None and config.arm != arm:
+            raise TeleopError(f"robot {spec.name!r} is the {arm} with a hand, not the {config.arm}")
         self.retargeter = (config or ArmHandConfig(arm=arm)).build()
-        if self.retargeter.ik_frame != spec.mount.parent:
-            raise TeleopError(f"robot {spec.name!r}: the hand is mounted at {spec.mount.parent!r}, but the IK "
-                              f"places {self.retargeter.ik_frame!r}")
+        mount = spec.mount
+        if mount is None or self.retargeter.ik_frame != mount.parent:
+            raise TeleopError(f"robot {spec.name!r}: the IK places {self.retargeter.ik_frame!r}, which is not where "
+                              "the hand is mounted")
         self.n_arm = self.retargeter.arm_model.n
 
     def reset(self, q: np.ndarray, T_base_ee: np.ndarray) -> None:

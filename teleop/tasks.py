@@ -286,13 +286,14 @@ class XArm7AllegroReach(Task):
         self.flange = mount.parent
         self.hand_model = load_model(mount.hand)
         self.ball = sim.add_sphere(self.radius, np.array([0.4, 0.0, 0.2]), RED, collide=False)
-        # One camera: the hand's meshes make a render cost ~35 ms here, and a second one would not fit a 20 Hz tick.
-        sim.add_camera("front", CameraSpec(45.0, look_at(np.array([0.85, 0.5, 0.55]), np.array([0.4, 0.0, 0.22]))))
+        # One camera, facing the palm: the hand's meshes make a render cost ~35 ms here, and a second one would not
+        # fit a 20 Hz tick.
+        sim.add_camera("front", CameraSpec(55.0, look_at(np.array([1.0, 0.12, 0.45]), np.array([0.45, 0.0, 0.22]))))
         self.finger, self._flange_goal, self._tip_goal = 0, np.zeros(3), np.zeros(3)
 
     def reset(self, sim: PybulletSim, seed: int) -> dict[str, Any]:
-        """Pick a finger, a pose of it and a place for the wrist 8-20 cm away at the start's orientation; the
-        ball sits where that puts the fingertip."""
+        """Pick a finger, a pose of it and a place for the wrist 8-25 cm away, forward or sideways, at the start's
+        orientation; the ball sits where that puts the fingertip."""
         rng = np.random.default_rng(seed)
         q0 = self._reset_robot(sim, rng, 0.05)
         T_flange = sim.link_pose(self.flange)
@@ -302,7 +303,7 @@ class XArm7AllegroReach(Task):
         q_hand[4 * finger : 4 * finger + 4] = rng.uniform([-0.15, 0.5, 0.4, 0.3], [0.15, 1.1, 1.0, 0.8])
         tip_palm = self.hand_model.fk(q_hand, self.spec.fingertip_frames[finger])[:3, 3]
         while True:
-            shift = rng.uniform((-0.12, -0.15, -0.04), (0.12, 0.15, 0.10))
+            shift = rng.uniform((0.0, -0.15, -0.04), (0.15, 0.15, 0.10))  # forward: the ball is not behind the hand
             if np.linalg.norm(shift) > 0.08:
                 break
         flange_goal = T_flange[:3, 3] + shift

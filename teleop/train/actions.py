@@ -4,13 +4,14 @@ Two action spaces:
 
 - "joint": the recorded action row (joint targets [rad], then the gripper command 0 open .. 1 closed) from
   the joint positions. It is what the episodes store, for every robot.
-- "ee-delta" (arms): the end-effector motion the operator commanded. The training target of step t is the
-  pose that the recorded joint targets of step t + horizon put the end effector at (forward kinematics),
-  relative to the end-effector pose measured at step t: position change [m] and rotation vector [rad], both
-  in the robot base frame, then the gripper command of step t. The policy sees the end-effector pose
-  (position, quaternion wxyz with w >= 0) and the remaining joints (a gripper's fingers). At run time the
-  predicted pose is the target of every step (a receding horizon: the next step predicts it again), turned
-  into joint targets by the same differential IK as a teleoperation device (kinematics.arm_ik, from the
+- "ee-delta" (arms, and an arm with a hand): the end-effector motion the operator commanded. The training
+  target of step t is the pose that the recorded joint targets of step t + horizon put the end effector at
+  (forward kinematics; an arm with a hand: the arm's flange), relative to the end-effector pose measured at
+  step t: position change [m] and rotation vector [rad], both in the robot base frame, then the rest of the
+  action row of step t (the gripper command, or the hand's joint targets). The policy sees the end-effector
+  pose (position, quaternion wxyz with w >= 0) and the remaining joints (a gripper's fingers, the hand's). At
+  run time the predicted pose is the target of every step (a receding horizon: the next step predicts it again),
+  turned into joint targets by the same differential IK as a teleoperation device (kinematics.arm_ik, from the
   previous command, within the joint position and speed limits), as a device's target pose is.
 
 With `chunk` C > 1 (ACT's action chunks, Zhao et al. 2023) the policy predicts the targets of steps t + horizon
@@ -46,11 +47,12 @@ DEFAULT_CHUNK = 10  # targets per prediction, in both spaces (RESULTS.md: 1, 5 a
 
 
 def default_action_space(robot: str) -> str:
-    """ "ee-delta" for an arm of kinematics.robots, "joint" for a hand or a robot without a kinematic model."""
+    """ "ee-delta" for an arm of kinematics.robots (with a gripper or a hand), "joint" for a hand or a robot
+    without a kinematic model."""
     from kinematics.robots import ROBOTS
 
     spec = ROBOTS.get(robot)
-    return "ee-delta" if spec is not None and spec.has_gripper else "joint"
+    return "ee-delta" if spec is not None and (spec.has_gripper or spec.mount is not None) else "joint"
 
 
 @dataclass
@@ -165,10 +167,12 @@ def make_action_space(name: str, robot: str, horizon: int = DEFAULT_HORIZON, chu
         raise TeleopError(f"the ee-delta horizon must be at least 1 step, got {horizon}")
     from kinematics.arm_ik import ArmIKConfig
     from kinematics.robot_model import RobotModel
-    from kinematics.robots import get_robot
+    from kinematics.robots import arm_of, get_robot
 
     spec = get_robot(robot)
-    if not spec.has_gripper:
+    if spec.mount is not None:  # an arm with a hand: the arm's flange moves, the hand's joints follow the rows
+        spec = arm_of(spec)
+    elif not spec.has_gripper:
         raise TeleopError(f"{robot} has no end effector to move: train it in the joint action space")
     model = RobotModel(spec)
     return ActionSpace("ee-delta", horizon, model.n, chunk, _model=model, _ik=ArmIKConfig().build(model))
