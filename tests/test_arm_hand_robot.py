@@ -116,3 +116,27 @@ def test_scripted_demonstrations_record_and_mostly_succeed(tmp_path: Path) -> No
         assert tuple(episode.meta.joint_names) == get_robot(ROBOT).joints
         assert tuple(episode.meta.action_names) == get_robot(ROBOT).joints
         assert episode.action.shape[1] == 23
+
+
+def test_policies_predict_the_flange_motion_and_the_hand_joint_targets() -> None:
+    from teleop.train.actions import default_action_space, make_action_space
+
+    spec = get_robot(ROBOT)
+    assert default_action_space(ROBOT) == "ee-delta"
+    space = make_action_space("ee-delta", ROBOT, horizon=2, chunk=1)
+    q = np.tile(np.array(spec.home), (5, 1))
+    q[:, 1] += np.linspace(0.0, 0.2, 5)  # the arm moves; the fingers curl
+    q[:, 8] += np.linspace(0.0, 0.5, 5)
+    arm = load_model("xarm7")
+    proprio = space.proprio(q)
+    assert proprio.shape == (5, 7 + 16)
+    np.testing.assert_allclose(proprio[:, :3], [arm.fk(row[:7], "link_eef")[:3, 3] for row in q], atol=1e-6)
+    targets = space.targets(q, q)  # actions = the joints themselves
+    flange = [arm.fk(row[:7], "link_eef")[:3, 3] for row in q]
+    np.testing.assert_allclose(targets[0, :3], flange[2] - flange[0], atol=1e-6)  # 2 steps ahead
+    np.testing.assert_allclose(targets[:, 6:], q[:, 7:], atol=1e-6)  # the hand's joint targets as recorded
+    space.reset(q[0])
+    action = space.decode(targets[0], q[0], 0.05)
+    assert action.shape == (23,)
+    np.testing.assert_allclose(action[7:], q[0, 7:], atol=1e-6)
+    assert np.abs(action[:7] - q[0, :7]).max() > 1e-4  # the IK moves the arm toward the flange target
