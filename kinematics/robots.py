@@ -122,7 +122,7 @@ ROBOTS["xarm7-allegro"] = RobotSpec(
     ee_frame="palm_link",
     home=ROBOTS["xarm7"].home + ROBOTS["allegro"].home,
     fingertip_frames=ROBOTS["allegro"].fingertip_frames,
-    # The palm's wrist end on the flange, fingers along the flange's axis, the palm facing the arm's base side.
+    # The palm's wrist end on the flange, the fingers along the flange's axis; at home the palm faces forward.
     mount=Mount(hand="allegro", parent="link_eef", xyz=(0.0, 0.0, 0.1), rpy=(0.0, 0.0, 0.0)),
 )
 
@@ -172,7 +172,11 @@ def _mounted_urdf(name: str, arm_urdf: Path, mount: Mount) -> Path:
         f'    <child link="{root.group(1)}"/>\n    <origin xyz="{" ".join(map(str, mount.xyz))}" '
         f'rpy="{" ".join(map(str, mount.rpy))}"/>\n  </joint>\n'
     )
-    text = arm_text.replace("</robot>", body.group(1) + joint + "</robot>")
+    return cached_urdf(name, arm_text.replace("</robot>", body.group(1) + joint + "</robot>"))
+
+
+def cached_urdf(name: str, text: str) -> Path:
+    """A generated URDF written once into a cache folder, named by its robot and content."""
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / "teleop-urdf" / f"{name}-{digest}.urdf"
     if not path.exists():

@@ -8,12 +8,10 @@ for the xArm7, whose URDF has no gripper, a parallel two-finger gripper on `link
 
 from __future__ import annotations
 
-import hashlib
 import re
-import tempfile
 from pathlib import Path
 
-from kinematics.robots import RobotSpec, robots_dir
+from kinematics.robots import RobotSpec, cached_urdf, robots_dir
 
 XARM_GRIPPER_FINGER_TRAVEL_M = 0.04
 
@@ -62,14 +60,7 @@ def sim_urdf(spec: RobotSpec) -> Path:
         text = re.sub(r"meshes/visual/(\w+)\.dae", r"meshes/collision/\1.stl", text)
     if spec.name == "xarm7":
         text = text.replace("</robot>", _xarm_gripper_xml() + "\n</robot>")
-    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / "teleop-urdf" / f"{spec.name}-{digest}.urdf"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{digest}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return path
+    return cached_urdf(spec.name, text)
 
 
 def _xarm_gripper_xml() -> str:
