@@ -65,7 +65,7 @@ from kinematics.robots import get_robot  # noqa: E402
 from kinematics.safety import JointSafetyConfig  # noqa: E402
 from teleop.deps import require  # noqa: E402
 
-VIDEO = _ROOT.parent / "shared" / "data" / "hands" / "human_hand_video.mp4"
+VIDEO = _ROOT.parent / "shared" / "data" / "hands" / "human_hand_video.mp4"  # ../shared beside the repository
 FPS = 30.0
 DT = 1.0 / FPS
 DEX_TIPS = ("link_15.0_tip", "link_3.0_tip", "link_7.0_tip", "link_11.0_tip")  # thumb, index, middle, ring

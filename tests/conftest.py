@@ -9,8 +9,18 @@ import pytest
 
 from teleop.clock import SimulatedClock
 
-HAND_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "human_hand_video.mp4"
-"""A real right hand filmed for 621 frames at 30 fps (../shared): tests that need it skip without it."""
+
+def _shared_data() -> Path:
+    """The shared data folder: $TELEOP_SHARED_DATA, else ../shared/data beside the repository, else
+    /work/shared/data."""
+    if os.environ.get("TELEOP_SHARED_DATA"):
+        return Path(os.environ["TELEOP_SHARED_DATA"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+HAND_VIDEO = _shared_data() / "hands" / "human_hand_video.mp4"
+"""A real right hand filmed for 621 frames at 30 fps: tests that need it skip without it."""
 
 __all__ = ["SimulatedClock"]  # the tests import it from here
 
