@@ -25,9 +25,8 @@ Metrics (the reference is the human hand of the same frame):
 * p50_ms / p99_ms: wall time of one call; p99_cpu_ms its thread CPU time; speedups are dex / ours.
 
 `--frontier` also sweeps each method's output filter (dex: its alpha; ours: the joint One Euro filter's
-min_cutoff_hz and beta, and off) on the
-mediapipe stream: error against jitter, written as a plot (`--plot PATH`, PNG). Both run on one thread
-(torch, which dex-retargeting uses for its gradients, and BLAS).
+min_cutoff_hz and beta, and off) on the mediapipe stream: error against jitter, written as a plot (`--plot
+PATH`, PNG). Both run on one thread (torch, which dex-retargeting uses for its gradients, and BLAS).
 
 Needs `pip install 'teleop[dex]'` (dex-retargeting 0.5) and the hand model (`teleop models fetch --from-wheel`).
 """
