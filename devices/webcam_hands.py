@@ -153,8 +153,12 @@ def track_video(video: str | Path, model: str | Path | None = None, handedness: 
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     if max_frames is not None:
         total = min(total, max_frames)
-    landmarker = create_landmarker(find_model(model), num_hands)
     samples: list[DeviceSample] = []
+    try:
+        landmarker = create_landmarker(find_model(model), num_hands)
+    except BaseException:
+        capture.release()
+        raise
     try:
         last_ms = -1
         while max_frames is None or len(samples) < max_frames:
