@@ -257,3 +257,11 @@ def test_a_camera_that_does_not_open_is_a_clear_error(model) -> None:  # noqa: A
     pytest.importorskip("cv2")
     with pytest.raises(DeviceError, match="could not open camera 97"):
         WebcamHands(source=97, model=model).connect()
+
+
+def test_tracking_a_missing_video_names_it(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("cv2")
+    from devices.webcam_hands import track_video
+
+    with pytest.raises(DeviceError, match="could not open the video .*nope.mp4"):
+        track_video(tmp_path / "nope.mp4")
