@@ -196,15 +196,36 @@ class FrankaPick(Task):
 ALLEGRO_FINGERS = ("index", "middle", "ring", "thumb")
 
 
-class AllegroReach(Task):
+class FingertipTouch(Task):
+    """Touch a red ball with one named fingertip of an Allegro hand: index, middle or ring, picked per scene."""
+
+    instruction = "touch the red ball with the {finger} fingertip"
+    radius = 0.012
+    tolerance_m = 0.015  # fingertip centre to ball surface: the tip sphere (12 mm) plus 3 mm
+    finger = 0
+    ball: int  # the ball's body, made by build()
+
+    @staticmethod
+    def _pick_finger(rng: np.random.Generator, q_hand: np.ndarray) -> tuple[int, np.ndarray]:
+        """A finger and a pose of it: the hand joints q_hand (16,) with that finger's four joints drawn."""
+        finger = int(rng.integers(0, 3))  # index, middle, ring
+        q = np.array(q_hand, dtype=float)
+        q[4 * finger : 4 * finger + 4] = rng.uniform([-0.15, 0.5, 0.4, 0.3], [0.15, 1.1, 1.0, 0.8])
+        return finger, q
+
+    def language_instruction(self) -> str:
+        return self.instruction.format(finger=ALLEGRO_FINGERS[self.finger])
+
+    def extras(self, sim: PybulletSim) -> dict[str, np.ndarray]:
+        return {"target_pos": sim.body_pose(self.ball)[:3]}
+
+
+class AllegroReach(FingertipTouch):
     """Palm up; touch a ball held above the palm with one named fingertip (after MVP's Allegro reach)."""
 
     name = "allegro-reach"
     robot = "allegro"
     max_duration_s = 8.0
-    instruction = "touch the red ball with the {finger} fingertip"
-    radius = 0.012
-    tolerance_m = 0.015  # fingertip centre to ball surface: the tip sphere (12 mm) plus 3 mm
 
     def base_pose(self) -> np.ndarray:
         """Palm facing up (palm +x -> world +z), fingers pointing along world +x, 25 cm above the ground."""
@@ -226,10 +247,7 @@ class AllegroReach(Task):
         """Pick a finger and a pose of it; the ball sits where that pose puts the fingertip, pushed out a bit."""
         rng = np.random.default_rng(seed)
         q0 = self._reset_robot(sim, rng, 0.05)
-        finger = int(rng.integers(0, 3))  # index, middle, ring
-        q = np.array(self.spec.home)
-        joints = slice(4 * finger, 4 * finger + 4)
-        q[joints] = rng.uniform([-0.15, 0.5, 0.4, 0.3], [0.15, 1.1, 1.0, 0.8])
+        finger, q = self._pick_finger(rng, np.array(self.spec.home))
         T_palm_tip = self.model.fk(q, self.spec.fingertip_frames[finger])
         p_world = (self.base_pose() @ np.append(T_palm_tip[:3, 3], 1.0))[:3]
         state = {"q0": q0, "finger": finger, "ball": p_world.tolist()}
@@ -240,9 +258,6 @@ class AllegroReach(Task):
         sim.reset(np.array(state["q0"]), 0.0)
         self.finger = int(state["finger"])
         sim.reset_body(self.ball, np.array([*state["ball"], 1.0, 0.0, 0.0, 0.0]))
-
-    def language_instruction(self) -> str:
-        return self.instruction.format(finger=ALLEGRO_FINGERS[self.finger])
 
     def _tip_and_ball_in_palm(self, sim: PybulletSim) -> tuple[np.ndarray, np.ndarray]:
         T_palm_world = np.linalg.inv(sim.ee_pose())
@@ -259,23 +274,17 @@ class AllegroReach(Task):
         tip, ball = self._tip_and_ball_in_palm(sim)
         return HandView(finger=ALLEGRO_FINGERS[self.finger], tip_pos=tip, goal_pos=ball)
 
-    def extras(self, sim: PybulletSim) -> dict[str, np.ndarray]:
-        return {"target_pos": sim.body_pose(self.ball)[:3]}
-
 
 # --- arm with a hand ------------------------------------------------------------------------------------
 
 
-class XArm7AllegroReach(Task):
+class XArm7AllegroReach(FingertipTouch):
     """Bring the hand to a ball in front of the arm and touch it with one named fingertip: the setup of MVP's
     Quest-hands work (the wrist drives the arm, the fingers the hand) as one robot."""
 
     name = "xarm7-allegro-reach"
     robot = "xarm7-allegro"
     max_duration_s = 12.0
-    instruction = "touch the red ball with the {finger} fingertip"
-    radius = 0.012
-    tolerance_m = 0.015  # fingertip centre to ball surface: the tip sphere (12 mm) plus 3 mm
     near_m = 0.03  # the wrist this close to where it should be: the person aims the finger at the ball itself
 
     def build(self, sim: PybulletSim) -> None:
@@ -299,9 +308,7 @@ class XArm7AllegroReach(Task):
         q0 = self._reset_robot(sim, rng, 0.05)
         T_flange = sim.link_pose(self.flange)
         T_flange_palm = np.linalg.inv(T_flange) @ sim.ee_pose()
-        finger = int(rng.integers(0, 3))  # index, middle, ring
-        q_hand = self.hand_model.home
-        q_hand[4 * finger : 4 * finger + 4] = rng.uniform([-0.15, 0.5, 0.4, 0.3], [0.15, 1.1, 1.0, 0.8])
+        finger, q_hand = self._pick_finger(rng, self.hand_model.home)
         tip_palm = self.hand_model.fk(q_hand, self.spec.fingertip_frames[finger])[:3, 3]
         while True:
             shift = rng.uniform((0.0, -0.15, -0.04), (0.15, 0.15, 0.10))  # forward: the ball is not behind the hand
@@ -320,9 +327,6 @@ class XArm7AllegroReach(Task):
         self._flange_goal, self._tip_goal = np.array(state["flange_goal"]), np.array(state["tip_goal"])
         sim.reset_body(self.ball, np.array([*state["ball"], 1.0, 0.0, 0.0, 0.0]))
 
-    def language_instruction(self) -> str:
-        return self.instruction.format(finger=ALLEGRO_FINGERS[self.finger])
-
     def _in_palm(self, sim: PybulletSim, p_world: np.ndarray) -> np.ndarray:
         return (np.linalg.inv(sim.ee_pose()) @ np.append(p_world, 1.0))[:3]
 
@@ -339,9 +343,6 @@ class XArm7AllegroReach(Task):
         goal = self._in_palm(sim, sim.body_pose(self.ball)[:3]) if near else self._tip_goal
         return ArmHandView(wrist=ArmView(ee_pos=flange, goal_pos=self._flange_goal, close_gripper=False),
                            fingers=HandView(finger=ALLEGRO_FINGERS[self.finger], tip_pos=tip, goal_pos=goal))
-
-    def extras(self, sim: PybulletSim) -> dict[str, np.ndarray]:
-        return {"target_pos": sim.body_pose(self.ball)[:3]}
 
 
 TASKS: dict[str, type[Task]] = {

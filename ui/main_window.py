@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     from ui.train_dialog import TrainDialog
 
 HUMAN_MAX_DURATION_S = 300.0  # a person ends the episode with Stop; this only caps a forgotten recording
-SCRIPTED_SUCCESS_HOLD_S = SUCCESS_HOLD_S  # the scripted operator's takes end as teleop demo's do
 CAMERA_SCALE = 2.0
 CAMERA_ROW_PX = 1140  # widest the camera views may be together; more cameras are shown smaller
 
@@ -73,7 +72,7 @@ CAMERA_ROW_PX = 1140  # widest the camera views may be together; more cameras ar
 def session_config(device: str) -> SessionConfig:
     """The scripted operator ends its episode on success; a person ends theirs with Stop."""
     if device == "scripted":
-        return SessionConfig(stop_on_success_s=SCRIPTED_SUCCESS_HOLD_S)
+        return SessionConfig(stop_on_success_s=SUCCESS_HOLD_S)
     return SessionConfig(max_duration_s=HUMAN_MAX_DURATION_S, stop_on_success_s=None)
 
 
@@ -537,7 +536,7 @@ class MainWindow(QMainWindow):
             self.controls_box.setTitle("Operator")
             self.controls_label.setText(
                 "The scripted operator drives the robot by itself; the episode ends "
-                f"{SCRIPTED_SUCCESS_HOLD_S:g} s after the task succeeds.")
+                f"{SUCCESS_HOLD_S:g} s after the task succeeds.")
         else:
             self.controls_box.setTitle("Operator")
             self.controls_label.setText(f"Operate the {escape(device)} device; press Stop to end.")
